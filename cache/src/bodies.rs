@@ -1,0 +1,184 @@
+//! Bodies, content-addressed by BLAKE3, in an iroh-blobs file store (so the mesh can later
+//! fetch them with verified streaming and byte ranges).
+//!
+//! Each body the index references has one named tag `b:<hex>`; deleting the tag lets the
+//! store's periodic garbage collection reclaim the file (iroh-blobs has no public delete).
+//! The store holds an exclusive lock and runs its own runtime: one process per data
+//! directory, and [`Bodies::shutdown`] must be awaited before the directory is reopened.
+
+use std::ops::Range;
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use iroh_blobs::api::blobs::{AddPathOptions, ImportMode};
+use iroh_blobs::api::proto::BlobStatus;
+use iroh_blobs::api::proto::ExportRangesItem;
+use iroh_blobs::store::fs::{options::Options, FsStore};
+use iroh_blobs::store::GcConfig;
+use iroh_blobs::{BlobFormat, Hash};
+
+use crate::error::StoreError;
+
+/// A freshly imported body, protected from garbage collection while this lives.
+pub struct Imported {
+    _tt: iroh_blobs::api::TempTag,
+    pub hash: [u8; 32],
+    pub size: u64,
+}
+
+/// Handle to the body store. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Bodies {
+    store: FsStore,
+}
+
+fn tag_name(hash: &[u8; 32]) -> String {
+    format!("b:{}", Hash::from_bytes(*hash).to_hex())
+}
+
+fn store_err(what: &'static str) -> impl Fn(&dyn std::fmt::Display) -> StoreError {
+    move |e| StoreError::Body(format!("{what}: {e}"))
+}
+
+impl Bodies {
+    /// Opens (or creates) the store in `dir`.
+    pub async fn open(dir: &Path, gc_interval: Duration) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Io(dir.to_owned(), e))?;
+        let mut opts = Options::new(dir);
+        opts.gc = Some(GcConfig {
+            interval: gc_interval,
+            add_protected: None,
+        });
+        let store = FsStore::load_with_opts(dir.join("blobs.db"), opts)
+            .await
+            .map_err(|e| StoreError::Body(format!("open body store in {}: {e}", dir.display())))?;
+        Ok(Self { store })
+    }
+
+    /// Imports a complete file (copying it). The body stays protected from garbage
+    /// collection while the returned [`Imported`] lives; [`Bodies::pin`] protects it for good.
+    pub async fn import(&self, path: &Path) -> Result<Imported, StoreError> {
+        let opts = AddPathOptions {
+            path: path.to_owned(),
+            mode: ImportMode::Copy,
+            format: BlobFormat::Raw,
+        };
+        let tt = self
+            .store
+            .blobs()
+            .add_path_with_opts(opts)
+            .temp_tag()
+            .await
+            .map_err(|e| store_err("import body")(&e))?;
+        let hash: [u8; 32] = tt.hash().into();
+        let size = match self.store.blobs().status(tt.hash()).await {
+            Ok(BlobStatus::Complete { size }) => size,
+            Ok(other) => return Err(StoreError::Body(format!("imported body is {other:?}"))),
+            Err(e) => return Err(store_err("body status")(&e)),
+        };
+        Ok(Imported {
+            _tt: tt,
+            hash,
+            size,
+        })
+    }
+
+    /// Tags a body and makes the tag durable before returning, so an index entry written
+    /// afterwards never points at a body that garbage collection may take.
+    pub async fn pin(&self, hash: &[u8; 32]) -> Result<(), StoreError> {
+        self.store
+            .tags()
+            .set(
+                tag_name(hash),
+                iroh_blobs::HashAndFormat::raw(Hash::from_bytes(*hash)),
+            )
+            .await
+            .map_err(|e| store_err("tag body")(&e))?;
+        self.store
+            .sync_db()
+            .await
+            .map_err(|e| store_err("sync body store")(&e))
+    }
+
+    /// Lets garbage collection reclaim a body no entry references any more.
+    pub async fn release(&self, hash: &[u8; 32]) -> Result<(), StoreError> {
+        self.store
+            .tags()
+            .delete(tag_name(hash))
+            .await
+            .map_err(|e| store_err("untag body")(&e))?;
+        Ok(())
+    }
+
+    /// True when the body is stored completely with the expected size.
+    pub async fn is_complete(&self, hash: &[u8; 32], len: u64) -> bool {
+        matches!(
+            self.store.blobs().status(Hash::from_bytes(*hash)).await,
+            Ok(BlobStatus::Complete { size }) if size == len
+        )
+    }
+
+    /// Hashes of all tagged bodies.
+    pub async fn tagged(&self) -> Result<Vec<[u8; 32]>, StoreError> {
+        let mut out = Vec::new();
+        let mut s = self
+            .store
+            .tags()
+            .list_prefix("b:")
+            .await
+            .map_err(|e| store_err("list tags")(&e))?;
+        while let Some(t) = s.next().await {
+            let t = t.map_err(|e| store_err("list tags")(&e))?;
+            out.push(t.hash.into());
+        }
+        Ok(out)
+    }
+
+    /// Reads the whole of a (small) body.
+    pub async fn read_all(&self, hash: &[u8; 32]) -> Result<Bytes, StoreError> {
+        self.store
+            .blobs()
+            .get_bytes(Hash::from_bytes(*hash))
+            .await
+            .map_err(|e| store_err("read body")(&e))
+    }
+
+    /// Streams `range` of a body in order, clipped exactly to the range.
+    pub fn read_range(
+        &self,
+        hash: &[u8; 32],
+        range: Range<u64>,
+    ) -> impl Stream<Item = Result<Bytes, StoreError>> + Send + 'static {
+        let Range { start, end } = range.clone();
+        self.store
+            .blobs()
+            .export_ranges(Hash::from_bytes(*hash), range)
+            .stream()
+            .filter_map(move |item| async move {
+                match item {
+                    ExportRangesItem::Size(_) => None,
+                    ExportRangesItem::Data(leaf) => {
+                        let leaf_end = leaf.offset + leaf.data.len() as u64;
+                        let s = start.max(leaf.offset);
+                        let e = end.min(leaf_end);
+                        if s >= e {
+                            return None;
+                        }
+                        let a = (s - leaf.offset) as usize;
+                        let b = (e - leaf.offset) as usize;
+                        Some(Ok(leaf.data.slice(a..b)))
+                    }
+                    ExportRangesItem::Error(e) => Some(Err(store_err("read body")(&e))),
+                }
+            })
+    }
+
+    /// Flushes and closes the store; required before the directory is opened again.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.store.shutdown().await {
+            tracing::warn!("body store shutdown: {e}");
+        }
+    }
+}

@@ -1,0 +1,327 @@
+//! Single-flight fills: concurrent misses for one URL make one origin request, and every
+//! waiter streams the body as it arrives.
+//!
+//! The first request for a key becomes the leader ([`Join::Leader`]) and fetches from the
+//! origin; later ones follow the same [`Fill`]. Once the leader has a storable response it
+//! calls [`Leader::start`]: a task then writes the origin body to a spool file and publishes
+//! how much is written. Every reader (leader included) tails the spool at its own pace, so
+//! memory stays bounded whatever the object's size and however slow a reader is. The fill
+//! does not belong to any client: one that disconnects does not stop it; when every reader
+//! is gone, a large fill stops (see `background_fill_max`).
+//!
+//! The spool file is removed when the last handle to the fill is dropped, so a reader that
+//! arrives just as the fill commits can still read it.
+
+use std::collections::HashMap;
+use std::io;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::Stream;
+use http::{HeaderMap, StatusCode};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::sync::watch;
+
+/// The response head of a fill, as the origin sent it (hop-by-hop fields removed).
+#[derive(Debug)]
+pub struct Head {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    /// Body length when the origin declared it.
+    pub len: Option<u64>,
+    /// `Vary` names and the leader's variant key: a follower whose own variant key differs
+    /// must not use this response.
+    pub vary: Vec<String>,
+    pub variant: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum FillState {
+    /// The leader is waiting for the origin's response head.
+    Waiting,
+    /// The leader will not fill (error, or a response that may not be shared): followers
+    /// must fetch for themselves.
+    Abandoned,
+    Streaming {
+        head: Arc<Head>,
+        written: u64,
+        /// `Some(true)`: the whole body is in the spool; `Some(false)`: the fill failed and
+        /// readers must fail rather than end early.
+        done: Option<bool>,
+    },
+}
+
+/// One in-progress fill.
+#[derive(Debug)]
+pub struct Fill {
+    pub key: String,
+    pub spool: PathBuf,
+    state: watch::Sender<FillState>,
+    readers: AtomicUsize,
+    ever_read: AtomicBool,
+}
+
+impl Drop for Fill {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.spool);
+    }
+}
+
+impl Fill {
+    /// Waits for the response head; `None` when the leader abandoned the fill.
+    pub async fn head(&self) -> Option<Arc<Head>> {
+        let mut rx = self.state.subscribe();
+        loop {
+            match &*rx.borrow_and_update() {
+                FillState::Waiting => {}
+                FillState::Abandoned => return None,
+                FillState::Streaming { head, .. } => return Some(head.clone()),
+            }
+            if rx.changed().await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    /// The response head, if the fill is streaming.
+    pub fn head_now(&self) -> Option<Arc<Head>> {
+        match &*self.state.borrow() {
+            FillState::Streaming { head, .. } => Some(head.clone()),
+            _ => None,
+        }
+    }
+
+    /// Bytes written to the spool so far.
+    pub fn written(&self) -> u64 {
+        match &*self.state.borrow() {
+            FillState::Streaming { written, .. } => *written,
+            _ => 0,
+        }
+    }
+
+    pub fn readers(&self) -> usize {
+        self.readers.load(Ordering::Acquire)
+    }
+
+    /// True once any reader has attached (a fill with no reader yet is not abandoned:
+    /// its leader is about to read).
+    pub fn ever_read(&self) -> bool {
+        self.ever_read.load(Ordering::Acquire)
+    }
+
+    /// Streams bytes `range` of the body (clipped to the body's end) as they arrive.
+    pub fn read(
+        self: &Arc<Self>,
+        range: Range<u64>,
+    ) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
+        self.readers.fetch_add(1, Ordering::AcqRel);
+        self.ever_read.store(true, Ordering::Release);
+        let st = ReadState {
+            guard: ReaderGuard(self.clone()),
+            rx: self.state.subscribe(),
+            file: None,
+            pos: range.start,
+            end: range.end,
+            finished: false,
+        };
+        futures_util::stream::unfold(st, |mut st| async move {
+            if st.finished {
+                return None;
+            }
+            match st.next().await {
+                Ok(Some(b)) => Some((Ok(b), st)),
+                Ok(None) => None,
+                Err(e) => {
+                    st.finished = true;
+                    Some((Err(e), st))
+                }
+            }
+        })
+    }
+
+    pub(crate) fn publish(&self, written: u64, done: Option<bool>) {
+        self.state.send_modify(|s| {
+            if let FillState::Streaming {
+                written: w,
+                done: d,
+                ..
+            } = s
+            {
+                *w = written;
+                *d = done;
+            }
+        });
+    }
+}
+
+struct ReaderGuard(Arc<Fill>);
+impl Drop for ReaderGuard {
+    fn drop(&mut self) {
+        self.0.readers.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+struct ReadState {
+    guard: ReaderGuard,
+    rx: watch::Receiver<FillState>,
+    file: Option<tokio::fs::File>,
+    pos: u64,
+    end: u64,
+    finished: bool,
+}
+
+const READ_CHUNK: u64 = 64 * 1024;
+
+impl ReadState {
+    async fn next(&mut self) -> io::Result<Option<Bytes>> {
+        loop {
+            if self.pos >= self.end {
+                return Ok(None);
+            }
+            let (written, done) = match &*self.rx.borrow_and_update() {
+                FillState::Streaming { written, done, .. } => (*written, *done),
+                FillState::Waiting => (0, None),
+                FillState::Abandoned => return Err(io::Error::other("fill abandoned")),
+            };
+            if written > self.pos {
+                let want = (written.min(self.end) - self.pos).min(READ_CHUNK) as usize;
+                if self.file.is_none() {
+                    let mut f = tokio::fs::File::open(&self.guard.0.spool).await?;
+                    f.seek(io::SeekFrom::Start(self.pos)).await?;
+                    self.file = Some(f);
+                }
+                let Some(file) = self.file.as_mut() else {
+                    unreachable!()
+                };
+                let mut buf = BytesMut::zeroed(want);
+                let n = file.read(&mut buf).await?;
+                if n == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "spool shorter than published",
+                    ));
+                }
+                buf.truncate(n);
+                self.pos += n as u64;
+                return Ok(Some(buf.freeze()));
+            }
+            match done {
+                Some(true) => return Ok(None),
+                Some(false) => return Err(io::Error::other("origin body incomplete")),
+                None => {}
+            }
+            if self.rx.changed().await.is_err() {
+                return Err(io::Error::other("fill ended without finishing"));
+            }
+        }
+    }
+}
+
+/// The table of in-progress fills.
+#[derive(Debug)]
+pub struct Fills {
+    map: Mutex<HashMap<String, Arc<Fill>>>,
+    spool_dir: PathBuf,
+    seq: AtomicU64,
+}
+
+/// Outcome of [`Fills::join`].
+pub enum Join {
+    Leader(Leader),
+    Follower(Arc<Fill>),
+}
+
+/// The right (and duty) to fetch a key from the origin. Dropping it without
+/// [`Leader::start`] abandons the fill and wakes the followers.
+pub struct Leader {
+    fills: Arc<Fills>,
+    fill: Arc<Fill>,
+    started: bool,
+}
+
+impl Leader {
+    pub fn fill(&self) -> &Arc<Fill> {
+        &self.fill
+    }
+
+    /// Publishes the response head and returns the fill, now streaming (the body is
+    /// written by the fill task in `store.rs`).
+    pub fn start(mut self, head: Head) -> Arc<Fill> {
+        self.started = true;
+        self.fill.state.send_replace(FillState::Streaming {
+            head: Arc::new(head),
+            written: 0,
+            done: None,
+        });
+        self.fill.clone()
+    }
+}
+
+impl Drop for Leader {
+    fn drop(&mut self) {
+        if !self.started {
+            self.fill.state.send_replace(FillState::Abandoned);
+            self.fills.remove(&self.fill);
+        }
+    }
+}
+
+impl Fills {
+    pub fn new(spool_dir: PathBuf) -> Self {
+        Self {
+            map: Mutex::new(HashMap::new()),
+            spool_dir,
+            seq: AtomicU64::new(0),
+        }
+    }
+
+    /// Becomes the leader for `key`, or follows the fill already under way.
+    pub fn join(self: &Arc<Self>, key: &str) -> Join {
+        // std Mutex: nothing awaits while it is held.
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = map.get(key) {
+            return Join::Follower(f.clone());
+        }
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        let fill = Arc::new(Fill {
+            key: key.to_string(),
+            spool: self
+                .spool_dir
+                .join(format!("fill-{}-{n}", std::process::id())),
+            state: watch::Sender::new(FillState::Waiting),
+            readers: AtomicUsize::new(0),
+            ever_read: AtomicBool::new(false),
+        });
+        map.insert(key.to_string(), fill.clone());
+        Join::Leader(Leader {
+            fills: self.clone(),
+            fill,
+            started: false,
+        })
+    }
+
+    /// The fill under way for `key`, if any.
+    pub fn get(&self, key: &str) -> Option<Arc<Fill>> {
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned()
+    }
+
+    /// Forgets a fill (it finished, failed or was abandoned); only if it is still the one
+    /// registered for its key.
+    pub fn remove(&self, fill: &Arc<Fill>) {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if map.get(&fill.key).is_some_and(|f| Arc::ptr_eq(f, fill)) {
+            map.remove(&fill.key);
+        }
+    }
+
+    pub fn in_progress(&self) -> usize {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}

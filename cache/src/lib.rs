@@ -1,0 +1,30 @@
+//! meshcache's store: what is kept, and when it may be reused.
+//!
+//! - [`Cache`] (`store.rs`): the handle the proxy uses — lookup, fills, freshen,
+//!   invalidate, eviction, stats.
+//! - [`Index`](index::Index): redb tables, URL → variants ([`Entry`]), body hash → size and
+//!   reference count.
+//! - [`Bodies`](bodies::Bodies): bodies content-addressed by BLAKE3 in an iroh-blobs file
+//!   store, so the mesh can later fetch them verified, by range.
+//! - [`fill`]: single-flight fills that stream to every waiter from a spool file.
+//! - [`policy`]: RFC 9111 storability and freshness on top of `http-cache-semantics`, plus
+//!   the `stale-while-revalidate` / `stale-if-error` rules the library leaves to us.
+//! - [`key`]: the cache key, written once and tested hard.
+//! - [`Clock`]: time is an argument, so tests move it.
+
+pub mod bodies;
+pub mod clock;
+pub mod entry;
+pub mod error;
+pub mod fill;
+pub mod index;
+pub mod key;
+mod memory;
+pub mod policy;
+mod store;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use entry::Entry;
+pub use error::StoreError;
+pub use fill::{Fill, Head, Join, Leader};
+pub use store::{Cache, Options, Pending, Stats};

@@ -1,0 +1,377 @@
+//! RFC 9111 decisions on top of `http-cache-semantics`: may this response be stored, may
+//! it be shared, is a stored one fresh, and may a stale one be served
+//! (`stale-while-revalidate`, `stale-if-error`, RFC 5861), which the library leaves to us.
+
+use std::time::{Duration, SystemTime};
+
+use http::{request, response, HeaderMap, Method};
+use http_cache_semantics::{BeforeRequest, CacheOptions, CachePolicy};
+
+use crate::clock::unix_ms;
+use crate::entry::Entry;
+
+/// Why a response was not stored (logged, and in `Cache-Status` as `detail=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoStoreReason {
+    Method,
+    NoStore,
+    Private,
+    Authorization,
+    SetCookie,
+    VaryStar,
+    Status,
+    NotReusable,
+    TooLarge,
+    DiskFull,
+}
+
+impl NoStoreReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Method => "method",
+            Self::NoStore => "no-store",
+            Self::Private => "private",
+            Self::Authorization => "authorization",
+            Self::SetCookie => "set-cookie",
+            Self::VaryStar => "vary-star",
+            Self::Status => "status",
+            Self::NotReusable => "not-reusable",
+            Self::TooLarge => "too-large",
+            Self::DiskFull => "disk-full",
+        }
+    }
+}
+
+/// What may happen to a response from the origin.
+#[derive(Debug)]
+pub enum Storability {
+    Store {
+        policy: CachePolicy,
+        /// Never true for anything DESIGN.md lists under "Never shared".
+        shareable: bool,
+        fresh_until: SystemTime,
+    },
+    No(NoStoreReason),
+}
+
+/// Options of the policy.
+#[derive(Debug, Clone, Copy)]
+pub struct PolicyOptions {
+    /// RFC 9111 shared-cache rules for everything (a gateway). When false (one device, one
+    /// user) `private` responses are stored too, but marked never-shareable.
+    pub shared: bool,
+    pub heuristic_fraction: f32,
+}
+
+fn cache_options(shared: bool, heuristic: f32) -> CacheOptions {
+    CacheOptions {
+        shared,
+        cache_heuristic: heuristic,
+        ..CacheOptions::default()
+    }
+}
+
+/// Parses a `Cache-Control`-style header into (directive, argument) pairs, lower-cased.
+pub fn directives(headers: &HeaderMap, name: &str) -> Vec<(String, Option<String>)> {
+    let mut out = Vec::new();
+    for v in headers.get_all(name) {
+        let Ok(v) = v.to_str() else { continue };
+        for part in v.split(',') {
+            let part = part.trim();
+            if part.is_empty() {
+                continue;
+            }
+            match part.split_once('=') {
+                Some((k, a)) => out.push((
+                    k.trim().to_ascii_lowercase(),
+                    Some(a.trim().trim_matches('"').to_string()),
+                )),
+                None => out.push((part.to_ascii_lowercase(), None)),
+            }
+        }
+    }
+    out
+}
+
+fn has_directive(headers: &HeaderMap, name: &str, directive: &str) -> bool {
+    directives(headers, name)
+        .iter()
+        .any(|(k, _)| k == directive)
+}
+
+fn directive_secs(headers: &HeaderMap, directive: &str) -> Option<u64> {
+    directives(headers, "cache-control")
+        .into_iter()
+        .find(|(k, _)| k == directive)
+        .and_then(|(_, a)| a?.parse().ok())
+}
+
+/// Decides whether a response to `req` may be stored, under which policy, and whether it
+/// may ever be shared with peers.
+pub fn storability(
+    opts: PolicyOptions,
+    req: &request::Parts,
+    res: &response::Parts,
+    now: SystemTime,
+) -> Storability {
+    if req.method != Method::GET {
+        return Storability::No(NoStoreReason::Method);
+    }
+    if crate::key::vary_names(&res.headers).is_none() {
+        return Storability::No(NoStoreReason::VaryStar);
+    }
+    let shared_policy =
+        CachePolicy::new_options(req, res, now, cache_options(true, opts.heuristic_fraction));
+    let has_set_cookie = res.headers.contains_key(http::header::SET_COOKIE);
+    let credentials = req.headers.contains_key(http::header::AUTHORIZATION)
+        || req.headers.contains_key(http::header::COOKIE);
+    let shareable = shared_policy.is_storable() && !has_set_cookie && !credentials;
+    let policy = if opts.shared {
+        if !shared_policy.is_storable() {
+            return Storability::No(reason(req, res));
+        }
+        // A shared cache that stored a Set-Cookie would hand one user's cookie to the next.
+        if has_set_cookie {
+            return Storability::No(NoStoreReason::SetCookie);
+        }
+        shared_policy
+    } else {
+        let p =
+            CachePolicy::new_options(req, res, now, cache_options(false, opts.heuristic_fraction));
+        if !p.is_storable() {
+            return Storability::No(reason(req, res));
+        }
+        p
+    };
+    let ttl = policy.time_to_live(now);
+    let validators = res.headers.contains_key(http::header::ETAG)
+        || res.headers.contains_key(http::header::LAST_MODIFIED);
+    let stale_usable = directive_secs(&res.headers, "stale-while-revalidate").is_some()
+        || directive_secs(&res.headers, "stale-if-error").is_some();
+    if ttl.is_zero() && !validators && !stale_usable {
+        return Storability::No(NoStoreReason::NotReusable);
+    }
+    // The stored policy keeps only the request fields that select the variant: never the
+    // client's credentials or cookies, which would otherwise sit in the index (and, later,
+    // travel to peers).
+    let names = crate::key::vary_names(&res.headers).unwrap_or_default();
+    let mut kept = request::Builder::new()
+        .method(Method::GET)
+        .uri(req.uri.clone())
+        .body(())
+        .map(|r| r.into_parts().0)
+        .unwrap_or_else(|_| req.clone());
+    kept.headers = HeaderMap::new();
+    for name in names.iter().map(String::as_str).chain(["host"]) {
+        for v in req.headers.get_all(name) {
+            if let Ok(n) = http::HeaderName::from_bytes(name.as_bytes()) {
+                kept.headers.append(n, v.clone());
+            }
+        }
+    }
+    let policy = CachePolicy::new_options(
+        &kept,
+        res,
+        now,
+        cache_options(opts.shared, opts.heuristic_fraction),
+    );
+    Storability::Store {
+        policy,
+        shareable,
+        fresh_until: now + ttl,
+    }
+}
+
+fn reason(req: &request::Parts, res: &response::Parts) -> NoStoreReason {
+    if has_directive(&res.headers, "cache-control", "no-store")
+        || has_directive(&req.headers, "cache-control", "no-store")
+    {
+        NoStoreReason::NoStore
+    } else if has_directive(&res.headers, "cache-control", "private") {
+        NoStoreReason::Private
+    } else if req.headers.contains_key(http::header::AUTHORIZATION) {
+        NoStoreReason::Authorization
+    } else {
+        NoStoreReason::Status
+    }
+}
+
+/// What the cache may do with a stored entry for a request.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Serve it as is.
+    Fresh,
+    /// Ask the origin first, with these request headers (validators added).
+    Revalidate {
+        headers: HeaderMap,
+        /// `stale-while-revalidate` allows serving it now and revalidating in the background.
+        serve_stale_while_revalidating: bool,
+        /// `stale-if-error` allows serving it if the origin fails.
+        serve_stale_on_error: bool,
+    },
+}
+
+/// Judges a stored entry against a new GET or HEAD request. The entry's variant has
+/// already been matched by the caller.
+pub fn evaluate(entry: &Entry, req: &request::Parts, now: SystemTime, shared: bool) -> Verdict {
+    // A HEAD is answered from a stored GET: judge it as the GET it stands for.
+    let mut as_get = request::Builder::new()
+        .method(Method::GET)
+        .uri(req.uri.clone())
+        .body(())
+        .map(|r| r.into_parts().0)
+        .unwrap_or_else(|_| req.clone());
+    as_get.headers = req.headers.clone();
+    match entry.policy.before_request(&as_get, now) {
+        BeforeRequest::Fresh(_) => Verdict::Fresh,
+        BeforeRequest::Stale { request, .. } => {
+            let res_headers = entry.header_map();
+            let staleness =
+                Duration::from_millis(unix_ms(now).saturating_sub(entry.fresh_until_ms));
+            let strict = has_directive(&res_headers, "cache-control", "must-revalidate")
+                || has_directive(&res_headers, "cache-control", "proxy-revalidate")
+                || has_directive(&res_headers, "cache-control", "no-cache")
+                // s-maxage carries proxy-revalidate's meaning for a shared cache (RFC 9111 5.2.2.10).
+                || (shared && has_directive(&res_headers, "cache-control", "s-maxage"));
+            let req_cc = directives(&req.headers, "cache-control");
+            let req_wants_origin = req_cc
+                .iter()
+                .any(|(k, _)| k == "no-cache" || k == "max-age" || k == "min-fresh")
+                || has_directive(&req.headers, "pragma", "no-cache");
+            let within = |d: &str| {
+                directive_secs(&res_headers, d)
+                    .is_some_and(|secs| staleness <= Duration::from_secs(secs))
+            };
+            let swr = !strict && !req_wants_origin && within("stale-while-revalidate");
+            let sie_req = req_cc
+                .iter()
+                .find(|(k, _)| k == "stale-if-error")
+                .and_then(|(_, a)| a.as_ref()?.parse::<u64>().ok())
+                .is_some_and(|secs| staleness <= Duration::from_secs(secs));
+            let sie = !strict && (within("stale-if-error") || sie_req);
+            Verdict::Revalidate {
+                headers: request.headers,
+                serve_stale_while_revalidating: swr,
+                serve_stale_on_error: sie,
+            }
+        }
+    }
+}
+
+/// True when the request forbids using the network (`only-if-cached`).
+pub fn only_if_cached(req: &HeaderMap) -> bool {
+    has_directive(req, "cache-control", "only-if-cached")
+}
+
+/// True when the request asks that nothing about it be stored.
+pub fn request_no_store(req: &HeaderMap) -> bool {
+    has_directive(req, "cache-control", "no-store")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(headers: &[(&str, &str)]) -> request::Parts {
+        let mut b = request::Builder::new().uri("http://example.com/x");
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+    fn res(headers: &[(&str, &str)]) -> response::Parts {
+        let mut b = response::Builder::new().status(200);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+    const SHARED: PolicyOptions = PolicyOptions {
+        shared: true,
+        heuristic_fraction: 0.1,
+    };
+    const DEVICE: PolicyOptions = PolicyOptions {
+        shared: false,
+        heuristic_fraction: 0.1,
+    };
+
+    #[test]
+    fn private_is_kept_on_device_but_never_shareable() {
+        let now = SystemTime::now();
+        let r = res(&[("cache-control", "private, max-age=60")]);
+        assert!(matches!(
+            storability(SHARED, &req(&[]), &r, now),
+            Storability::No(NoStoreReason::Private)
+        ));
+        match storability(DEVICE, &req(&[]), &r, now) {
+            Storability::Store { shareable, .. } => assert!(!shareable),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn authorization_and_cookie_requests_are_never_shareable() {
+        let now = SystemTime::now();
+        let r = res(&[("cache-control", "public, max-age=60")]);
+        for h in [("authorization", "Basic eA=="), ("cookie", "a=b")] {
+            match storability(DEVICE, &req(&[h]), &r, now) {
+                Storability::Store { shareable, .. } => assert!(!shareable, "{h:?}"),
+                other => panic!("{other:?}"),
+            }
+        }
+        match storability(DEVICE, &req(&[]), &r, now) {
+            Storability::Store { shareable, .. } => assert!(shareable),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn shared_cache_refuses_set_cookie_and_authorization() {
+        let now = SystemTime::now();
+        let r = res(&[("cache-control", "max-age=60"), ("set-cookie", "a=b")]);
+        assert!(matches!(
+            storability(SHARED, &req(&[]), &r, now),
+            Storability::No(NoStoreReason::SetCookie)
+        ));
+        let r = res(&[("cache-control", "max-age=60")]);
+        assert!(matches!(
+            storability(SHARED, &req(&[("authorization", "x")]), &r, now),
+            Storability::No(NoStoreReason::Authorization)
+        ));
+    }
+
+    #[test]
+    fn no_store_vary_star_and_useless_responses_are_not_stored() {
+        let now = SystemTime::now();
+        let nostore = res(&[("cache-control", "no-store")]);
+        assert!(matches!(
+            storability(DEVICE, &req(&[]), &nostore, now),
+            Storability::No(NoStoreReason::NoStore)
+        ));
+        let star = res(&[("cache-control", "max-age=60"), ("vary", "*")]);
+        assert!(matches!(
+            storability(DEVICE, &req(&[]), &star, now),
+            Storability::No(NoStoreReason::VaryStar)
+        ));
+        let bare = res(&[]);
+        assert!(matches!(
+            storability(DEVICE, &req(&[]), &bare, now),
+            Storability::No(NoStoreReason::NotReusable)
+        ));
+    }
+
+    #[test]
+    fn directives_parse_arguments() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "cache-control",
+            "max-age=\"5\", No-Cache, stale-if-error=30"
+                .parse()
+                .unwrap(),
+        );
+        let d = directives(&h, "cache-control");
+        assert_eq!(d[0], ("max-age".into(), Some("5".into())));
+        assert_eq!(d[1], ("no-cache".into(), None));
+        assert_eq!(directive_secs(&h, "stale-if-error"), Some(30));
+    }
+}

@@ -1,0 +1,588 @@
+//! [`Cache`]: the handle the proxy uses. It ties the index, the body store, the memory
+//! cache, the fills and eviction together.
+//!
+//! Durability order for a new entry (why a `kill -9` never leaves an entry pointing at a
+//! partial body): the body is written to a spool file; only when the origin's body is
+//! complete is the spool imported into the body store, tagged and synced; only then is the
+//! index entry committed. At startup, spool files are deleted, and every index entry whose
+//! body is not complete in the body store is dropped.
+
+use std::collections::HashMap;
+use std::fmt::Display;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+use futures_util::{Stream, StreamExt};
+use http::HeaderMap;
+use http_cache_semantics::CachePolicy;
+use tokio::io::AsyncWriteExt;
+
+use crate::bodies::Bodies;
+use crate::clock::{unix_ms, Clock};
+use crate::entry::Entry;
+use crate::error::StoreError;
+use crate::fill::{Fill, Fills, Head, Join, Leader};
+use crate::index::{Index, Released};
+use crate::key::variant_key;
+use crate::memory::MemCache;
+use crate::policy::PolicyOptions;
+
+/// Options of the cache. Every field documents its default.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Data directory (`index.redb`, `bodies/`, `spool/`). No default: the caller decides.
+    pub dir: PathBuf,
+    /// Total size of stored bodies before LRU eviction. Default 10 GiB.
+    pub max_size: u64,
+    /// Larger responses are not stored. Default 4 GiB.
+    pub max_object_size: u64,
+    /// Shared-cache rules (gateway). Default false (one device, one user).
+    pub shared: bool,
+    /// Heuristic freshness fraction. Default 0.1.
+    pub heuristic_fraction: f32,
+    /// Range misses starting within this many bytes fill the whole object. Default 16 MiB.
+    pub range_offset_limit: u64,
+    /// A fill with no readers left continues up to this size. Default 256 MiB.
+    pub background_fill_max: u64,
+    /// Memory for hot small bodies. Default 64 MiB.
+    pub memory_cache_size: u64,
+    /// Largest body kept in memory. Default 256 KiB.
+    pub memory_object_max: u64,
+    /// Variants kept per URL. Default 16.
+    pub max_variants: usize,
+    /// How often the body store reclaims released bodies. Default 30 s.
+    pub gc_interval: Duration,
+    /// How long the cache stays pass-through after the disk filled up. Default 60 s.
+    pub disk_full_backoff: Duration,
+}
+
+impl Options {
+    pub fn new(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            max_size: 10 << 30,
+            max_object_size: 4 << 30,
+            shared: false,
+            heuristic_fraction: 0.1,
+            range_offset_limit: 16 << 20,
+            background_fill_max: 256 << 20,
+            memory_cache_size: 64 << 20,
+            memory_object_max: 256 << 10,
+            max_variants: 16,
+            gc_interval: Duration::from_secs(30),
+            disk_full_backoff: Duration::from_secs(60),
+        }
+    }
+
+    pub fn policy(&self) -> PolicyOptions {
+        PolicyOptions {
+            shared: self.shared,
+            heuristic_fraction: self.heuristic_fraction,
+        }
+    }
+}
+
+/// Summary figures of the store.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    pub urls: u64,
+    pub variants: u64,
+    pub bytes: u64,
+    pub max_bytes: u64,
+    pub fills_in_progress: usize,
+    pub evictions: u64,
+    pub pass_through: bool,
+}
+
+/// What a fill will store once its body is complete.
+#[derive(Debug)]
+pub struct Pending {
+    pub policy: CachePolicy,
+    pub shareable: bool,
+    pub fresh_until: SystemTime,
+}
+
+/// Handle to the cache. Cheap to clone.
+#[derive(Clone)]
+pub struct Cache {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    opts: Options,
+    clock: Arc<dyn Clock>,
+    index: Arc<Index>,
+    bodies: Bodies,
+    fills: Arc<Fills>,
+    memory: MemCache,
+    spool_dir: PathBuf,
+    /// Last-use times not yet written to the index: (key, id) -> ms.
+    touched: Mutex<HashMap<(String, u64), u64>>,
+    /// Serializes "tag body + commit entry" against "remove entry + untag body", so a
+    /// body is never untagged while an entry that needs it is being committed.
+    write_lock: tokio::sync::Mutex<()>,
+    disk_full_until: AtomicU64,
+    evicting: AtomicBool,
+    evictions: AtomicU64,
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Index(format!("index task: {e}")))?
+}
+
+impl Cache {
+    /// Opens the cache in `opts.dir`, creating it if needed, and drops whatever a crash
+    /// left half-done.
+    pub async fn open(opts: Options, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
+        let dir = opts.dir.clone();
+        std::fs::create_dir_all(&dir).map_err(|e| StoreError::Io(dir.clone(), e))?;
+        let spool_dir = dir.join("spool");
+        let _ = std::fs::remove_dir_all(&spool_dir);
+        std::fs::create_dir_all(&spool_dir).map_err(|e| StoreError::Io(spool_dir.clone(), e))?;
+        // The index first: its file lock tells a second process clearly that the
+        // directory is in use, before the body store's own lock does less clearly.
+        let index_path = dir.join("index.redb");
+        let index = Arc::new(blocking(move || Index::open(&index_path)).await?);
+        let bodies = Bodies::open(&dir.join("bodies"), opts.gc_interval).await?;
+        let cache = Cache {
+            inner: Arc::new(Inner {
+                memory: MemCache::new(opts.memory_cache_size, opts.memory_object_max),
+                fills: Arc::new(Fills::new(spool_dir.clone())),
+                opts,
+                clock,
+                index,
+                bodies,
+                spool_dir,
+                touched: Mutex::new(HashMap::new()),
+                write_lock: tokio::sync::Mutex::new(()),
+                disk_full_until: AtomicU64::new(0),
+                evicting: AtomicBool::new(false),
+                evictions: AtomicU64::new(0),
+            }),
+        };
+        cache.reconcile().await?;
+        Ok(cache)
+    }
+
+    /// Drops index entries whose body is not complete, and untags bodies no entry uses.
+    async fn reconcile(&self) -> Result<(), StoreError> {
+        let i = &self.inner;
+        let index = i.index.clone();
+        let all = blocking(move || index.all()).await?;
+        let mut dropped = 0;
+        for (key, e) in &all {
+            if !i.bodies.is_complete(&e.hash, e.len).await {
+                let index = i.index.clone();
+                let (k, id) = (key.clone(), e.id);
+                blocking(move || index.remove(&k, Some(id))).await?;
+                dropped += 1;
+            }
+        }
+        if dropped > 0 {
+            tracing::warn!(dropped, "dropped index entries whose body was incomplete");
+        }
+        let index = i.index.clone();
+        let referenced: std::collections::HashSet<[u8; 32]> = blocking(move || index.body_hashes())
+            .await?
+            .into_iter()
+            .collect();
+        for h in i.bodies.tagged().await? {
+            if !referenced.contains(&h) {
+                i.bodies.release(&h).await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.inner.opts
+    }
+
+    pub fn now(&self) -> SystemTime {
+        self.inner.clock.now()
+    }
+
+    /// True while the cache stores nothing because the disk filled up.
+    pub fn pass_through(&self) -> bool {
+        unix_ms(self.now()) < self.inner.disk_full_until.load(Ordering::Relaxed)
+    }
+
+    fn note_disk_full(&self, err: &dyn Display) {
+        let until = unix_ms(self.now()) + self.inner.opts.disk_full_backoff.as_millis() as u64;
+        self.inner.disk_full_until.store(until, Ordering::Relaxed);
+        tracing::error!(
+            "disk full ({err}): caching suspended for {:?}, requests pass through",
+            self.inner.opts.disk_full_backoff
+        );
+    }
+
+    /// The stored variant of `key` that a request with these headers selects, newest
+    /// first. Freshness is judged by the caller ([`crate::policy::evaluate`]).
+    pub fn lookup(&self, key: &str, req_headers: &HeaderMap) -> Result<Option<Entry>, StoreError> {
+        let list = self.inner.index.get(key)?;
+        Ok(list
+            .into_iter()
+            .find(|e| e.variant == variant_key(&e.vary, req_headers)))
+    }
+
+    /// Records a use of an entry (for LRU); written to the index in batches.
+    pub fn touch(&self, key: &str, id: u64) {
+        let now = unix_ms(self.now());
+        let mut t = self.inner.touched.lock().unwrap_or_else(|e| e.into_inner());
+        t.insert((key.to_string(), id), now);
+    }
+
+    /// Writes pending last-use times to the index.
+    pub async fn flush_touched(&self) -> Result<(), StoreError> {
+        let batch: Vec<(String, u64, u64)> = {
+            let mut t = self.inner.touched.lock().unwrap_or_else(|e| e.into_inner());
+            t.drain().map(|((k, id), at)| (k, id, at)).collect()
+        };
+        let index = self.inner.index.clone();
+        blocking(move || index.touch(&batch)).await
+    }
+
+    /// Streams `range` of a stored body.
+    pub fn body(
+        &self,
+        entry: &Entry,
+        range: Range<u64>,
+    ) -> BoxStream<'static, Result<Bytes, StoreError>> {
+        let i = &self.inner;
+        let range = range.start.min(entry.len)..range.end.min(entry.len);
+        if range.is_empty() {
+            return futures_util::stream::empty().boxed();
+        }
+        if i.memory.fits(entry.len) {
+            if let Some(b) = i.memory.get(&entry.hash) {
+                let part = b.slice(range.start as usize..range.end as usize);
+                return futures_util::stream::once(async move { Ok(part) }).boxed();
+            }
+            let this = self.clone();
+            let (hash, len) = (entry.hash, entry.len);
+            return futures_util::stream::once(async move {
+                let b = this.inner.bodies.read_all(&hash).await?;
+                if b.len() as u64 != len {
+                    return Err(StoreError::Body(format!(
+                        "body {} has {} bytes, expected {len}",
+                        Bytes::len(&b),
+                        len
+                    )));
+                }
+                this.inner.memory.insert(hash, b.clone());
+                Ok(b.slice(range.start as usize..range.end as usize))
+            })
+            .boxed();
+        }
+        i.bodies.read_range(&entry.hash, range).boxed()
+    }
+
+    /// Becomes the leader of a fill for `key`, or follows the one under way.
+    pub fn join_fill(&self, key: &str) -> Join {
+        self.inner.fills.join(key)
+    }
+
+    /// The fill under way for `key`, if any.
+    pub fn fill_in_progress(&self, key: &str) -> Option<Arc<Fill>> {
+        self.inner.fills.get(key)
+    }
+
+    /// Starts filling: the body goes to the spool as it arrives and is committed when
+    /// complete. Read it with [`Fill::read`].
+    pub fn start_fill<S, E>(
+        &self,
+        leader: Leader,
+        head: Head,
+        pending: Pending,
+        body: S,
+    ) -> Arc<Fill>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + 'static,
+        E: Display + Send + 'static,
+    {
+        let expected = head.len;
+        let fill = leader.start(head);
+        let this = self.clone();
+        let f = fill.clone();
+        tokio::spawn(async move {
+            this.run_fill(f, pending, body, expected).await;
+        });
+        fill
+    }
+
+    /// True when any variant of `key` is stored (to tell a vary-miss from a miss).
+    pub fn lookup_any(&self, key: &str) -> bool {
+        self.inner
+            .index
+            .get(key)
+            .map(|l| !l.is_empty())
+            .unwrap_or(false)
+    }
+
+    async fn run_fill<S, E>(
+        &self,
+        fill: Arc<Fill>,
+        pending: Pending,
+        body: S,
+        expected: Option<u64>,
+    ) where
+        S: Stream<Item = Result<Bytes, E>> + Send + 'static,
+        E: Display + Send + 'static,
+    {
+        let opts = &self.inner.opts;
+        let mut written = 0u64;
+        let result: Result<(), String> = async {
+            let mut file = tokio::fs::File::create(&fill.spool)
+                .await
+                .map_err(|e| self.spool_error(e))?;
+            let mut body = std::pin::pin!(body);
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(|e| format!("origin body: {e}"))?;
+                if expected.is_some_and(|n| written + chunk.len() as u64 > n) {
+                    return Err("origin sent more than its Content-Length".into());
+                }
+                file.write_all(&chunk)
+                    .await
+                    .map_err(|e| self.spool_error(e))?;
+                // Readers open the spool themselves: flush so what is published is in the file.
+                file.flush().await.map_err(|e| self.spool_error(e))?;
+                written += chunk.len() as u64;
+                fill.publish(written, None);
+                if fill.readers() == 0
+                    && (fill.ever_read() || written > 1 << 20)
+                    && expected.unwrap_or(written) > opts.background_fill_max
+                {
+                    return Err(
+                        "every client left and the object is too large to finish in the background"
+                            .into(),
+                    );
+                }
+            }
+            if expected.is_some_and(|n| n != written) {
+                return Err(format!(
+                    "origin closed after {written} of {} bytes",
+                    expected.unwrap_or(0)
+                ));
+            }
+            Ok(())
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                fill.publish(written, Some(true));
+                if written > opts.max_object_size {
+                    tracing::debug!(key = %fill.key, written, "not stored: larger than max_object_size");
+                } else if !self.pass_through() {
+                    if let Err(e) = self.commit(&fill, pending, written).await {
+                        if e.is_disk_full() {
+                            self.note_disk_full(&e);
+                        } else {
+                            tracing::warn!(key = %fill.key, "not stored: {e}");
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                fill.publish(written, Some(false));
+                tracing::info!(key = %fill.key, written, "fill aborted: {e}");
+            }
+        }
+        self.inner.fills.remove(&fill);
+    }
+
+    fn spool_error(&self, e: std::io::Error) -> String {
+        let err = StoreError::Io(self.inner.spool_dir.clone(), e);
+        if err.is_disk_full() {
+            self.note_disk_full(&err);
+        }
+        err.to_string()
+    }
+
+    async fn commit(&self, fill: &Fill, pending: Pending, len: u64) -> Result<(), StoreError> {
+        let i = &self.inner;
+        let head = match fill.head_now() {
+            Some(h) => h,
+            None => return Ok(()),
+        };
+        let imported = i.bodies.import(&fill.spool).await?;
+        if imported.size != len {
+            return Err(StoreError::Body(format!(
+                "imported {} bytes, expected {len}",
+                imported.size
+            )));
+        }
+        let now = unix_ms(self.now());
+        let entry = Entry {
+            id: 0,
+            variant: head.variant.clone(),
+            vary: head.vary.clone(),
+            policy: pending.policy,
+            status: head.status.as_u16(),
+            headers: Entry::headers_from_map(&head.headers),
+            hash: imported.hash,
+            len,
+            stored_at_ms: now,
+            fresh_until_ms: unix_ms(pending.fresh_until),
+            last_used_ms: now,
+            shareable: pending.shareable,
+        };
+        let _w = i.write_lock.lock().await;
+        i.bodies.pin(&imported.hash).await?;
+        drop(imported);
+        let index = i.index.clone();
+        let key = fill.key.clone();
+        let max_variants = i.opts.max_variants;
+        let released = blocking(move || {
+            let mut entry = entry;
+            entry.id = index.next_id()?;
+            index.insert(&key, entry, max_variants)
+        })
+        .await?;
+        self.release(released).await;
+        drop(_w);
+        self.maybe_evict();
+        Ok(())
+    }
+
+    async fn release(&self, released: Released) {
+        for h in released {
+            self.inner.memory.remove(&h);
+            if let Err(e) = self.inner.bodies.release(&h).await {
+                tracing::warn!("release body: {e}");
+            }
+        }
+    }
+
+    /// Replaces a stored entry's policy and headers after a 304 (RFC 9111 4.3.4).
+    pub async fn freshen(
+        &self,
+        key: &str,
+        id: u64,
+        policy: CachePolicy,
+        headers: HeaderMap,
+        fresh_until: SystemTime,
+    ) -> Result<(), StoreError> {
+        let index = self.inner.index.clone();
+        let key = key.to_string();
+        let headers = Entry::headers_from_map(&headers);
+        let fresh = unix_ms(fresh_until);
+        blocking(move || {
+            index.update(&key, id, move |e| {
+                e.policy = policy;
+                e.headers = headers;
+                e.fresh_until_ms = fresh;
+            })
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Removes every stored variant of a URL key. Returns how many were removed.
+    pub async fn invalidate(&self, key: &str) -> Result<usize, StoreError> {
+        let _w = self.inner.write_lock.lock().await;
+        let index = self.inner.index.clone();
+        let k = key.to_string();
+        let (released, n) = blocking(move || index.remove(&k, None)).await?;
+        self.release(released).await;
+        Ok(n)
+    }
+
+    /// Removes everything.
+    pub async fn clear(&self) -> Result<usize, StoreError> {
+        let index = self.inner.index.clone();
+        let keys: Vec<String> = blocking(move || index.all())
+            .await?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let mut n = 0;
+        for k in keys {
+            n += self.invalidate(&k).await?;
+        }
+        Ok(n)
+    }
+
+    /// Every stored entry with its URL key.
+    pub async fn list(&self) -> Result<Vec<(String, Entry)>, StoreError> {
+        let index = self.inner.index.clone();
+        blocking(move || index.all()).await
+    }
+
+    pub async fn stats(&self) -> Result<Stats, StoreError> {
+        let index = self.inner.index.clone();
+        let ((urls, variants), bytes) =
+            blocking(move || Ok((index.counts()?, index.total_bytes()?))).await?;
+        Ok(Stats {
+            urls,
+            variants,
+            bytes,
+            max_bytes: self.inner.opts.max_size,
+            fills_in_progress: self.inner.fills.in_progress(),
+            evictions: self.inner.evictions.load(Ordering::Relaxed),
+            pass_through: self.pass_through(),
+        })
+    }
+
+    fn maybe_evict(&self) {
+        let i = &self.inner;
+        let over = i
+            .index
+            .total_bytes()
+            .map(|t| t > i.opts.max_size)
+            .unwrap_or(false);
+        if !over || i.evicting.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = this.evict().await {
+                tracing::warn!("eviction: {e}");
+            }
+            this.inner.evicting.store(false, Ordering::Release);
+        });
+    }
+
+    /// Evicts least recently used entries until the store is at 90 % of `max_size`.
+    pub async fn evict(&self) -> Result<u64, StoreError> {
+        let i = &self.inner;
+        self.flush_touched().await?;
+        let target = i.opts.max_size / 10 * 9;
+        let mut all = self.list().await?;
+        all.sort_by_key(|(_, e)| e.last_used_ms);
+        let mut evicted = 0;
+        for (key, e) in all {
+            if i.index.total_bytes()? <= target {
+                break;
+            }
+            let _w = i.write_lock.lock().await;
+            let index = i.index.clone();
+            let (released, n) = blocking(move || index.remove(&key, Some(e.id))).await?;
+            self.release(released).await;
+            evicted += n as u64;
+        }
+        i.evictions.fetch_add(evicted, Ordering::Relaxed);
+        if evicted > 0 {
+            tracing::info!(evicted, "evicted least recently used entries");
+        }
+        Ok(evicted)
+    }
+
+    /// Flushes pending state and closes the body store. Await before reopening.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.flush_touched().await {
+            tracing::warn!("flush last-use times: {e}");
+        }
+        self.inner.bodies.shutdown().await;
+    }
+}

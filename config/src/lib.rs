@@ -1,0 +1,303 @@
+//! meshcache's configuration file: parsing and validation, nothing else.
+//!
+//! The file is TOML. [`Config`] is the whole file, one struct per table:
+//! [`Listen`] (`[listen]`, the client side), [`Data`] (`[data]`, where state
+//! is stored), [`Cache`] (`[cache]`, sizes and caching policy), [`Origin`]
+//! (`[origin]`, talking to origin servers) and [`Log`] (`[log]`). Every field
+//! is optional and has a default (an empty file is the default
+//! configuration); unknown fields are errors. Sizes are [`ByteSize`] values
+//! (`"64MiB"` or an integer of bytes) and durations are written as strings
+//! such as `"10s"`, `"500ms"`, `"2m"` or `"1h"` (or an integer of seconds).
+//!
+//! [`Config::load`] reads and checks a file, [`Config::from_toml_str`] does
+//! the same for text, and [`Config::to_toml_string`] writes the effective
+//! configuration back. Every failure is a [`ConfigError`] naming the file,
+//! and for syntax or type errors the line, column and field.
+
+#![warn(missing_docs)]
+
+mod error;
+mod units;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use units::duration_str;
+
+pub use error::ConfigError;
+pub use units::{ByteSize, ParseUnitError};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `[listen]`: the proxy's client side. Default: see [`Listen`].
+    pub listen: Listen,
+    /// `[data]`: where state is stored. Default: see [`Data`].
+    pub data: Data,
+    /// `[cache]`: cache sizes and policy. Default: see [`Cache`].
+    pub cache: Cache,
+    /// `[origin]`: connections to origin servers. Default: see [`Origin`].
+    pub origin: Origin,
+    /// `[log]`: logging. Default: see [`Log`].
+    pub log: Log,
+}
+
+/// `[listen]`: where and how the proxy accepts clients.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Listen {
+    /// Address of the forward-proxy listener. Default `127.0.0.1:3128`.
+    pub forward: SocketAddr,
+    /// Most client connections served at once; must be above 0. Default 1024.
+    pub max_connections: usize,
+    /// Largest request head (request line and headers) accepted from a
+    /// client; must be above 0. Default 64 KiB (`"64KiB"`, 65536 bytes).
+    pub max_header_bytes: ByteSize,
+    /// A client must send a complete request head within this; non-zero.
+    /// Default `"10s"`.
+    #[serde(with = "duration_str")]
+    pub header_read_timeout: Duration,
+    /// Idle keep-alive client connections are kept at least this long;
+    /// non-zero. Default `"75s"`.
+    #[serde(with = "duration_str")]
+    pub idle_timeout: Duration,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Listen {
+            forward: SocketAddr::from(([127, 0, 0, 1], 3128)),
+            max_connections: 1024,
+            max_header_bytes: ByteSize(64 << 10),
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(75),
+        }
+    }
+}
+
+/// `[data]`: where meshcache keeps its state.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Data {
+    /// Directory for the cache's files. Default unset: the platform's data
+    /// directory, which is resolved outside this crate.
+    pub dir: Option<PathBuf>,
+}
+
+/// `[cache]`: sizes and caching policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Cache {
+    /// Total size of stored bodies; least recently used entries are evicted
+    /// beyond it. Default `"10GiB"`.
+    pub max_size: ByteSize,
+    /// Larger responses stream through uncached; at most `max_size`.
+    /// Default `"4GiB"`.
+    pub max_object_size: ByteSize,
+    /// `false`: an on-device single-user cache (private responses are kept
+    /// for this user, never shared); `true`: a gateway following RFC 9111's
+    /// shared-cache rules. Default `false`.
+    pub shared: bool,
+    /// Fraction of (Date - Last-Modified) used as heuristic freshness; in
+    /// 0.0..=1.0. Default `0.1`.
+    pub heuristic_fraction: f64,
+    /// A Range request on a miss whose first byte is within this many bytes
+    /// of the start (or of an in-progress fill's position) fills the whole
+    /// object while answering; a range further out is forwarded uncached.
+    /// Default `"16MiB"`.
+    pub range_offset_limit: ByteSize,
+    /// A fill whose every client has gone away keeps downloading if the
+    /// object is at most this size. Default `"256MiB"`.
+    pub background_fill_max: ByteSize,
+    /// Memory for hot small bodies. Default `"64MiB"`.
+    pub memory_cache_size: ByteSize,
+    /// Largest body kept in the memory cache; at most `memory_cache_size`.
+    /// Default `"256KiB"`.
+    pub memory_object_max: ByteSize,
+}
+
+impl Default for Cache {
+    fn default() -> Self {
+        Cache {
+            max_size: ByteSize(10 << 30),
+            max_object_size: ByteSize(4 << 30),
+            shared: false,
+            heuristic_fraction: 0.1,
+            range_offset_limit: ByteSize(16 << 20),
+            background_fill_max: ByteSize(256 << 20),
+            memory_cache_size: ByteSize(64 << 20),
+            memory_object_max: ByteSize(256 << 10),
+        }
+    }
+}
+
+/// `[origin]`: connections to origin servers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Origin {
+    /// Time allowed to connect to an origin; non-zero. Default `"10s"`.
+    #[serde(with = "duration_str")]
+    pub connect_timeout: Duration,
+    /// The origin must start its response within this, else the client
+    /// gets a 504; non-zero. Default `"30s"`.
+    #[serde(with = "duration_str")]
+    pub response_header_timeout: Duration,
+    /// Longest gap allowed between body chunks from the origin; non-zero.
+    /// Default `"60s"`.
+    #[serde(with = "duration_str")]
+    pub body_idle_timeout: Duration,
+    /// Idle connections pooled per origin host (0: no pooling). Default 32.
+    pub max_idle_per_host: usize,
+    /// Pooled idle connections are closed after this; non-zero.
+    /// Default `"90s"`.
+    #[serde(with = "duration_str")]
+    pub pool_idle_timeout: Duration,
+}
+
+impl Default for Origin {
+    fn default() -> Self {
+        Origin {
+            connect_timeout: Duration::from_secs(10),
+            response_header_timeout: Duration::from_secs(30),
+            body_idle_timeout: Duration::from_secs(60),
+            max_idle_per_host: 32,
+            pool_idle_timeout: Duration::from_secs(90),
+        }
+    }
+}
+
+/// `[log]`: logging.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Log {
+    /// A tracing `EnvFilter` directive string such as `"info"` or
+    /// `"warn,meshcache=debug"`; must not be blank. Default `"info"`.
+    pub level: String,
+    /// Log one line per client request. Default `true`.
+    pub access: bool,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            level: "info".to_owned(),
+            access: true,
+        }
+    }
+}
+
+impl Config {
+    /// Reads and checks the configuration file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::from_toml_str(&text, path)
+    }
+
+    /// Parses and [validates](Config::validate) configuration text; `origin`
+    /// is the file name used in error messages.
+    pub fn from_toml_str(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+        let config: Config =
+            toml::from_str(text).map_err(|e| ConfigError::from_toml(&e, text, origin))?;
+        config.validate().map_err(|e| e.in_file(origin))?;
+        Ok(config)
+    }
+
+    /// Checks that the values make sense together. The error's `path` is
+    /// empty; [`Config::from_toml_str`] fills it in.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let (listen, cache, origin) = (&self.listen, &self.cache, &self.origin);
+        let check = |ok: bool, field: &str, message: String| {
+            if ok {
+                Ok(())
+            } else {
+                Err(ConfigError::Invalid {
+                    path: PathBuf::new(),
+                    field: field.to_owned(),
+                    message,
+                })
+            }
+        };
+        let above_zero = || "must be above 0".to_owned();
+        check(
+            listen.max_connections > 0,
+            "listen.max_connections",
+            above_zero(),
+        )?;
+        check(
+            listen.max_header_bytes.bytes() > 0,
+            "listen.max_header_bytes",
+            above_zero(),
+        )?;
+        let timeouts = [
+            ("listen.header_read_timeout", listen.header_read_timeout),
+            ("listen.idle_timeout", listen.idle_timeout),
+            ("origin.connect_timeout", origin.connect_timeout),
+            (
+                "origin.response_header_timeout",
+                origin.response_header_timeout,
+            ),
+            ("origin.body_idle_timeout", origin.body_idle_timeout),
+            ("origin.pool_idle_timeout", origin.pool_idle_timeout),
+        ];
+        for (field, timeout) in timeouts {
+            check(!timeout.is_zero(), field, "must not be zero".to_owned())?;
+        }
+        check(
+            cache.max_object_size <= cache.max_size,
+            "cache.max_object_size",
+            format!(
+                "{} is larger than cache.max_size ({})",
+                cache.max_object_size, cache.max_size
+            ),
+        )?;
+        check(
+            cache.memory_object_max <= cache.memory_cache_size,
+            "cache.memory_object_max",
+            format!(
+                "{} is larger than cache.memory_cache_size ({})",
+                cache.memory_object_max, cache.memory_cache_size
+            ),
+        )?;
+        check(
+            (0.0..=1.0).contains(&cache.heuristic_fraction),
+            "cache.heuristic_fraction",
+            format!("{} is not between 0.0 and 1.0", cache.heuristic_fraction),
+        )?;
+        check(
+            !self.log.level.trim().is_empty(),
+            "log.level",
+            "must not be empty".to_owned(),
+        )
+    }
+
+    /// The configuration as TOML with every field, which
+    /// [`Config::from_toml_str`] reads back as the same configuration. An
+    /// unset `data.dir` is written as a comment; a `data.dir` that is not
+    /// UTF-8 is written lossily (TOML strings are UTF-8).
+    pub fn to_toml_string(&self) -> String {
+        let mut config = self.clone();
+        if let Some(dir) = &mut config.data.dir {
+            *dir = PathBuf::from(dir.to_string_lossy().into_owned());
+        }
+        // With a UTF-8 path every value is representable in TOML, so this
+        // does not fail.
+        let mut text = toml::to_string(&config).unwrap_or_else(|e| format!("# {e}\n"));
+        if config.data.dir.is_none() {
+            text = text.replacen(
+                "[data]\n",
+                "[data]\n# dir: unset, the platform's data directory\n",
+                1,
+            );
+        }
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,332 @@
+use super::*;
+
+const FILE: &str = "meshcache.toml";
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::from_toml_str(text, Path::new(FILE))
+}
+
+/// Parses `text`, expecting a [`ConfigError::Parse`]; returns (line, column,
+/// field, message) and checks the Display form.
+fn parse_error(text: &str) -> (usize, usize, Option<String>, String) {
+    match parse(text) {
+        Err(error @ ConfigError::Parse { .. }) => {
+            let shown = error.to_string();
+            let ConfigError::Parse {
+                path,
+                line,
+                column,
+                field,
+                message,
+            } = error
+            else {
+                unreachable!()
+            };
+            assert_eq!(path, Path::new(FILE));
+            let field_part = field.as_ref().map(|f| format!("{f}: ")).unwrap_or_default();
+            assert_eq!(
+                shown,
+                format!("{FILE}:{line}:{column}: {field_part}{message}")
+            );
+            (line, column, field, message)
+        }
+        other => panic!("expected a parse error, got {other:?}"),
+    }
+}
+
+/// Parses `text`, expecting a [`ConfigError::Invalid`]; returns (field,
+/// Display form).
+fn invalid(text: &str) -> (String, String) {
+    match parse(text) {
+        Err(error @ ConfigError::Invalid { .. }) => {
+            let shown = error.to_string();
+            let ConfigError::Invalid { path, field, .. } = error else {
+                unreachable!()
+            };
+            assert_eq!(path, Path::new(FILE));
+            (field, shown)
+        }
+        other => panic!("expected a validation error, got {other:?}"),
+    }
+}
+
+const FULL: &str = r#"
+# every field, none at its default
+[listen]
+forward = "0.0.0.0:8080"
+max_connections = 10
+max_header_bytes = "32KiB"
+header_read_timeout = "5s"
+idle_timeout = 120
+
+[data]
+dir = "/var/lib/meshcache"
+
+[cache]
+max_size = "1GB"
+max_object_size = 1000000
+shared = true
+heuristic_fraction = 0.25
+range_offset_limit = "1 MiB"
+background_fill_max = "1.5MiB"
+memory_cache_size = "8MiB"
+memory_object_max = "8MiB"
+
+[origin]
+connect_timeout = "500ms"
+response_header_timeout = "1m"
+body_idle_timeout = "1h"
+max_idle_per_host = 0
+pool_idle_timeout = "1m30s"
+
+[log]
+level = "warn,meshcache=debug"
+access = false
+"#;
+
+fn full_expected() -> Config {
+    Config {
+        listen: Listen {
+            forward: "0.0.0.0:8080".parse().expect("address"),
+            max_connections: 10,
+            max_header_bytes: ByteSize(32 * 1024),
+            header_read_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(120),
+        },
+        data: Data {
+            dir: Some(PathBuf::from("/var/lib/meshcache")),
+        },
+        cache: Cache {
+            max_size: ByteSize(1_000_000_000),
+            max_object_size: ByteSize(1_000_000),
+            shared: true,
+            heuristic_fraction: 0.25,
+            range_offset_limit: ByteSize(1 << 20),
+            background_fill_max: ByteSize(3 << 19),
+            memory_cache_size: ByteSize(8 << 20),
+            memory_object_max: ByteSize(8 << 20),
+        },
+        origin: Origin {
+            connect_timeout: Duration::from_millis(500),
+            response_header_timeout: Duration::from_secs(60),
+            body_idle_timeout: Duration::from_secs(3600),
+            max_idle_per_host: 0,
+            pool_idle_timeout: Duration::from_secs(90),
+        },
+        log: Log {
+            level: "warn,meshcache=debug".to_owned(),
+            access: false,
+        },
+    }
+}
+
+#[test]
+fn defaults() {
+    let c = Config::default();
+    assert_eq!(c.listen.forward, "127.0.0.1:3128".parse().expect("address"));
+    assert_eq!(c.listen.max_connections, 1024);
+    assert_eq!(c.listen.max_header_bytes.bytes(), 65536);
+    assert_eq!(c.listen.header_read_timeout, Duration::from_secs(10));
+    assert_eq!(c.listen.idle_timeout, Duration::from_secs(75));
+    assert_eq!(c.data.dir, None);
+    assert_eq!(c.cache.max_size.bytes(), 10 * 1024 * 1024 * 1024);
+    assert_eq!(c.cache.max_object_size.bytes(), 4 * 1024 * 1024 * 1024);
+    assert!(!c.cache.shared);
+    assert_eq!(c.cache.heuristic_fraction, 0.1);
+    assert_eq!(c.cache.range_offset_limit.bytes(), 16 * 1024 * 1024);
+    assert_eq!(c.cache.background_fill_max.bytes(), 256 * 1024 * 1024);
+    assert_eq!(c.cache.memory_cache_size.bytes(), 64 * 1024 * 1024);
+    assert_eq!(c.cache.memory_object_max.bytes(), 256 * 1024);
+    assert_eq!(c.origin.connect_timeout, Duration::from_secs(10));
+    assert_eq!(c.origin.response_header_timeout, Duration::from_secs(30));
+    assert_eq!(c.origin.body_idle_timeout, Duration::from_secs(60));
+    assert_eq!(c.origin.max_idle_per_host, 32);
+    assert_eq!(c.origin.pool_idle_timeout, Duration::from_secs(90));
+    assert_eq!(c.log.level, "info");
+    assert!(c.log.access);
+    c.validate().expect("defaults are valid");
+}
+
+#[test]
+fn empty_file_is_defaults() {
+    assert_eq!(parse("").expect("empty file"), Config::default());
+    assert_eq!(
+        parse("# nothing\n\n[cache]\n").expect("comments"),
+        Config::default()
+    );
+}
+
+#[test]
+fn partial_file_keeps_other_defaults() {
+    let c = parse("[cache]\nshared = true\n").expect("valid");
+    assert_eq!(
+        c,
+        Config {
+            cache: Cache {
+                shared: true,
+                ..Cache::default()
+            },
+            ..Config::default()
+        }
+    );
+}
+
+#[test]
+fn full_file() {
+    assert_eq!(parse(FULL).expect("full file"), full_expected());
+}
+
+#[test]
+fn round_trip() {
+    for config in [Config::default(), full_expected()] {
+        let text = config.to_toml_string();
+        assert_eq!(parse(&text).expect("re-parse"), config, "{text}");
+    }
+    let text = Config::default().to_toml_string();
+    for field in [
+        "forward",
+        "max_size = \"10GiB\"",
+        "idle_timeout = \"75s\"",
+        "# dir",
+        "[log]",
+    ] {
+        assert!(text.contains(field), "{field} missing from\n{text}");
+    }
+}
+
+#[test]
+fn unknown_field_names_line_and_field() {
+    let text = "[listen]\nmax_connections = 5\n\n[cache]\nmax_size = \"1GiB\"\nmax_sise = 1\n";
+    let (line, column, field, message) = parse_error(text);
+    assert_eq!((line, column), (6, 1));
+    assert_eq!(field.as_deref(), Some("cache.max_sise"));
+    assert!(message.contains("max_sise"), "{message}");
+    let shown = parse(text).expect_err("unknown field").to_string();
+    assert!(
+        shown.starts_with("meshcache.toml:6:1: cache.max_sise: unknown field `max_sise`"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn unknown_table_and_nested_forms() {
+    let (line, _, field, _) = parse_error("[listen]\n\n[cach]\nmax_size = 1\n");
+    assert_eq!((line, field.as_deref()), (3, Some("cach")));
+    let (line, _, field, _) = parse_error("log.levl = \"debug\"\n");
+    assert_eq!((line, field.as_deref()), (1, Some("log.levl")));
+    let (line, column, field, _) = parse_error("\ncache = { shared = true, max_sise = 1 }\n");
+    assert_eq!(
+        (line, column, field.as_deref()),
+        (2, 26, Some("cache.max_sise"))
+    );
+}
+
+#[test]
+fn bad_size_string() {
+    let (line, column, field, message) = parse_error("[cache]\n\nmax_size = \"10 XB\"\n");
+    assert_eq!((line, column), (3, 12));
+    assert_eq!(field.as_deref(), Some("cache.max_size"));
+    assert!(message.contains("invalid size \"10 XB\""), "{message}");
+    let (_, _, field, message) = parse_error("[cache]\nmemory_cache_size = -5\n");
+    assert_eq!(field.as_deref(), Some("cache.memory_cache_size"));
+    assert!(message.contains("negative"), "{message}");
+}
+
+#[test]
+fn bad_duration() {
+    let (line, _, field, message) = parse_error("[origin]\nconnect_timeout = \"10 parsecs\"\n");
+    assert_eq!(line, 2);
+    assert_eq!(field.as_deref(), Some("origin.connect_timeout"));
+    assert!(
+        message.contains("invalid duration \"10 parsecs\""),
+        "{message}"
+    );
+    let (_, _, field, _) = parse_error("[listen]\nidle_timeout = 1.5\n");
+    assert_eq!(field.as_deref(), Some("listen.idle_timeout"));
+}
+
+#[test]
+fn wrong_types_and_syntax() {
+    let (_, _, field, _) = parse_error("[cache]\nshared = \"yes\"\n");
+    assert_eq!(field.as_deref(), Some("cache.shared"));
+    let (_, _, field, _) = parse_error("[listen]\nforward = \"localhost\"\n");
+    assert_eq!(field.as_deref(), Some("listen.forward"));
+    let (line, _, _, _) = parse_error("[log]\naccess = true\nlevel = \n");
+    assert_eq!(line, 3);
+}
+
+#[test]
+fn object_larger_than_cache_is_invalid() {
+    let (field, shown) = invalid("[cache]\nmax_size = \"1GiB\"\nmax_object_size = \"2GiB\"\n");
+    assert_eq!(field, "cache.max_object_size");
+    assert_eq!(
+        shown,
+        "meshcache.toml: cache.max_object_size: 2GiB is larger than cache.max_size (1GiB)"
+    );
+}
+
+#[test]
+fn other_invalid_values() {
+    let cases = [
+        ("[listen]\nmax_connections = 0\n", "listen.max_connections"),
+        (
+            "[listen]\nmax_header_bytes = 0\n",
+            "listen.max_header_bytes",
+        ),
+        ("[listen]\nidle_timeout = \"0s\"\n", "listen.idle_timeout"),
+        (
+            "[origin]\nresponse_header_timeout = 0\n",
+            "origin.response_header_timeout",
+        ),
+        (
+            "[cache]\nheuristic_fraction = 1.5\n",
+            "cache.heuristic_fraction",
+        ),
+        (
+            "[cache]\nheuristic_fraction = nan\n",
+            "cache.heuristic_fraction",
+        ),
+        (
+            "[cache]\nmemory_object_max = \"65MiB\"\n",
+            "cache.memory_object_max",
+        ),
+        ("[log]\nlevel = \" \"\n", "log.level"),
+    ];
+    for (text, expected) in cases {
+        assert_eq!(invalid(text).0, expected, "{text}");
+    }
+    let config = Config {
+        log: Log {
+            level: String::new(),
+            access: true,
+        },
+        ..Config::default()
+    };
+    let shown = config.validate().expect_err("blank level").to_string();
+    assert_eq!(shown, "log.level: must not be empty");
+}
+
+#[test]
+fn load_reads_file_and_names_unreadable_one() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("meshcache.toml");
+    std::fs::write(&path, FULL).expect("write");
+    assert_eq!(Config::load(&path).expect("load"), full_expected());
+
+    std::fs::write(&path, "[cache]\nmax_sise = 1\n").expect("write");
+    let shown = Config::load(&path).expect_err("unknown field").to_string();
+    assert!(
+        shown.starts_with(&format!("{}:2:1: cache.max_sise: ", path.display())),
+        "{shown}"
+    );
+
+    let missing = dir.path().join("missing.toml");
+    let error = Config::load(&missing).expect_err("missing file");
+    assert!(matches!(&error, ConfigError::Read { path, .. } if *path == missing));
+    assert!(
+        error
+            .to_string()
+            .starts_with(&format!("{}: ", missing.display())),
+        "{error}"
+    );
+}

@@ -1,0 +1,667 @@
+//! The request flow (DESIGN.md, "One request"): classify, look up, revalidate, fill with
+//! one origin fetch per object, serve, and invalidate on unsafe methods.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
+use http::header::{self, HeaderValue};
+use http::{request, Method, Request, Response, StatusCode, Uri};
+use http_cache_semantics::AfterResponse;
+use hyper::body::Incoming;
+
+use cache::fill::Head;
+use cache::key::{primary_key, variant_key, vary_names};
+use cache::policy::{self, Storability, Verdict};
+use cache::{Entry, Join, Leader, Pending};
+
+use crate::headers::{strip_hop_by_hop, Phase};
+use crate::origin::OriginError;
+use crate::respond::{self, entry_headers, Source};
+use crate::state::State;
+use crate::{empty, text, Body, BoxError};
+
+/// The result of one request before the edge adds `Cache-Status`, `Via` and logging.
+pub struct Outcome {
+    pub response: Response<Body>,
+    pub phase: Phase,
+    /// Status the origin answered with, when it was asked.
+    pub fwd_status: Option<u16>,
+}
+
+impl Outcome {
+    fn new(response: Response<Body>, phase: Phase, fwd_status: Option<u16>) -> Self {
+        Self {
+            response,
+            phase,
+            fwd_status,
+        }
+    }
+}
+
+/// An error answered by the proxy itself.
+pub fn local_error(status: StatusCode, why: &'static str, message: String) -> Outcome {
+    Outcome::new(text(status, message), Phase::Local(why), None)
+}
+
+fn origin_error(e: &OriginError, uri: &Uri) -> Outcome {
+    tracing::info!(%uri, "origin failed: {e}");
+    local_error(
+        e.status(),
+        "origin-error",
+        format!("meshcache: {uri}: {e}\n"),
+    )
+}
+
+/// A stale entry that may stand in if revalidation fails.
+struct Stale {
+    entry: Entry,
+    revalidation: http::HeaderMap,
+    serve_on_error: bool,
+}
+
+/// Handles an absolute-form request (not CONNECT, not for the proxy itself).
+pub async fn proxy(state: &Arc<State>, req: Request<Incoming>) -> Outcome {
+    let Some(key) = primary_key(req.uri()) else {
+        return local_error(
+            StatusCode::BAD_REQUEST,
+            "bad-url",
+            format!(
+                "meshcache: cannot proxy {}: only http:// URLs with a host (https uses CONNECT)\n",
+                req.uri()
+            ),
+        );
+    };
+    let (mut parts, body) = req.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    // RFC 9112 3.2.2: a proxy replaces Host with the authority of the absolute-form target.
+    if let Some(host) = parts
+        .uri
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    {
+        parts.headers.insert(header::HOST, host);
+    }
+    if parts.method == Method::GET || parts.method == Method::HEAD {
+        cached(state, parts, key).await
+    } else {
+        unsafe_or_other(state, parts, body, key).await
+    }
+}
+
+async fn cached(state: &Arc<State>, parts: request::Parts, key: String) -> Outcome {
+    let cache = &state.cache;
+    if cache.pass_through() {
+        return forward_uncached(state, &parts, Phase::Bypass("disk-full")).await;
+    }
+    let now = cache.now();
+    let entry = match cache.lookup(&key, &parts.headers) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!(%key, "index lookup failed, forwarding: {e}");
+            None
+        }
+    };
+    let Some(entry) = entry else {
+        if policy::only_if_cached(&parts.headers) {
+            return local_error(
+                StatusCode::GATEWAY_TIMEOUT,
+                "only-if-cached",
+                "meshcache: not in cache (only-if-cached)\n".into(),
+            );
+        }
+        let vary_miss = cache.lookup_any(&key);
+        return miss(state, parts, key, None, vary_miss).await;
+    };
+    match policy::evaluate(&entry, &parts, now, cache.options().shared) {
+        Verdict::Fresh => {
+            cache.touch(&key, entry.id);
+            state.counters.hits.fetch_add(1, Ordering::Relaxed);
+            serve_entry(state, &parts, entry, Phase::Hit, None)
+        }
+        Verdict::Revalidate {
+            headers,
+            serve_stale_while_revalidating,
+            serve_stale_on_error,
+        } => {
+            if policy::only_if_cached(&parts.headers) {
+                return local_error(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "only-if-cached",
+                    "meshcache: stored response is stale (only-if-cached)\n".into(),
+                );
+            }
+            if serve_stale_while_revalidating {
+                background_revalidate(state, &parts, key.clone(), &entry, headers);
+                cache.touch(&key, entry.id);
+                state.counters.hits.fetch_add(1, Ordering::Relaxed);
+                return serve_entry(state, &parts, entry, Phase::StaleWhileRevalidate, None);
+            }
+            let stale = Stale {
+                entry,
+                revalidation: headers,
+                serve_on_error: serve_stale_on_error,
+            };
+            miss(state, parts, key, Some(stale), false).await
+        }
+    }
+}
+
+fn serve_entry(
+    state: &State,
+    parts: &request::Parts,
+    entry: Entry,
+    phase: Phase,
+    fwd: Option<u16>,
+) -> Outcome {
+    let headers = entry_headers(&entry, state.cache.now());
+    let status = entry.status_code();
+    let len = Some(entry.len);
+    let res = respond::respond(
+        parts,
+        status,
+        headers,
+        len,
+        Source::Entry(state.cache.clone(), entry),
+    );
+    Outcome::new(res, phase, fwd)
+}
+
+/// Serves stale while a background task revalidates (RFC 5861 `stale-while-revalidate`).
+fn background_revalidate(
+    state: &Arc<State>,
+    parts: &request::Parts,
+    key: String,
+    entry: &Entry,
+    revalidation: http::HeaderMap,
+) {
+    let state = state.clone();
+    let mut parts = parts.clone();
+    parts.method = Method::GET;
+    parts.headers.remove(header::RANGE);
+    let stale = Stale {
+        entry: entry.clone(),
+        revalidation,
+        serve_on_error: false,
+    };
+    tokio::spawn(async move {
+        if let Join::Leader(leader) = state.cache.join_fill(&key) {
+            // The response is dropped: the fill (if any) carries on in the background.
+            let _ = lead(&state, parts, key, leader, Some(stale), false).await;
+        }
+    });
+}
+
+async fn miss(
+    state: &Arc<State>,
+    parts: request::Parts,
+    key: String,
+    stale: Option<Stale>,
+    vary_miss: bool,
+) -> Outcome {
+    let cache = &state.cache;
+    state.counters.misses.fetch_add(1, Ordering::Relaxed);
+    if parts.method == Method::HEAD {
+        // A HEAD miss is forwarded as is; only a GET fills.
+        return forward_uncached(
+            state,
+            &parts,
+            Phase::Miss {
+                vary_miss,
+                stored: false,
+                detail: Some("head"),
+            },
+        )
+        .await;
+    }
+    if cache.options().shared && parts.headers.contains_key(header::AUTHORIZATION) {
+        return forward_uncached(
+            state,
+            &parts,
+            Phase::Miss {
+                vary_miss,
+                stored: false,
+                detail: Some("authorization"),
+            },
+        )
+        .await;
+    }
+    if policy::request_no_store(&parts.headers) {
+        return forward_uncached(
+            state,
+            &parts,
+            Phase::Miss {
+                vary_miss,
+                stored: false,
+                detail: Some("no-store"),
+            },
+        )
+        .await;
+    }
+    // A Range miss fills the whole object only when its first byte is near the start (or
+    // near where an ongoing fill has got to); a seek far ahead is forwarded as a range.
+    if let Some(first) = crate::range::first_byte(&parts.headers) {
+        let limit = cache.options().range_offset_limit;
+        let reach = cache
+            .fill_in_progress(&key)
+            .map(|f| f.written())
+            .unwrap_or(0)
+            + limit;
+        if first > reach {
+            return forward_uncached(
+                state,
+                &parts,
+                Phase::Miss {
+                    vary_miss,
+                    stored: false,
+                    detail: Some("range-forwarded"),
+                },
+            )
+            .await;
+        }
+    }
+    match cache.join_fill(&key) {
+        Join::Leader(leader) => lead(state, parts, key, leader, stale, vary_miss).await,
+        Join::Follower(fill) => {
+            let Some(head) = fill.head().await else {
+                // The leader did not fill: it refreshed a stale entry, or the response may
+                // not be shared. Look once more, then go alone.
+                if let Ok(Some(e)) = cache.lookup(&key, &parts.headers) {
+                    if matches!(
+                        policy::evaluate(&e, &parts, cache.now(), cache.options().shared),
+                        Verdict::Fresh
+                    ) {
+                        cache.touch(&key, e.id);
+                        return serve_entry(state, &parts, e, Phase::Hit, None);
+                    }
+                }
+                return forward_uncached(
+                    state,
+                    &parts,
+                    Phase::Miss {
+                        vary_miss,
+                        stored: false,
+                        detail: Some("not-collapsible"),
+                    },
+                )
+                .await;
+            };
+            if variant_key(&head.vary, &parts.headers) != head.variant {
+                return forward_uncached(
+                    state,
+                    &parts,
+                    Phase::Miss {
+                        vary_miss: true,
+                        stored: false,
+                        detail: Some("other-variant"),
+                    },
+                )
+                .await;
+            }
+            state.counters.hits.fetch_add(1, Ordering::Relaxed);
+            let res = respond::respond(
+                &parts,
+                head.status,
+                head.headers.clone(),
+                head.len,
+                Source::Fill(fill),
+            );
+            Outcome::new(res, Phase::Collapsed, None)
+        }
+    }
+}
+
+/// The leader of a fill: one request to the origin for the whole representation.
+async fn lead(
+    state: &Arc<State>,
+    parts: request::Parts,
+    key: String,
+    leader: Leader,
+    stale: Option<Stale>,
+    vary_miss: bool,
+) -> Outcome {
+    let cache = &state.cache;
+    let mut oreq = parts.clone();
+    // The fill fetches the whole representation for everyone: the client's range and its
+    // own validators are answered locally from it.
+    for h in [
+        header::RANGE,
+        header::IF_RANGE,
+        header::IF_NONE_MATCH,
+        header::IF_MODIFIED_SINCE,
+        header::IF_MATCH,
+        header::IF_UNMODIFIED_SINCE,
+    ] {
+        oreq.headers.remove(h);
+    }
+    if let Some(s) = &stale {
+        for h in [header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE] {
+            if let Some(v) = s.revalidation.get(&h) {
+                oreq.headers.insert(h, v.clone());
+            }
+        }
+    }
+    let sent_at = cache.now();
+    let res = match state.send(oreq, empty()).await {
+        Ok(r) => r,
+        Err(e) => {
+            drop(leader);
+            if let Some(s) = stale {
+                if s.serve_on_error || (e.unreachable() && may_serve_disconnected(&s.entry)) {
+                    tracing::info!(%key, "origin failed ({e}); serving stale");
+                    let why = if e.unreachable() {
+                        "origin-unreachable"
+                    } else {
+                        "stale-if-error"
+                    };
+                    return serve_entry(
+                        state,
+                        &parts,
+                        s.entry,
+                        Phase::StaleOnError(why.into()),
+                        None,
+                    );
+                }
+            }
+            return origin_error(&e, &parts.uri);
+        }
+    };
+    let now = cache.now();
+    let (mut rparts, rbody) = res.into_parts();
+    let fwd = Some(rparts.status.as_u16());
+    strip_hop_by_hop(&mut rparts.headers);
+    if let Some(s) = &stale {
+        if rparts.status == StatusCode::NOT_MODIFIED {
+            drop(rbody);
+            return revalidated(state, &parts, &key, leader, s, &rparts, sent_at).await;
+        }
+        if rparts.status.is_server_error() && s.serve_on_error {
+            drop(leader);
+            let Stale { entry, .. } = stale.unwrap_or_else(|| unreachable!());
+            return serve_entry(
+                state,
+                &parts,
+                entry,
+                Phase::StaleOnError("stale-if-error".into()),
+                fwd,
+            );
+        }
+    }
+    let len = content_length(&rparts.headers);
+    let decision = if rparts.status == StatusCode::PARTIAL_CONTENT
+        || rparts.status == StatusCode::NOT_MODIFIED
+    {
+        Storability::No(policy::NoStoreReason::Status)
+    } else if len.is_some_and(|n| n > cache.options().max_object_size) {
+        Storability::No(policy::NoStoreReason::TooLarge)
+    } else if cache.pass_through() {
+        Storability::No(policy::NoStoreReason::DiskFull)
+    } else {
+        policy::storability(cache.options().policy(), &parts, &rparts, now)
+    };
+    let stale_phase = stale.is_some();
+    match decision {
+        Storability::Store {
+            policy,
+            shareable,
+            fresh_until,
+        } => {
+            let vary = vary_names(&rparts.headers).unwrap_or_default();
+            let head = Head {
+                status: rparts.status,
+                headers: rparts.headers.clone(),
+                len,
+                variant: variant_key(&vary, &parts.headers),
+                vary,
+            };
+            let body = state.origin.body_stream(rbody);
+            let fill = cache.start_fill(
+                leader,
+                head,
+                Pending {
+                    policy,
+                    shareable,
+                    fresh_until,
+                },
+                body,
+            );
+            let phase = if stale_phase {
+                Phase::StaleReplaced { stored: true }
+            } else {
+                Phase::Miss {
+                    vary_miss,
+                    stored: true,
+                    detail: None,
+                }
+            };
+            let res = respond::respond(
+                &parts,
+                rparts.status,
+                rparts.headers,
+                len,
+                Source::Fill(fill),
+            );
+            Outcome::new(res, phase, fwd)
+        }
+        Storability::No(reason) => {
+            drop(leader);
+            tracing::debug!(%key, reason = reason.as_str(), "not stored");
+            let body = state
+                .origin
+                .body_stream(rbody)
+                .map_err(BoxError::from)
+                .boxed();
+            let phase = if stale_phase {
+                Phase::StaleReplaced { stored: false }
+            } else {
+                Phase::Miss {
+                    vary_miss,
+                    stored: false,
+                    detail: Some(reason.as_str()),
+                }
+            };
+            let res = respond::respond(
+                &parts,
+                rparts.status,
+                rparts.headers,
+                len,
+                Source::Stream(body),
+            );
+            Outcome::new(res, phase, fwd)
+        }
+    }
+}
+
+/// RFC 9111 4.2.4: a disconnected cache may serve stale, unless the response forbids it.
+fn may_serve_disconnected(entry: &Entry) -> bool {
+    let h = entry.header_map();
+    !policy::directives(&h, "cache-control")
+        .iter()
+        .any(|(k, _)| {
+            k == "must-revalidate" || k == "proxy-revalidate" || k == "no-cache" || k == "s-maxage"
+        })
+}
+
+/// A 304 for a stale entry: update its stored headers and serve it (RFC 9111 4.3.4).
+async fn revalidated(
+    state: &Arc<State>,
+    parts: &request::Parts,
+    key: &str,
+    leader: Leader,
+    stale: &Stale,
+    rparts: &http::response::Parts,
+    sent_at: std::time::SystemTime,
+) -> Outcome {
+    let cache = &state.cache;
+    let mut as_get = parts.clone();
+    as_get.method = Method::GET;
+    match stale.entry.policy.after_response(&as_get, rparts, sent_at) {
+        AfterResponse::NotModified(new_policy, _) => {
+            let mut entry = stale.entry.clone();
+            let mut headers = entry.header_map();
+            for (name, value) in rparts.headers.iter() {
+                // RFC 9111 3.2: the 304's fields replace the stored ones, except framing.
+                if matches!(
+                    name.as_str(),
+                    "content-length" | "content-encoding" | "content-range" | "transfer-encoding"
+                ) {
+                    continue;
+                }
+                headers.insert(name.clone(), value.clone());
+            }
+            let now = cache.now();
+            let fresh_until = now + new_policy.time_to_live(now);
+            if let Err(e) = cache
+                .freshen(
+                    key,
+                    entry.id,
+                    new_policy.clone(),
+                    headers.clone(),
+                    fresh_until,
+                )
+                .await
+            {
+                tracing::warn!(%key, "could not record revalidation: {e}");
+            }
+            drop(leader);
+            entry.policy = new_policy;
+            entry.headers = Entry::headers_from_map(&headers);
+            entry.fresh_until_ms = cache::clock::unix_ms(fresh_until);
+            cache.touch(key, entry.id);
+            serve_entry(state, parts, entry, Phase::Revalidated, Some(304))
+        }
+        AfterResponse::Modified(..) => {
+            // The 304 does not match what is stored (RFC 9111 4.3.4): fetch it whole.
+            drop(leader);
+            let _ = cache.invalidate(key).await;
+            let mut plain = parts.clone();
+            for h in [header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE] {
+                plain.headers.remove(h);
+            }
+            forward_uncached(state, &plain, Phase::StaleReplaced { stored: false }).await
+        }
+    }
+}
+
+fn content_length(h: &http::HeaderMap) -> Option<u64> {
+    h.get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Forwards a GET/HEAD to the origin and streams the answer back, storing nothing.
+async fn forward_uncached(state: &Arc<State>, parts: &request::Parts, phase: Phase) -> Outcome {
+    match state.send(parts.clone(), empty()).await {
+        Err(e) => origin_error(&e, &parts.uri),
+        Ok(res) => {
+            let (mut rparts, body) = res.into_parts();
+            strip_hop_by_hop(&mut rparts.headers);
+            let fwd = Some(rparts.status.as_u16());
+            let body = state.origin.body_stream(body).map_err(BoxError::from);
+            Outcome::new(
+                Response::from_parts(rparts, crate::stream_body(body)),
+                phase,
+                fwd,
+            )
+        }
+    }
+}
+
+/// Methods other than GET/HEAD: forwarded with their body streamed; a successful unsafe
+/// method invalidates the URL and its `Location` / `Content-Location` (RFC 9111 4.4).
+async fn unsafe_or_other(
+    state: &Arc<State>,
+    parts: request::Parts,
+    body: Incoming,
+    key: String,
+) -> Outcome {
+    let is_unsafe = !matches!(parts.method, Method::OPTIONS | Method::TRACE);
+    let body: Body = http_body_util::BodyExt::boxed_unsync(http_body_util::BodyExt::map_err(
+        body,
+        BoxError::from,
+    ));
+    let uri = parts.uri.clone();
+    let res = match state.send(parts, body).await {
+        Ok(r) => r,
+        Err(e) => return origin_error(&e, &uri),
+    };
+    let (mut rparts, rbody) = res.into_parts();
+    strip_hop_by_hop(&mut rparts.headers);
+    if is_unsafe && (rparts.status.is_success() || rparts.status.is_redirection()) {
+        let mut keys = vec![key];
+        for h in [header::LOCATION, header::CONTENT_LOCATION] {
+            if let Some(k) = rparts
+                .headers
+                .get(&h)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| resolve(&uri, v))
+            {
+                keys.push(k);
+            }
+        }
+        for k in keys {
+            match state.cache.invalidate(&k).await {
+                Ok(n) if n > 0 => tracing::debug!(key = %k, n, "invalidated"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(key = %k, "invalidate: {e}"),
+            }
+        }
+    }
+    let fwd = Some(rparts.status.as_u16());
+    let body = state.origin.body_stream(rbody).map_err(BoxError::from);
+    Outcome::new(
+        Response::from_parts(rparts, crate::stream_body(body)),
+        Phase::Bypass("method"),
+        fwd,
+    )
+}
+
+/// Resolves a `Location`-style reference against the request URI; only references on the
+/// same host are returned (RFC 9111 4.4: never invalidate another origin's entries).
+fn resolve(base: &Uri, reference: &str) -> Option<String> {
+    let abs: Uri = if reference.starts_with('/') && !reference.starts_with("//") {
+        format!(
+            "{}://{}{}",
+            base.scheme_str()?,
+            base.authority()?,
+            reference
+        )
+        .parse()
+        .ok()?
+    } else {
+        reference.parse().ok()?
+    };
+    let k = primary_key(&abs)?;
+    let base_key = primary_key(base)?;
+    let origin_of = |k: &str| k.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
+    (origin_of(&k) == origin_of(&base_key)).then_some(k)
+}
+
+/// Bytes as a body.
+pub fn full(b: impl Into<Bytes>) -> Body {
+    http_body_util::BodyExt::boxed_unsync(http_body_util::BodyExt::map_err(
+        http_body_util::Full::new(b.into()),
+        |never| match never {},
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn location_resolution_stays_on_the_same_origin() {
+        let base: Uri = "http://a.example/x/y".parse().unwrap();
+        assert_eq!(resolve(&base, "/z").as_deref(), Some("http://a.example/z"));
+        assert_eq!(
+            resolve(&base, "http://A.example:80/q").as_deref(),
+            Some("http://a.example/q")
+        );
+        assert_eq!(resolve(&base, "http://b.example/q"), None);
+        assert_eq!(resolve(&base, "//b.example/q"), None);
+    }
+}

@@ -1,0 +1,247 @@
+//! The `meshcache` command line: `run`, `config show|check`, `cache stats|list|purge|clear`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+use meshcache::settings::{default_data_dir, Settings};
+use meshcache::{Cache, Proxy, SystemClock};
+
+#[derive(Parser)]
+#[command(name = "meshcache", version, about = "An on-device HTTP caching proxy")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options shared by the commands that use the data directory.
+#[derive(clap::Args, Clone)]
+struct Common {
+    /// Configuration file (TOML). Without it, every setting has its default.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Data directory (overrides `data.dir`). Default: the platform's data directory.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy until interrupted (Ctrl-C or SIGTERM).
+    Run {
+        #[command(flatten)]
+        common: Common,
+        /// Address to listen on (overrides `listen.forward`). Default 127.0.0.1:3128.
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<SocketAddr>,
+    },
+    /// Show or check the configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Inspect or change the cache. Run these while the proxy is stopped: the data
+    /// directory belongs to one process at a time.
+    Cache {
+        #[command(flatten)]
+        common: Common,
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the effective configuration, every default included.
+    Show {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Validate a configuration file.
+    Check { file: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum CacheCommand {
+    /// Entry count and sizes.
+    Stats,
+    /// Every stored entry.
+    List,
+    /// Remove every stored variant of a URL.
+    Purge { url: String },
+    /// Remove everything.
+    Clear,
+}
+
+fn load_config(common: &Common) -> Result<config::Config> {
+    let mut cfg = match &common.config {
+        Some(path) => config::Config::load(path)?,
+        None => config::Config::default(),
+    };
+    if let Some(dir) = &common.data_dir {
+        cfg.data.dir = Some(dir.clone());
+    }
+    Ok(cfg)
+}
+
+fn data_dir(cfg: &config::Config) -> PathBuf {
+    cfg.data.dir.clone().unwrap_or_else(default_data_dir)
+}
+
+fn init_logs(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("meshcache: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("meshcache: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Run { common, listen } => {
+            let mut cfg = load_config(&common)?;
+            if let Some(addr) = listen {
+                cfg.listen.forward = addr;
+            }
+            init_logs(&cfg.log.level);
+            let settings = Settings::from_config(&cfg, data_dir(&cfg));
+            let proxy = Proxy::start(settings).await?;
+            eprintln!(
+                "meshcache: proxy listening on http://{} (Ctrl-C to stop)",
+                proxy.addr()
+            );
+            wait_for_signal().await;
+            tracing::info!("shutting down");
+            proxy.shutdown().await;
+            Ok(())
+        }
+        Command::Config {
+            command: ConfigCommand::Show { common },
+        } => {
+            let mut cfg = load_config(&common)?;
+            cfg.data.dir = Some(data_dir(&cfg));
+            print!("{}", cfg.to_toml_string());
+            Ok(())
+        }
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => {
+            config::Config::load(&file)?;
+            println!("{}: ok", file.display());
+            Ok(())
+        }
+        Command::Cache { common, command } => {
+            let cfg = load_config(&common)?;
+            let settings = Settings::from_config(&cfg, data_dir(&cfg));
+            cache_command(&settings.cache.dir, settings.cache.clone(), command).await
+        }
+    }
+}
+
+async fn cache_command(dir: &Path, opts: cache::Options, command: CacheCommand) -> Result<()> {
+    if !dir.exists() {
+        bail!(
+            "no cache in {} (has the proxy run with this data directory?)",
+            dir.display()
+        );
+    }
+    let cache = Cache::open(opts, Arc::new(SystemClock))
+        .await
+        .with_context(|| {
+            format!(
+                "opening the cache in {} (is the proxy running? stop it first)",
+                dir.display()
+            )
+        })?;
+    let result = async {
+        match command {
+            CacheCommand::Stats => {
+                let s = cache.stats().await?;
+                println!("directory:  {}", dir.display());
+                println!("urls:       {}", s.urls);
+                println!("variants:   {}", s.variants);
+                println!(
+                    "bytes:      {} of {} ({:.1}%)",
+                    s.bytes,
+                    s.max_bytes,
+                    100.0 * s.bytes as f64 / s.max_bytes.max(1) as f64
+                );
+            }
+            CacheCommand::List => {
+                for (key, e) in cache.list().await? {
+                    println!(
+                        "{}\t{}\t{}\t{}{}",
+                        e.status,
+                        e.len,
+                        e.hash_hex(),
+                        key,
+                        if e.shareable { "" } else { "\t(private)" }
+                    );
+                }
+            }
+            CacheCommand::Purge { url } => {
+                let uri: http::Uri = url.parse().with_context(|| format!("not a URL: {url}"))?;
+                let key = cache::key::primary_key(&uri)
+                    .with_context(|| format!("not an http(s) URL: {url}"))?;
+                let n = cache.invalidate(&key).await?;
+                println!("purged {n} variant(s) of {key}");
+            }
+            CacheCommand::Clear => {
+                let n = cache.clear().await?;
+                println!("removed {n} entries");
+            }
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    cache.shutdown().await;
+    result
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,118 @@
+//! The accept loop: a bounded number of connections, each served by hyper's HTTP/1.1
+//! server with keep-alive, a request-head deadline and upgrades (for CONNECT).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+
+use crate::deadline::HeadDeadline;
+use crate::state::State;
+
+/// Limits of the client side. Every field documents its default.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Connections served at once; more are answered 503 and closed. Default 1024.
+    pub max_connections: usize,
+    /// Largest request head; larger gets 431. Default 64 KiB.
+    pub max_header_bytes: usize,
+    /// Time to receive a whole request head once it has started. Default 10 s.
+    pub header_read_timeout: Duration,
+    /// How long an idle keep-alive connection is kept. Default 75 s.
+    pub idle_timeout: Duration,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            max_header_bytes: 64 << 10,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(75),
+        }
+    }
+}
+
+/// Accepts connections until `shutdown` turns true. Returns the connection semaphore so
+/// the caller can wait for open connections to finish.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<State>,
+    opts: ServerOptions,
+    limit: Arc<Semaphore>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.changed() => break,
+            a = listener.accept() => a,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!("accept: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "connection limit reached; refusing");
+            tokio::spawn(refuse(stream));
+            continue;
+        };
+        let state = state.clone();
+        let opts = opts.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            serve_conn(stream, peer, state, opts, shutdown).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn refuse(mut stream: TcpStream) {
+    let msg = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 40\r\nConnection: close\r\nRetry-After: 1\r\n\r\nmeshcache: too many connections, retry\n\n";
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(msg)).await;
+}
+
+async fn serve_conn(
+    stream: TcpStream,
+    peer: SocketAddr,
+    state: Arc<State>,
+    opts: ServerOptions,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let io = TokioIo::new(HeadDeadline::new(stream, opts.header_read_timeout));
+    let svc = service_fn(move |req| {
+        let state = state.clone();
+        async move { Ok::<_, Infallible>(crate::edge::handle(state, peer, req).await) }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        // hyper's head timer also covers the idle time between keep-alive requests.
+        .header_read_timeout(opts.idle_timeout)
+        .keep_alive(true)
+        .max_buf_size(opts.max_header_bytes.max(8192));
+    let conn = builder.serve_connection(io, svc).with_upgrades();
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(%peer, "connection: {e}");
+            }
+        }
+        _ = shutdown.changed() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! Turns a parsed [`config::Config`] into the options of each part (ripgrep's
+//! low-args → high-args step). The library crates never see the config crate.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::origin::OriginOptions;
+use crate::server::ServerOptions;
+
+/// Everything needed to start a proxy.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub cache: cache::Options,
+    pub origin: OriginOptions,
+    pub server: ServerOptions,
+    pub access_log: bool,
+}
+
+impl Settings {
+    /// Settings with every default, storing in `data_dir`, listening on `listen`.
+    pub fn new(listen: SocketAddr, data_dir: PathBuf) -> Self {
+        Self {
+            listen,
+            cache: cache::Options::new(data_dir.join("cache")),
+            data_dir,
+            origin: OriginOptions::default(),
+            server: ServerOptions::default(),
+            access_log: true,
+        }
+    }
+
+    /// Resolves a configuration; `data_dir` is the already-resolved data directory.
+    pub fn from_config(cfg: &config::Config, data_dir: PathBuf) -> Self {
+        let mut s = Self::new(cfg.listen.forward, data_dir);
+        let c = &cfg.cache;
+        s.cache.max_size = c.max_size.bytes();
+        s.cache.max_object_size = c.max_object_size.bytes();
+        s.cache.shared = c.shared;
+        s.cache.heuristic_fraction = c.heuristic_fraction as f32;
+        s.cache.range_offset_limit = c.range_offset_limit.bytes();
+        s.cache.background_fill_max = c.background_fill_max.bytes();
+        s.cache.memory_cache_size = c.memory_cache_size.bytes();
+        s.cache.memory_object_max = c.memory_object_max.bytes();
+        let o = &cfg.origin;
+        s.origin = OriginOptions {
+            connect_timeout: o.connect_timeout,
+            response_header_timeout: o.response_header_timeout,
+            body_idle_timeout: o.body_idle_timeout,
+            max_idle_per_host: o.max_idle_per_host,
+            pool_idle_timeout: o.pool_idle_timeout,
+        };
+        let l = &cfg.listen;
+        s.server = ServerOptions {
+            max_connections: l.max_connections,
+            max_header_bytes: l.max_header_bytes.bytes() as usize,
+            header_read_timeout: l.header_read_timeout,
+            idle_timeout: l.idle_timeout,
+        };
+        s.access_log = cfg.log.access;
+        s
+    }
+}
+
+/// The platform's data directory for meshcache (`$XDG_DATA_HOME/meshcache`,
+/// `~/.local/share/meshcache`, `~/Library/Application Support/meshcache`, …), or
+/// `./meshcache-data` when the platform has none.
+pub fn default_data_dir() -> PathBuf {
+    dirs::data_dir()
+        .map(|d| d.join("meshcache"))
+        .unwrap_or_else(|| PathBuf::from("meshcache-data"))
+}
