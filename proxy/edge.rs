@@ -58,7 +58,6 @@ pub async fn handle(state: Arc<State>, peer: SocketAddr, req: Request<Incoming>)
         phase: phase.as_str(),
         start,
         bytes: 0,
-        complete: false,
     };
     response.map(|b| http_body_util::BodyExt::boxed_unsync(Logged { inner: b, log }))
 }
@@ -89,7 +88,6 @@ struct AccessLog {
     phase: &'static str,
     start: Instant,
     bytes: u64,
-    complete: bool,
 }
 
 impl Drop for AccessLog {
@@ -107,7 +105,6 @@ impl Drop for AccessLog {
                 status = self.status,
                 cache = self.phase,
                 bytes = self.bytes,
-                complete = self.complete,
                 ms = self.start.elapsed().as_secs_f64() * 1000.0,
             );
         }
@@ -136,11 +133,10 @@ impl http_body::Body for Logged {
                     this.log.bytes += d.len() as u64;
                 }
             }
-            Poll::Ready(None) => this.log.complete = true,
             Poll::Ready(Some(Err(e))) => {
                 tracing::info!(url = %this.log.uri, "response body failed: {e}")
             }
-            Poll::Pending => {}
+            Poll::Ready(None) | Poll::Pending => {}
         }
         r
     }

@@ -163,7 +163,7 @@ fn serve_entry(
         status,
         headers,
         len,
-        Source::Entry(state.cache.clone(), entry),
+        Source::Entry(state.cache.clone(), Box::new(entry)),
     );
     Outcome::new(res, phase, fwd)
 }
@@ -420,7 +420,7 @@ async fn lead(
                 leader,
                 head,
                 Pending {
-                    policy,
+                    policy: *policy,
                     shareable,
                     fresh_until,
                 },
@@ -496,6 +496,19 @@ async fn revalidated(
     let cache = &state.cache;
     let mut as_get = parts.clone();
     as_get.method = Method::GET;
+    // We asked with this entry's own validators, so a 304 that carries none is about
+    // this entry (many servers send bare 304s): lend it the stored ones, so that only a
+    // 304 naming a different validator counts as "modified".
+    let mut rparts = rparts.clone();
+    let stored = stale.entry.header_map();
+    for h in [header::ETAG, header::LAST_MODIFIED] {
+        if !rparts.headers.contains_key(&h) {
+            if let Some(v) = stored.get(&h) {
+                rparts.headers.insert(h, v.clone());
+            }
+        }
+    }
+    let rparts = &rparts;
     match stale.entry.policy.after_response(&as_get, rparts, sent_at) {
         AfterResponse::NotModified(new_policy, _) => {
             let mut entry = stale.entry.clone();
@@ -560,6 +573,7 @@ async fn forward_uncached(state: &Arc<State>, parts: &request::Parts, phase: Pha
         Ok(res) => {
             let (mut rparts, body) = res.into_parts();
             strip_hop_by_hop(&mut rparts.headers);
+            rparts.version = http::Version::HTTP_11;
             let fwd = Some(rparts.status.as_u16());
             let body = state.origin.body_stream(body).map_err(BoxError::from);
             Outcome::new(
@@ -591,6 +605,7 @@ async fn unsafe_or_other(
     };
     let (mut rparts, rbody) = res.into_parts();
     strip_hop_by_hop(&mut rparts.headers);
+    rparts.version = http::Version::HTTP_11;
     if is_unsafe && (rparts.status.is_success() || rparts.status.is_redirection()) {
         let mut keys = vec![key];
         for h in [header::LOCATION, header::CONTENT_LOCATION] {

@@ -136,6 +136,7 @@ pub fn if_range_matches(req: &HeaderMap, res: &HeaderMap) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::single_range_in_vec_init)]
 mod tests {
     use super::*;
 

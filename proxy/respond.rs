@@ -19,7 +19,7 @@ use crate::{stream_body, Body, BoxError};
 /// Where the body bytes come from.
 pub enum Source {
     /// A stored entry.
-    Entry(Cache, Entry),
+    Entry(Cache, Box<Entry>),
     /// A fill under way (this request's own or another's).
     Fill(Arc<Fill>),
     /// A body streamed straight from the origin, not stored.

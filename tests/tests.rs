@@ -1,1 +1,18 @@
+//! The integration tests: one binary (it links once). Every test drives real sockets: an
+//! in-process origin on port 0, the proxy on port 0, and for the command line the built
+//! binary through curl.
 
+mod support;
+
+// Storing, reusing, revalidating and refusing to store (RFC 9111).
+mod caching;
+// One origin fetch per object, streamed to every waiter.
+mod coalescing;
+// Range requests from stored and arriving bodies.
+mod ranges;
+// Bad clients, bad origins, limits.
+mod robustness;
+// Restarts and kill -9 during a fill (through the binary).
+mod durability;
+// The command line, as a user runs it, with curl.
+mod cli;

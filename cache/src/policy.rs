@@ -46,7 +46,7 @@ impl NoStoreReason {
 #[derive(Debug)]
 pub enum Storability {
     Store {
-        policy: CachePolicy,
+        policy: Box<CachePolicy>,
         /// Never true for anything DESIGN.md lists under "Never shared".
         shareable: bool,
         fresh_until: SystemTime,
@@ -176,7 +176,7 @@ pub fn storability(
         cache_options(opts.shared, opts.heuristic_fraction),
     );
     Storability::Store {
-        policy,
+        policy: Box::new(policy),
         shareable,
         fresh_until: now + ttl,
     }

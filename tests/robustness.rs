@@ -1,0 +1,196 @@
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::support::{get, Origin, Reply, TestProxy};
+
+/// Writes raw bytes to the proxy and reads until it closes (or 10 s pass).
+async fn raw(addr: std::net::SocketAddr, bytes: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn a_malformed_request_gets_400() {
+    let p = TestProxy::start().await;
+    let r = raw(
+        p.addr(),
+        b"GET http://x/ HTTP/1.1\r\nBad Header Line\r\n\r\n",
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+    let r = raw(p.addr(), b"\x16\x03\x01garbage\r\n\r\n").await;
+    assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+    // …and the proxy keeps serving.
+    let r = get(p.addr(), "http://meshcache.local/", &[]).await;
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test]
+async fn an_oversized_request_head_gets_431() {
+    let p = TestProxy::start_with(|s| s.server.max_header_bytes = 16 << 10).await;
+    let big = "a".repeat(40 << 10);
+    let req =
+        format!("GET http://127.0.0.1:9/ HTTP/1.1\r\nHost: 127.0.0.1:9\r\nX-Big: {big}\r\n\r\n");
+    let r = raw(p.addr(), req.as_bytes()).await;
+    assert!(r.starts_with("HTTP/1.1 431"), "{}", &r[..r.len().min(80)]);
+}
+
+#[tokio::test]
+async fn a_slow_request_head_is_cut_off_but_idle_keep_alive_is_not() {
+    let origin = Origin::builder()
+        .route("/k", |_| {
+            Reply::ok("k").header("cache-control", "max-age=60")
+        })
+        .run()
+        .await;
+    let p =
+        TestProxy::start_with(|s| s.server.header_read_timeout = Duration::from_millis(300)).await;
+    // Slowloris: half a request head, then nothing.
+    let mut s = TcpStream::connect(p.addr()).await.unwrap();
+    s.write_all(b"GET http://127.0.0.1:9/ HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+    assert!(
+        closed.is_ok(),
+        "the proxy must close a connection whose head never completes"
+    );
+
+    // Keep-alive: a connection idle for longer than the head deadline still works.
+    let mut s = TcpStream::connect(p.addr()).await.unwrap();
+    let req = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\n\r\n",
+        origin.url("/k"),
+        origin.addr
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let first = read_response(&mut s).await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    tokio::time::sleep(Duration::from_millis(900)).await; // idle, three times the head deadline
+    s.write_all(req.as_bytes()).await.unwrap();
+    let second = read_response(&mut s).await;
+    assert!(second.starts_with("HTTP/1.1 200"), "{second}");
+}
+
+/// Reads one response with a Content-Length body from a keep-alive connection.
+async fn read_response(s: &mut TcpStream) -> String {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).await.unwrap();
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&buf).into_owned();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).await.unwrap();
+    head
+}
+
+#[tokio::test]
+async fn an_unreachable_origin_is_a_502_that_says_why() {
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = closed.local_addr().unwrap();
+    drop(closed);
+    let p = TestProxy::start().await;
+    let r = get(p.addr(), &format!("http://{addr}/x"), &[]).await;
+    assert_eq!(r.status, 502);
+    assert!(r.text().contains("could not connect"), "{}", r.text());
+}
+
+#[tokio::test]
+async fn a_slow_origin_is_a_504() {
+    let origin = Origin::builder()
+        .route("/slow", |_| {
+            Reply::ok("late").delay(Duration::from_secs(30))
+        })
+        .run()
+        .await;
+    let p =
+        TestProxy::start_with(|s| s.origin.response_header_timeout = Duration::from_millis(300))
+            .await;
+    let r = get(p.addr(), &origin.url("/slow"), &[]).await;
+    assert_eq!(r.status, 504);
+    assert!(r.text().contains("did not answer"), "{}", r.text());
+}
+
+#[tokio::test]
+async fn a_malformed_origin_response_is_a_502() {
+    let bad = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = bad.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = bad.accept().await {
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+            let _ = s.write_all(b"NOT HTTP AT ALL\r\n\r\n").await;
+        }
+    });
+    let p = TestProxy::start().await;
+    let r = get(p.addr(), &format!("http://{addr}/x"), &[]).await;
+    assert_eq!(r.status, 502);
+    assert!(r.text().contains("invalid response"), "{}", r.text());
+}
+
+#[tokio::test]
+async fn connections_beyond_the_limit_are_refused_with_503() {
+    let p = TestProxy::start_with(|s| s.server.max_connections = 2).await;
+    let _a = TcpStream::connect(p.addr()).await.unwrap();
+    let _b = TcpStream::connect(p.addr()).await.unwrap();
+    let r = raw(
+        p.addr(),
+        b"GET http://meshcache.local/ HTTP/1.1\r\nHost: meshcache.local\r\n\r\n",
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 503"), "{r}");
+    drop((_a, _b));
+}
+
+#[tokio::test]
+async fn connect_tunnels_to_the_origin_and_reports_failures() {
+    let origin = Origin::builder()
+        .route("/t", |_| Reply::ok("through the tunnel"))
+        .run()
+        .await;
+    let p = TestProxy::start().await;
+    let mut s = TcpStream::connect(p.addr()).await.unwrap();
+    s.write_all(format!("CONNECT {0} HTTP/1.1\r\nHost: {0}\r\n\r\n", origin.addr).as_bytes())
+        .await
+        .unwrap();
+    let head = read_response(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    s.write_all(
+        format!(
+            "GET /t HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            origin.addr
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    assert!(out.ends_with("through the tunnel"), "{out}");
+
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = closed.local_addr().unwrap();
+    drop(closed);
+    let r = raw(
+        p.addr(),
+        format!("CONNECT {addr} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 502"), "{r}");
+}

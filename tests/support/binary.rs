@@ -1,0 +1,90 @@
+//! The built `meshcache` binary, run as a user runs it.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_meshcache");
+
+/// A `meshcache run` process.
+pub struct Running {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Running {
+    /// Starts `meshcache run` on a free loopback port with `dir` as its data directory and
+    /// waits until it says where it listens.
+    pub fn start(dir: &Path, extra: &[&str]) -> Running {
+        let mut child = Command::new(BIN)
+            .args(["run", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir)
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn meshcache");
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = BufReader::new(stderr).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("meshcache exited before listening")
+                .unwrap();
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                break rest.split_whitespace().next().unwrap().parse().unwrap();
+            }
+        };
+        // Keep draining stderr so the process never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Running { child, addr }
+    }
+
+    /// SIGTERM, then wait: a clean shutdown.
+    pub fn stop(mut self) {
+        signal(&self.child, "TERM");
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "meshcache exited with {status}");
+    }
+
+    /// SIGKILL: a crash.
+    pub fn kill9(mut self) {
+        signal(&self.child, "KILL");
+        let _ = self.child.wait();
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+/// Runs `meshcache ARGS…` to completion.
+pub fn run(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("run meshcache")
+}
+
+/// `curl -s -D - -x http://PROXY URL`: the response head and body as text.
+pub fn curl(proxy: SocketAddr, args: &[&str]) -> String {
+    let out = Command::new("curl")
+        .args(["-s", "-S", "--max-time", "60", "-D", "-", "-x"])
+        .arg(format!("http://{proxy}"))
+        .args(args)
+        .output()
+        .expect("curl is installed (.ci/run installs it)");
+    assert!(
+        out.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -1,0 +1,116 @@
+//! A client that sends absolute-form requests to the proxy over a real TCP connection.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// A complete response.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+    pub fn cache_status(&self) -> &str {
+        self.header("cache-status").unwrap_or("")
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// GET `url` through the proxy with extra headers.
+pub async fn get(proxy: SocketAddr, url: &str, headers: &[(&str, &str)]) -> Resp {
+    request(proxy, Method::GET, url, headers, None).await
+}
+
+/// Any request through the proxy, on a new connection.
+pub async fn request(
+    proxy: SocketAddr,
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<Bytes>,
+) -> Resp {
+    let stream = TcpStream::connect(proxy).await.expect("connect to proxy");
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let uri: http::Uri = url.parse().expect("url");
+    let mut b = Request::builder().method(method).uri(&uri);
+    if let Some(a) = uri.authority() {
+        b = b.header("host", a.as_str());
+    }
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let req = match body {
+        Some(bytes) => b
+            .body(
+                Full::new(bytes)
+                    .map_err(|n| -> std::io::Error { match n {} })
+                    .boxed(),
+            )
+            .unwrap(),
+        None => b
+            .body(
+                Empty::<Bytes>::new()
+                    .map_err(|n| -> std::io::Error { match n {} })
+                    .boxed(),
+            )
+            .unwrap(),
+    };
+    let res = send.send_request(req).await.expect("response head");
+    let (parts, body) = res.into_parts();
+    let body = body.collect().await.expect("complete body").to_bytes();
+    Resp {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+/// GET through the proxy, returning as soon as the response head arrives, with the body
+/// still streaming.
+pub async fn open(proxy: SocketAddr, url: &str) -> (http::response::Parts, hyper::body::Incoming) {
+    let stream = TcpStream::connect(proxy).await.expect("connect to proxy");
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let uri: http::Uri = url.parse().expect("url");
+    let req = Request::get(&uri)
+        .header("host", uri.authority().unwrap().as_str())
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let res = send.send_request(req).await.expect("response head");
+    res.into_parts()
+}
+
+/// Reads a body to its end, checking it against the generated pattern from `offset`;
+/// returns the byte count, or the error that ended it.
+pub async fn check_pattern(mut body: hyper::body::Incoming, offset: u64) -> Result<u64, String> {
+    let mut pos = offset;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| format!("body error after {} bytes: {e}", pos - offset))?;
+        if let Ok(data) = frame.into_data() {
+            for (i, b) in data.iter().enumerate() {
+                if *b != crate::support::pattern(pos + i as u64) {
+                    return Err(format!("wrong byte at {}", pos + i as u64));
+                }
+            }
+            pos += data.len() as u64;
+        }
+    }
+    Ok(pos - offset)
+}

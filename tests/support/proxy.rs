@@ -1,0 +1,59 @@
+//! A proxy on port 0 with its own data directory and a clock the test moves.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use meshcache::{ManualClock, Proxy, Settings};
+use tokio::net::TcpListener;
+
+pub struct TestProxy {
+    pub proxy: Option<Proxy>,
+    pub clock: ManualClock,
+    pub settings: Settings,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestProxy {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts with settings adjusted by `f`.
+    pub async fn start_with(f: impl FnOnce(&mut Settings)) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut settings = Settings::new("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
+        settings.access_log = false;
+        f(&mut settings);
+        let clock = ManualClock::default();
+        let proxy = Self::launch(&settings, &clock).await;
+        Self {
+            proxy: Some(proxy),
+            clock,
+            settings,
+            _dir: Some(dir),
+        }
+    }
+
+    async fn launch(settings: &Settings, clock: &ManualClock) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        Proxy::start_on(settings.clone(), listener, Arc::new(clock.clone()))
+            .await
+            .expect("start proxy")
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.proxy.as_ref().expect("running").addr()
+    }
+
+    pub fn cache(&self) -> &meshcache::Cache {
+        self.proxy.as_ref().expect("running").cache()
+    }
+
+    /// Stops the proxy cleanly and starts it again on the same data directory.
+    pub async fn restart(&mut self) {
+        if let Some(p) = self.proxy.take() {
+            p.shutdown().await;
+        }
+        self.proxy = Some(Self::launch(&self.settings, &self.clock).await);
+    }
+}
