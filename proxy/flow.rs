@@ -92,9 +92,6 @@ pub async fn proxy(state: &Arc<State>, req: Request<Incoming>) -> Outcome {
 
 async fn cached(state: &Arc<State>, parts: request::Parts, key: String) -> Outcome {
     let cache = &state.cache;
-    if cache.pass_through() {
-        return forward_uncached(state, &parts, Phase::Bypass("disk-full")).await;
-    }
     let now = cache.now();
     let entry = match cache.lookup(&key, &parts.headers) {
         Ok(e) => e,
@@ -202,6 +199,10 @@ async fn miss(
 ) -> Outcome {
     let cache = &state.cache;
     state.counters.misses.fetch_add(1, Ordering::Relaxed);
+    if cache.pass_through() {
+        // The disk is full: stored entries are still served, nothing new is stored.
+        return forward_uncached(state, &parts, Phase::Bypass("disk-full")).await;
+    }
     if parts.method == Method::HEAD {
         // A HEAD miss is forwarded as is; only a GET fills.
         return forward_uncached(
@@ -395,7 +396,7 @@ async fn lead(
         Storability::No(policy::NoStoreReason::Status)
     } else if len.is_some_and(|n| n > cache.options().max_object_size) {
         Storability::No(policy::NoStoreReason::TooLarge)
-    } else if cache.pass_through() {
+    } else if cache.pass_through() || !cache.has_room(len) {
         Storability::No(policy::NoStoreReason::DiskFull)
     } else {
         policy::storability(cache.options().policy(), &parts, &rparts, now)

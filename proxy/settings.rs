@@ -43,6 +43,7 @@ impl Settings {
         s.cache.background_fill_max = c.background_fill_max.bytes();
         s.cache.memory_cache_size = c.memory_cache_size.bytes();
         s.cache.memory_object_max = c.memory_object_max.bytes();
+        s.cache.min_free_space = c.min_free_space.bytes();
         let o = &cfg.origin;
         s.origin = OriginOptions {
             connect_timeout: o.connect_timeout,

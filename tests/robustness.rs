@@ -194,3 +194,104 @@ async fn connect_tunnels_to_the_origin_and_reports_failures() {
     .await;
     assert!(r.starts_with("HTTP/1.1 502"), "{r}");
 }
+
+/// A small tmpfs the test mounts itself (root only), unmounted on drop.
+struct Tmpfs(std::path::PathBuf, #[allow(dead_code)] tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Result<Tmpfs, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+        }
+        Ok(Tmpfs(dir.path().to_path_buf(), dir))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_turns_the_proxy_into_a_pass_through() {
+    let fs = match Tmpfs::mount("12m") {
+        Ok(fs) => fs,
+        Err(e) => {
+            eprintln!("skipped: cannot mount a small tmpfs to fill (needs root): {e}");
+            return;
+        }
+    };
+    use crate::support::origin::ReplyBody;
+    use crate::support::{check_pattern, open};
+    let origin = Origin::builder()
+        .route("/small", |_| {
+            Reply::generated(1 << 20).header("cache-control", "max-age=600")
+        })
+        .route("/big", |_| {
+            Reply::generated(8 << 20).header("cache-control", "max-age=600")
+        })
+        .route("/chunked", |_| {
+            Reply::generated(0)
+                .header("cache-control", "max-age=600")
+                .body(ReplyBody::Generated {
+                    len: 14 << 20,
+                    chunk: 64 << 10,
+                    delay: None,
+                    declared: false,
+                })
+        })
+        .run()
+        .await;
+    let p = TestProxy::start_in(fs.0.join("data"), |s| s.cache.min_free_space = 512 << 10).await;
+    let (head, body) = open(p.addr(), &origin.url("/small")).await;
+    assert!(head.headers["cache-status"]
+        .to_str()
+        .unwrap()
+        .contains("stored"));
+    assert_eq!(check_pattern(body, 0).await, Ok(1 << 20));
+    crate::caching::wait_for_hit(&p, &origin.url("/small")).await;
+
+    // Known to be too big for what is left: streamed through, whole, not stored.
+    let (head, body) = open(p.addr(), &origin.url("/big")).await;
+    assert!(
+        head.headers["cache-status"]
+            .to_str()
+            .unwrap()
+            .contains("detail=disk-full"),
+        "{:?}",
+        head.headers
+    );
+    assert_eq!(check_pattern(body, 0).await, Ok(8 << 20));
+
+    // Unknown length: the disk fills mid-way. That response fails (never a clean short
+    // body); the proxy keeps running and passes the next requests through.
+    let (_, body) = open(p.addr(), &origin.url("/chunked")).await;
+    assert!(check_pattern(body, 0).await.is_err());
+    let (head, body) = open(p.addr(), &origin.url("/chunked")).await;
+    assert!(
+        head.headers["cache-status"]
+            .to_str()
+            .unwrap()
+            .contains("disk-full"),
+        "{:?}",
+        head.headers
+    );
+    assert_eq!(check_pattern(body, 0).await, Ok(14 << 20));
+    // What was stored before is still served.
+    let r = get(p.addr(), &origin.url("/small"), &[]).await;
+    assert_eq!(
+        (r.cache_status(), r.body.len()),
+        ("meshcache; hit", 1 << 20)
+    );
+    drop(p);
+}

@@ -14,6 +14,7 @@
 
 pub mod bodies;
 pub mod clock;
+mod disk;
 pub mod entry;
 pub mod error;
 pub mod fill;

@@ -59,6 +59,9 @@ pub struct Options {
     pub gc_interval: Duration,
     /// How long the cache stays pass-through after the disk filled up. Default 60 s.
     pub disk_full_backoff: Duration,
+    /// Free disk space always left alone: a response is stored only if, after the spool
+    /// and its copy in the body store, this much would remain. Default 64 MiB.
+    pub min_free_space: u64,
 }
 
 impl Options {
@@ -76,6 +79,7 @@ impl Options {
             max_variants: 16,
             gc_interval: Duration::from_secs(30),
             disk_full_backoff: Duration::from_secs(60),
+            min_free_space: 64 << 20,
         }
     }
 
@@ -214,6 +218,23 @@ impl Cache {
     /// True while the cache stores nothing because the disk filled up.
     pub fn pass_through(&self) -> bool {
         unix_ms(self.now()) < self.inner.disk_full_until.load(Ordering::Relaxed)
+    }
+
+    /// True when the disk can take a body of `len` bytes (unknown: 0) twice over (the
+    /// spool, then its copy in the body store) and still keep `min_free_space` free.
+    /// A disk already below `min_free_space` turns the cache into a pass-through.
+    pub fn has_room(&self, len: Option<u64>) -> bool {
+        let Some(free) = crate::disk::available(&self.inner.spool_dir) else {
+            return true;
+        };
+        let min = self.inner.opts.min_free_space;
+        if free < min {
+            self.note_disk_full(&format_args!(
+                "{free} bytes free, below min_free_space {min}"
+            ));
+            return false;
+        }
+        free - min >= len.unwrap_or(0).saturating_mul(2)
     }
 
     fn note_disk_full(&self, err: &dyn Display) {

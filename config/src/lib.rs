@@ -117,6 +117,10 @@ pub struct Cache {
     /// Largest body kept in the memory cache; at most `memory_cache_size`.
     /// Default `"256KiB"`.
     pub memory_object_max: ByteSize,
+    /// Disk space always left free: a response is stored only if this much
+    /// would remain; below it the cache passes requests through.
+    /// Default `"64MiB"`.
+    pub min_free_space: ByteSize,
 }
 
 impl Default for Cache {
@@ -130,6 +134,7 @@ impl Default for Cache {
             background_fill_max: ByteSize(256 << 20),
             memory_cache_size: ByteSize(64 << 20),
             memory_object_max: ByteSize(256 << 10),
+            min_free_space: ByteSize(64 << 20),
         }
     }
 }

@@ -71,6 +71,7 @@ range_offset_limit = "1 MiB"
 background_fill_max = "1.5MiB"
 memory_cache_size = "8MiB"
 memory_object_max = "8MiB"
+min_free_space = "1GiB"
 
 [origin]
 connect_timeout = "500ms"
@@ -105,6 +106,7 @@ fn full_expected() -> Config {
             background_fill_max: ByteSize(3 << 19),
             memory_cache_size: ByteSize(8 << 20),
             memory_object_max: ByteSize(8 << 20),
+            min_free_space: ByteSize(1 << 30),
         },
         origin: Origin {
             connect_timeout: Duration::from_millis(500),

@@ -21,7 +21,14 @@ impl TestProxy {
     /// Starts with settings adjusted by `f`.
     pub async fn start_with(f: impl FnOnce(&mut Settings)) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut settings = Settings::new("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
+        let mut p = Self::start_in(dir.path().to_path_buf(), f).await;
+        p._dir = Some(dir);
+        p
+    }
+
+    /// Starts with its data in `dir` (which the caller cleans up).
+    pub async fn start_in(dir: std::path::PathBuf, f: impl FnOnce(&mut Settings)) -> Self {
+        let mut settings = Settings::new("127.0.0.1:0".parse().unwrap(), dir);
         settings.access_log = false;
         f(&mut settings);
         let clock = ManualClock::default();
@@ -30,7 +37,7 @@ impl TestProxy {
             proxy: Some(proxy),
             clock,
             settings,
-            _dir: Some(dir),
+            _dir: None,
         }
     }
 
