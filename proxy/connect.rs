@@ -1,6 +1,7 @@
-//! `CONNECT`: a blind TCP tunnel to the requested host and port (HTTPS passes through
-//! uncached until interception arrives). The proxy connects first and answers 200 only
-//! once the origin accepted, so a failure is a proper 502/504, not a dropped connection.
+//! `CONNECT`: intercepted (see `tls.rs`) unless the host is on a passthrough list, in
+//! which case it is a blind TCP tunnel. For a tunnel the proxy connects first and answers
+//! 200 only once the origin accepted, so a failure is a proper 502/504, not a dropped
+//! connection.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +15,11 @@ use crate::flow::{local_error, Outcome};
 use crate::headers::Phase;
 use crate::state::State;
 
-pub async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Outcome {
+pub async fn handle(
+    state: &Arc<State>,
+    peer: std::net::SocketAddr,
+    req: Request<Incoming>,
+) -> Outcome {
     let Some(authority) = req.uri().authority().cloned() else {
         return local_error(
             StatusCode::BAD_REQUEST,
@@ -34,6 +39,23 @@ pub async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Outcome {
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_string();
+    if state.tls.as_ref().is_some_and(|t| !t.is_passthrough(&host)) {
+        let upgrade = hyper::upgrade::on(req);
+        let state = state.clone();
+        tokio::spawn(async move {
+            match upgrade.await {
+                Ok(io) => crate::tls::intercept(state, peer, TokioIo::new(io), authority).await,
+                Err(e) => tracing::debug!("CONNECT upgrade failed: {e}"),
+            }
+        });
+        let mut res = Response::new(crate::empty());
+        *res.status_mut() = StatusCode::OK;
+        return Outcome {
+            response: res,
+            phase: Phase::Local("intercept"),
+            fwd_status: None,
+        };
+    }
     let timeout: Duration = state.origin.options().connect_timeout;
     let upstream =
         match tokio::time::timeout(timeout, TcpStream::connect((host.as_str(), port))).await {

@@ -25,7 +25,7 @@ pub async fn handle(state: Arc<State>, peer: SocketAddr, req: Request<Incoming>)
     state.counters.requests.fetch_add(1, Ordering::Relaxed);
     let method = req.method().clone();
     let uri = req.uri().to_string();
-    let outcome = std::panic::AssertUnwindSafe(route(&state, req))
+    let outcome = std::panic::AssertUnwindSafe(route(&state, peer, req))
         .catch_unwind()
         .await;
     let Outcome {
@@ -62,9 +62,19 @@ pub async fn handle(state: Arc<State>, peer: SocketAddr, req: Request<Incoming>)
     response.map(|b| http_body_util::BodyExt::boxed_unsync(Logged { inner: b, log }))
 }
 
-async fn route(state: &Arc<State>, req: Request<Incoming>) -> Outcome {
+/// [`handle`] behind a boxed future: interception serves requests from inside a task
+/// that `handle` itself spawned (CONNECT), and the box breaks that type cycle.
+pub fn handle_boxed(
+    state: Arc<State>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> futures_util::future::BoxFuture<'static, Response<Body>> {
+    Box::pin(handle(state, peer, req))
+}
+
+async fn route(state: &Arc<State>, peer: SocketAddr, req: Request<Incoming>) -> Outcome {
     if req.method() == Method::CONNECT {
-        return crate::connect::handle(state, req).await;
+        return crate::connect::handle(state, peer, req).await;
     }
     if crate::local::is_for_us(state, &req) {
         return crate::local::handle(state, req).await;

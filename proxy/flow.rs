@@ -68,7 +68,7 @@ pub async fn proxy(state: &Arc<State>, req: Request<Incoming>) -> Outcome {
             StatusCode::BAD_REQUEST,
             "bad-url",
             format!(
-                "meshcache: cannot proxy {}: only http:// URLs with a host (https uses CONNECT)\n",
+                "meshcache: cannot proxy {}: only http:// and https:// URLs with a host\n",
                 req.uri()
             ),
         );

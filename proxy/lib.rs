@@ -22,6 +22,8 @@ pub mod respond;
 pub mod server;
 pub mod settings;
 pub mod state;
+pub mod tls;
+pub mod transparent;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -78,11 +80,15 @@ pub enum StartError {
     Bind(SocketAddr, #[source] std::io::Error),
     #[error("cannot open the cache in {0}: {1}")]
     Cache(std::path::PathBuf, #[source] cache::StoreError),
+    #[error("TLS setup: {0}")]
+    Tls(#[from] certs::CertError),
 }
 
 /// A running proxy.
 pub struct Proxy {
     addr: SocketAddr,
+    transparent_addr: Option<SocketAddr>,
+    transparent_task: Option<tokio::task::JoinHandle<()>>,
     state: Arc<state::State>,
     shutdown: watch::Sender<bool>,
     limit: Arc<Semaphore>,
@@ -108,12 +114,26 @@ impl Proxy {
         let addr = listener
             .local_addr()
             .map_err(|e| StartError::Bind(settings.listen, e))?;
+        let origin = origin::Origin::new(settings.origin.clone())?;
+        let ca = Arc::new(certs::Ca::load_or_create(&settings::ca_dir(
+            &settings.data_dir,
+        ))?);
+        let learned = settings.data_dir.join("learned-passthrough.txt");
+        let t = &settings.tls;
+        let tls = tls::Tls::new(
+            t.intercept,
+            ca,
+            t.passthrough.clone(),
+            learned,
+            t.learned_ttl,
+        );
         let cache = Cache::open(settings.cache.clone(), clock)
             .await
             .map_err(|e| StartError::Cache(settings.cache.dir.clone(), e))?;
         let state = Arc::new(state::State {
             cache,
-            origin: origin::Origin::new(settings.origin.clone()),
+            origin,
+            tls: Some(tls),
             via: headers::Via::new(instance_id()),
             counters: Default::default(),
             started: Instant::now(),
@@ -123,6 +143,24 @@ impl Proxy {
         let (tx, rx) = watch::channel(false);
         let max_connections = settings.server.max_connections;
         let limit = Arc::new(Semaphore::new(max_connections));
+        let (transparent_addr, transparent_task) = match settings.transparent {
+            None => (None, None),
+            Some(at) => {
+                let l = TcpListener::bind(at)
+                    .await
+                    .map_err(|e| StartError::Bind(at, e))?;
+                let a = l.local_addr().map_err(|e| StartError::Bind(at, e))?;
+                let t = tokio::spawn(transparent::serve(
+                    l,
+                    state.clone(),
+                    settings.server.clone(),
+                    limit.clone(),
+                    rx.clone(),
+                ));
+                tracing::info!(addr = %a, "transparent listener");
+                (Some(a), Some(t))
+            }
+        };
         let task = tokio::spawn(server::serve(
             listener,
             state.clone(),
@@ -133,6 +171,8 @@ impl Proxy {
         tracing::info!(%addr, dir = %settings.cache.dir.display(), "meshcache listening");
         Ok(Proxy {
             addr,
+            transparent_addr,
+            transparent_task,
             state,
             shutdown: tx,
             limit,
@@ -146,6 +186,11 @@ impl Proxy {
         self.addr
     }
 
+    /// The transparent listener's address, if one is configured.
+    pub fn transparent_addr(&self) -> Option<SocketAddr> {
+        self.transparent_addr
+    }
+
     /// The cache (for stats, and for tests).
     pub fn cache(&self) -> &Cache {
         &self.state.cache
@@ -155,6 +200,9 @@ impl Proxy {
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         let _ = self.task.await;
+        if let Some(t) = self.transparent_task {
+            let _ = t.await;
+        }
         let _ = tokio::time::timeout(
             Duration::from_secs(10),
             self.limit.acquire_many(self.max_connections as u32),

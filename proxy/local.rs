@@ -31,11 +31,40 @@ pub fn is_for_us<B>(_state: &State, req: &Request<B>) -> bool {
 
 pub async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Outcome {
     let path = req.uri().path();
+    if let (Some(tls), "/ca.pem" | "/ca.der") = (state.tls.as_ref(), path) {
+        let (ctype, body): (&'static str, bytes::Bytes) = if path == "/ca.pem" {
+            (
+                "application/x-pem-file",
+                bytes::Bytes::copy_from_slice(tls.ca.cert_pem().as_bytes()),
+            )
+        } else {
+            (
+                "application/x-x509-ca-cert",
+                bytes::Bytes::copy_from_slice(tls.ca.cert_der()),
+            )
+        };
+        let mut h = http::HeaderMap::new();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        return Outcome {
+            response: build(StatusCode::OK, h, full(body)),
+            phase: Phase::Local("ca"),
+            fwd_status: None,
+        };
+    }
     let (status, ctype, body) = match path {
         "/" | "/status" => (
             StatusCode::OK,
             "text/html; charset=utf-8",
             status_html(state).await,
+        ),
+        "/proxy.pac" => (
+            StatusCode::OK,
+            "application/x-ns-proxy-autoconfig",
+            format!(
+                "function FindProxyForURL(url, host) {{\n  if (isPlainHostName(host) || host == \"localhost\" || shExpMatch(host, \"127.*\")) return \"DIRECT\";\n  return \"PROXY {}; DIRECT\";\n}}\n",
+                state.listen
+            ),
         ),
         "/status.json" => (StatusCode::OK, "application/json", status_json(state).await),
         _ => (
@@ -123,6 +152,41 @@ async fn status_html(state: &State) -> String {
     if f.stats.pass_through {
         s.push_str("<p><b>The disk is full: caching is suspended, requests pass through.</b></p>");
     }
-    s.push_str("<p><a href=\"/status.json\">status.json</a></p>\n");
+    if let Some(tls) = state.tls.as_ref() {
+        s.push_str(INSTALL);
+        let learned = tls.learned();
+        if !learned.is_empty() {
+            s.push_str("<h2>Tunnelled blindly (a client refused our certificate)</h2><ul>");
+            for (host, until) in learned {
+                let _ = write!(
+                    s,
+                    "<li><code>{host}</code> until {}</li>",
+                    httpdate::fmt_http_date(
+                        std::time::UNIX_EPOCH + std::time::Duration::from_secs(until)
+                    )
+                );
+            }
+            s.push_str("</ul>");
+        }
+    }
+    s.push_str(
+        "<p><a href=\"/status.json\">status.json</a> · <a href=\"/proxy.pac\">proxy.pac</a></p>\n",
+    );
     s
 }
+
+/// Install steps for the CA, per platform (as mitmproxy's mitm.it offers them).
+const INSTALL: &str = r#"<h2>Cache HTTPS too: install the meshcache certificate</h2>
+<p>meshcache decrypts HTTPS on this device only, with a certificate authority created on
+this device. Download it: <a href="/ca.pem">ca.pem</a> (most systems) or
+<a href="/ca.der">ca.der</a> (Android, Windows). Or run <code>meshcache ca export</code>.</p>
+<dl>
+<dt>Android</dt><dd>Settings → Security → Encryption &amp; credentials → Install a certificate → CA certificate → pick <code>ca.der</code>. Apps trust user CAs only if they opt in (network security config).</dd>
+<dt>iOS / iPadOS</dt><dd>Open <code>/ca.pem</code> in Safari → Allow → Settings → General → VPN &amp; Device Management → install the profile; then Settings → General → About → Certificate Trust Settings → enable full trust for "meshcache local CA".</dd>
+<dt>macOS</dt><dd><code>sudo security add-trusted-cert -d -r trustRoot -k /Library/Keychains/System.keychain ca.pem</code></dd>
+<dt>Windows</dt><dd><code>certutil -addstore root ca.der</code> (as administrator), or double-click → Install Certificate → Local Machine → Trusted Root Certification Authorities.</dd>
+<dt>Linux (Debian/Ubuntu)</dt><dd><code>sudo cp ca.pem /usr/local/share/ca-certificates/meshcache.crt &amp;&amp; sudo update-ca-certificates</code>; curl: <code>curl --cacert ca.pem</code>.</dd>
+<dt>Firefox</dt><dd>Settings → Privacy &amp; Security → Certificates → View Certificates → Authorities → Import → <code>ca.pem</code> → trust for websites.</dd>
+</dl>
+<p>Automatic proxy configuration: point the system or browser at <a href="/proxy.pac">/proxy.pac</a>.</p>
+"#;

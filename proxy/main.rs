@@ -43,6 +43,13 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// The local certificate authority that HTTPS interception uses.
+    Ca {
+        #[command(flatten)]
+        common: Common,
+        #[command(subcommand)]
+        command: CaCommand,
+    },
     /// Inspect or change the cache. Run these while the proxy is stopped: the data
     /// directory belongs to one process at a time.
     Cache {
@@ -62,6 +69,18 @@ enum ConfigCommand {
     },
     /// Validate a configuration file.
     Check { file: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum CaCommand {
+    /// Print the CA certificate (PEM; `--der` writes DER bytes to stdout) to install it in
+    /// clients. Creates the CA if it does not exist yet.
+    Export {
+        #[arg(long)]
+        der: bool,
+    },
+    /// Print where the CA certificate file is.
+    Path,
 }
 
 #[derive(Subcommand)]
@@ -154,6 +173,20 @@ async fn run(cli: Cli) -> Result<()> {
         } => {
             config::Config::load(&file)?;
             println!("{}: ok", file.display());
+            Ok(())
+        }
+        Command::Ca { common, command } => {
+            let cfg = load_config(&common)?;
+            let dir = meshcache::settings::ca_dir(&data_dir(&cfg));
+            let ca = certs::Ca::load_or_create(&dir)?;
+            match command {
+                CaCommand::Export { der: false } => print!("{}", ca.cert_pem()),
+                CaCommand::Export { der: true } => {
+                    use std::io::Write;
+                    std::io::stdout().write_all(ca.cert_der())?;
+                }
+                CaCommand::Path => println!("{}", ca.cert_path().display()),
+            }
             Ok(())
         }
         Command::Cache { common, command } => {

@@ -2,7 +2,7 @@
 //! server with keep-alive, a request-head deadline and upgrades (for CONNECT).
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +26,39 @@ pub struct ServerOptions {
     pub header_read_timeout: Duration,
     /// How long an idle keep-alive connection is kept. Default 75 s.
     pub idle_timeout: Duration,
+    /// Client networks served (address, prefix length); others are refused with 403.
+    /// Default loopback only.
+    pub allow: Vec<(IpAddr, u8)>,
+}
+
+/// True when `ip` lies in one of the networks.
+pub fn allowed(allow: &[(IpAddr, u8)], ip: IpAddr) -> bool {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    };
+    allow.iter().any(|(net, prefix)| match (net, ip) {
+        (IpAddr::V4(n), IpAddr::V4(a)) => {
+            let mask = if *prefix == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(*prefix))
+            };
+            u32::from(*n) & mask == u32::from(a) & mask
+        }
+        (IpAddr::V6(n), IpAddr::V6(a)) => {
+            let mask = if *prefix == 0 {
+                0
+            } else {
+                u128::MAX << (128 - u32::from(*prefix))
+            };
+            u128::from(*n) & mask == u128::from(a) & mask
+        }
+        _ => false,
+    })
 }
 
 impl Default for ServerOptions {
@@ -35,6 +68,10 @@ impl Default for ServerOptions {
             max_header_bytes: 64 << 10,
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(75),
+            allow: vec![
+                (IpAddr::from([127, 0, 0, 0]), 8),
+                (IpAddr::from(std::net::Ipv6Addr::LOCALHOST), 128),
+            ],
         }
     }
 }
@@ -62,6 +99,11 @@ pub async fn serve(
                 continue;
             }
         };
+        if !allowed(&opts.allow, peer.ip()) {
+            tracing::warn!(%peer, "refused: not in listen.allow");
+            tokio::spawn(forbid(stream));
+            continue;
+        }
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             tracing::warn!(%peer, "connection limit reached; refusing");
             tokio::spawn(refuse(stream));
@@ -79,6 +121,11 @@ pub async fn serve(
 
 async fn refuse(mut stream: TcpStream) {
     let msg = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 40\r\nConnection: close\r\nRetry-After: 1\r\n\r\nmeshcache: too many connections, retry\n\n";
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(msg)).await;
+}
+
+async fn forbid(mut stream: TcpStream) {
+    let msg = b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nContent-Length: 49\r\nConnection: close\r\n\r\nmeshcache: your network is not in listen.allow\n\n\n";
     let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(msg)).await;
 }
 
@@ -114,5 +161,28 @@ async fn serve_conn(
             conn.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allow_list_matches_networks() {
+        let allow = vec![
+            (IpAddr::from([10, 1, 0, 0]), 16),
+            (IpAddr::from(std::net::Ipv6Addr::LOCALHOST), 128),
+        ];
+        assert!(allowed(&allow, IpAddr::from([10, 1, 200, 3])));
+        assert!(!allowed(&allow, IpAddr::from([10, 2, 0, 1])));
+        assert!(allowed(&allow, IpAddr::from(std::net::Ipv6Addr::LOCALHOST)));
+        assert!(!allowed(&allow, IpAddr::from([127, 0, 0, 1])));
+        let mapped: IpAddr = "::ffff:10.1.2.3".parse().unwrap();
+        assert!(allowed(&allow, mapped));
+        assert!(allowed(
+            &[(IpAddr::from([0, 0, 0, 0]), 0)],
+            IpAddr::from([8, 8, 8, 8])
+        ));
     }
 }

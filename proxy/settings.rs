@@ -16,6 +16,30 @@ pub struct Settings {
     pub origin: OriginOptions,
     pub server: ServerOptions,
     pub access_log: bool,
+    pub tls: TlsSettings,
+    /// The transparent listener's address (gateways). Default none.
+    pub transparent: Option<SocketAddr>,
+}
+
+/// HTTPS interception settings. Every field documents its default.
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    /// Intercept CONNECT with the local CA. Default true.
+    pub intercept: bool,
+    /// Host patterns always tunnelled blindly. Default none.
+    pub passthrough: Vec<String>,
+    /// How long a host whose client refused our certificate is tunnelled. Default 7 days.
+    pub learned_ttl: std::time::Duration,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        Self {
+            intercept: true,
+            passthrough: Vec::new(),
+            learned_ttl: std::time::Duration::from_secs(7 * 86400),
+        }
+    }
 }
 
 impl Settings {
@@ -28,6 +52,8 @@ impl Settings {
             origin: OriginOptions::default(),
             server: ServerOptions::default(),
             access_log: true,
+            tls: TlsSettings::default(),
+            transparent: None,
         }
     }
 
@@ -51,6 +77,12 @@ impl Settings {
             body_idle_timeout: o.body_idle_timeout,
             max_idle_per_host: o.max_idle_per_host,
             pool_idle_timeout: o.pool_idle_timeout,
+            extra_roots: cfg.tls.extra_roots.clone(),
+        };
+        s.tls = TlsSettings {
+            intercept: cfg.tls.intercept,
+            passthrough: cfg.tls.passthrough.clone(),
+            learned_ttl: cfg.tls.learned_passthrough_ttl,
         };
         let l = &cfg.listen;
         s.server = ServerOptions {
@@ -58,10 +90,21 @@ impl Settings {
             max_header_bytes: l.max_header_bytes.bytes() as usize,
             header_read_timeout: l.header_read_timeout,
             idle_timeout: l.idle_timeout,
+            allow: l
+                .allow
+                .iter()
+                .filter_map(|a| config::parse_cidr(a))
+                .collect(),
         };
         s.access_log = cfg.log.access;
+        s.transparent = cfg.listen.transparent;
         s
     }
+}
+
+/// Where the local CA lives inside a data directory.
+pub fn ca_dir(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("ca")
 }
 
 /// The platform's data directory for meshcache (`$XDG_DATA_HOME/meshcache`,

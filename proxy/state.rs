@@ -31,6 +31,8 @@ pub struct State {
     pub started: Instant,
     pub listen: SocketAddr,
     pub access_log: bool,
+    /// HTTPS interception; `None` when no CA could be set up.
+    pub tls: Option<crate::tls::Tls>,
 }
 
 impl State {

@@ -164,7 +164,7 @@ async fn connect_tunnels_to_the_origin_and_reports_failures() {
         .route("/t", |_| Reply::ok("through the tunnel"))
         .run()
         .await;
-    let p = TestProxy::start().await;
+    let p = TestProxy::start_with(|s| s.tls.passthrough = vec!["127.0.0.1".into()]).await;
     let mut s = TcpStream::connect(p.addr()).await.unwrap();
     s.write_all(format!("CONNECT {0} HTTP/1.1\r\nHost: {0}\r\n\r\n", origin.addr).as_bytes())
         .await
@@ -182,7 +182,7 @@ async fn connect_tunnels_to_the_origin_and_reports_failures() {
     .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).await.unwrap();
-    assert!(out.ends_with("through the tunnel"), "{out}");
+    assert!(out.ends_with("through the tunnel"), "{out:?}");
 
     let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = closed.local_addr().unwrap();
@@ -294,4 +294,16 @@ async fn a_full_disk_turns_the_proxy_into_a_pass_through() {
         ("meshcache; hit", 1 << 20)
     );
     drop(p);
+}
+
+#[tokio::test]
+async fn clients_outside_listen_allow_are_refused() {
+    let p =
+        TestProxy::start_with(|s| s.server.allow = vec![("10.0.0.0".parse().unwrap(), 8)]).await;
+    let r = raw(
+        p.addr(),
+        b"GET http://meshcache.local/ HTTP/1.1\r\nHost: meshcache.local\r\n\r\n",
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 403"), "{r}");
 }

@@ -16,3 +16,5 @@ mod robustness;
 mod durability;
 // The command line, as a user runs it, with curl.
 mod cli;
+// HTTPS interception with the local CA, passthrough, origin verification (curl).
+mod https;

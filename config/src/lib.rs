@@ -43,6 +43,8 @@ pub struct Config {
     pub origin: Origin,
     /// `[log]`: logging. Default: see [`Log`].
     pub log: Log,
+    /// `[tls]`: HTTPS interception. Default: see [`Tls`].
+    pub tls: Tls,
 }
 
 /// `[listen]`: where and how the proxy accepts clients.
@@ -64,6 +66,13 @@ pub struct Listen {
     /// non-zero. Default `"75s"`.
     #[serde(with = "duration_str")]
     pub idle_timeout: Duration,
+    /// Client networks served (CIDR, e.g. `"10.0.0.0/8"`); connections from
+    /// anywhere else are refused, so the proxy is never an open proxy.
+    /// Default loopback only: `["127.0.0.0/8", "::1/128"]`.
+    pub allow: Vec<String>,
+    /// Address of the transparent listener for connections a gateway's
+    /// firewall redirected (`REDIRECT`); Linux only. Default unset (off).
+    pub transparent: Option<SocketAddr>,
 }
 
 impl Default for Listen {
@@ -74,8 +83,25 @@ impl Default for Listen {
             max_header_bytes: ByteSize(64 << 10),
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(75),
+            allow: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            transparent: None,
         }
     }
+}
+
+/// Parses a CIDR network such as `"10.0.0.0/8"`, `"::1/128"` or a bare address
+/// (a single host): the network address and the prefix length.
+pub fn parse_cidr(s: &str) -> Option<(std::net::IpAddr, u8)> {
+    let (addr, prefix) = match s.trim().split_once('/') {
+        Some((a, p)) => (
+            a.parse::<std::net::IpAddr>().ok()?,
+            Some(p.parse::<u8>().ok()?),
+        ),
+        None => (s.trim().parse::<std::net::IpAddr>().ok()?, None),
+    };
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let prefix = prefix.unwrap_or(max);
+    (prefix <= max).then_some((addr, prefix))
 }
 
 /// `[data]`: where meshcache keeps its state.
@@ -174,6 +200,38 @@ impl Default for Origin {
     }
 }
 
+/// `[tls]`: HTTPS interception with the local CA.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Tls {
+    /// Intercept `CONNECT` tunnels (decrypt with a certificate from the local
+    /// CA, so HTTPS is cached); `false` tunnels everything blindly.
+    /// Default `true`.
+    pub intercept: bool,
+    /// Hosts always tunnelled blindly (banks, pinned apps): `"bank.example"`
+    /// (exactly), `"*.bank.example"` (its subdomains), `".bank.example"`
+    /// (the domain and its subdomains). Default empty.
+    pub passthrough: Vec<String>,
+    /// PEM files of extra CA certificates trusted for origins (private CAs),
+    /// on top of the built-in roots. Default empty.
+    pub extra_roots: Vec<PathBuf>,
+    /// How long a host whose client refused our certificate (a pinned app) is
+    /// tunnelled blindly; non-zero. Default `"7d"`.
+    #[serde(with = "duration_str")]
+    pub learned_passthrough_ttl: Duration,
+}
+
+impl Default for Tls {
+    fn default() -> Self {
+        Self {
+            intercept: true,
+            passthrough: Vec::new(),
+            extra_roots: Vec::new(),
+            learned_passthrough_ttl: Duration::from_secs(7 * 86400),
+        }
+    }
+}
+
 /// `[log]`: logging.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -217,6 +275,37 @@ impl Config {
     /// empty; [`Config::from_toml_str`] fills it in.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let (listen, cache, origin) = (&self.listen, &self.cache, &self.origin);
+        for (i, a) in self.listen.allow.iter().enumerate() {
+            if parse_cidr(a).is_none() {
+                return Err(ConfigError::Invalid {
+                    path: PathBuf::new(),
+                    field: format!("listen.allow[{i}]"),
+                    message: format!(
+                        "{a:?} is not a network (\"10.0.0.0/8\", \"::1/128\" or an address)"
+                    ),
+                });
+            }
+        }
+        for (i, p) in self.tls.passthrough.iter().enumerate() {
+            let host = p.trim_start_matches("*.").trim_start_matches('.');
+            if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '/' || c == '*')
+            {
+                return Err(ConfigError::Invalid {
+                    path: PathBuf::new(),
+                    field: format!("tls.passthrough[{i}]"),
+                    message: format!(
+                        "{p:?} is not a host pattern (\"host\", \"*.domain\" or \".domain\")"
+                    ),
+                });
+            }
+        }
+        if self.tls.learned_passthrough_ttl.is_zero() {
+            return Err(ConfigError::Invalid {
+                path: PathBuf::new(),
+                field: "tls.learned_passthrough_ttl".into(),
+                message: "must be non-zero".into(),
+            });
+        }
         let check = |ok: bool, field: &str, message: String| {
             if ok {
                 Ok(())

@@ -58,6 +58,8 @@ max_connections = 10
 max_header_bytes = "32KiB"
 header_read_timeout = "5s"
 idle_timeout = 120
+allow = ["10.0.0.0/8", "192.168.1.7"]
+transparent = "0.0.0.0:3129"
 
 [data]
 dir = "/var/lib/meshcache"
@@ -83,6 +85,12 @@ pool_idle_timeout = "1m30s"
 [log]
 level = "warn,meshcache=debug"
 access = false
+
+[tls]
+intercept = false
+passthrough = ["bank.example", "*.pinned.example"]
+extra_roots = ["/etc/meshcache/private-ca.pem"]
+learned_passthrough_ttl = "1d"
 "#;
 
 fn full_expected() -> Config {
@@ -93,6 +101,8 @@ fn full_expected() -> Config {
             max_header_bytes: ByteSize(32 * 1024),
             header_read_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(120),
+            allow: vec!["10.0.0.0/8".into(), "192.168.1.7".into()],
+            transparent: Some("0.0.0.0:3129".parse().expect("address")),
         },
         data: Data {
             dir: Some(PathBuf::from("/var/lib/meshcache")),
@@ -119,7 +129,29 @@ fn full_expected() -> Config {
             level: "warn,meshcache=debug".to_owned(),
             access: false,
         },
+        tls: Tls {
+            intercept: false,
+            passthrough: vec!["bank.example".into(), "*.pinned.example".into()],
+            extra_roots: vec![PathBuf::from("/etc/meshcache/private-ca.pem")],
+            learned_passthrough_ttl: Duration::from_secs(86400),
+        },
     }
+}
+
+#[test]
+fn bad_allow_network_and_passthrough_pattern_name_the_field() {
+    let err = Config::from_toml_str("[listen]\nallow = [\"10.0.0.0/33\"]\n", Path::new("g.toml"))
+        .unwrap_err();
+    assert!(err.to_string().contains("listen.allow[0]"), "{err}");
+    let err =
+        Config::from_toml_str("[tls]\npassthrough = [\"a b\"]\n", Path::new("g.toml")).unwrap_err();
+    assert!(err.to_string().contains("tls.passthrough[0]"), "{err}");
+    assert_eq!(
+        parse_cidr("10.1.2.3"),
+        Some(("10.1.2.3".parse().unwrap(), 32))
+    );
+    assert_eq!(parse_cidr("::1/128"), Some(("::1".parse().unwrap(), 128)));
+    assert_eq!(parse_cidr("nope/8"), None);
 }
 
 #[test]

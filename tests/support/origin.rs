@@ -124,7 +124,42 @@ impl OriginBuilder {
 
     pub async fn run(self) -> Origin {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
-        Origin::serve(listener, self.routes).await
+        Origin::serve(listener, self.routes, None).await
+    }
+
+    /// An HTTPS origin for `localhost` / 127.0.0.1 with a certificate from its own fresh
+    /// test CA, whose PEM is written to `ca_file` (give it to the proxy as an extra root,
+    /// or don't, to get an origin that does not verify).
+    pub async fn run_tls(self, ca_file: &std::path::Path) -> Origin {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "test origin CA");
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        std::fs::write(ca_file, ca.pem()).unwrap();
+        let leaf_key = KeyPair::generate().unwrap();
+        let leaf_params =
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        let leaf = leaf_params.signed_by(&leaf_key, &ca).unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap();
+        let mut config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf.der().clone()], key)
+        .unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
+        Origin::serve(
+            listener,
+            self.routes,
+            Some(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config))),
+        )
+        .await
     }
 }
 
@@ -151,7 +186,11 @@ impl Origin {
         OriginBuilder::default()
     }
 
-    async fn serve(listener: TcpListener, routes: Vec<(String, Handler)>) -> Origin {
+    async fn serve(
+        listener: TcpListener,
+        routes: Vec<(String, Handler)>,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Origin {
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let routes: Arc<HashMap<String, Handler>> = Arc::new(routes.into_iter().collect());
@@ -165,15 +204,25 @@ impl Origin {
                 };
                 let routes = routes.clone();
                 let seen = s.clone();
+                let tls = tls.clone();
                 let handle = tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                         let routes = routes.clone();
                         let seen = seen.clone();
                         async move { Ok::<_, Infallible>(answer(req, &routes, &seen).await) }
                     });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    let builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    match tls {
+                        None => {
+                            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                        }
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                            }
+                        }
+                    }
                 });
                 c.lock().unwrap().push(handle.abort_handle());
             }
@@ -188,6 +237,11 @@ impl Origin {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// The URL of `path` on an HTTPS origin, by the name its certificate carries.
+    pub fn https_url(&self, path: &str) -> String {
+        format!("https://localhost:{}{}", self.addr.port(), path)
     }
 
     /// How many requests reached `path`.
