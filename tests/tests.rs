@@ -18,3 +18,5 @@ mod durability;
 mod cli;
 // HTTPS interception with the local CA, passthrough, origin verification (curl).
 mod https;
+// Transparent mode in network namespaces (root; skipped, saying why, elsewhere).
+mod gateway;

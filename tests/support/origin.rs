@@ -131,6 +131,18 @@ impl OriginBuilder {
     /// test CA, whose PEM is written to `ca_file` (give it to the proxy as an extra root,
     /// or don't, to get an origin that does not verify).
     pub async fn run_tls(self, ca_file: &std::path::Path) -> Origin {
+        self.run_tls_at("127.0.0.1:0".parse().unwrap(), ca_file)
+            .await
+    }
+
+    /// A plain origin listening on `addr`.
+    pub async fn run_at(self, addr: SocketAddr) -> Origin {
+        let listener = TcpListener::bind(addr).await.expect("bind origin");
+        Origin::serve(listener, self.routes, None).await
+    }
+
+    /// [`OriginBuilder::run_tls`] on `addr`; the certificate also names `addr`'s IP.
+    pub async fn run_tls_at(self, addr: SocketAddr, ca_file: &std::path::Path) -> Origin {
         use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -140,8 +152,11 @@ impl OriginBuilder {
         let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
         std::fs::write(ca_file, ca.pem()).unwrap();
         let leaf_key = KeyPair::generate().unwrap();
-        let leaf_params =
-            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        if !addr.ip().is_loopback() {
+            names.push(addr.ip().to_string());
+        }
+        let leaf_params = CertificateParams::new(names).unwrap();
         let leaf = leaf_params.signed_by(&leaf_key, &ca).unwrap();
         let key = rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap();
         let mut config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
@@ -153,7 +168,7 @@ impl OriginBuilder {
         .with_single_cert(vec![leaf.der().clone()], key)
         .unwrap();
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
+        let listener = TcpListener::bind(addr).await.expect("bind origin");
         Origin::serve(
             listener,
             self.routes,

@@ -63,4 +63,11 @@ impl TestProxy {
         }
         self.proxy = Some(Self::launch(&self.settings, &self.clock).await);
     }
+
+    /// Stops the proxy cleanly.
+    pub async fn stop(mut self) {
+        if let Some(p) = self.proxy.take() {
+            p.shutdown().await;
+        }
+    }
 }
