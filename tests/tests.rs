@@ -18,5 +18,7 @@ mod durability;
 mod cli;
 // HTTPS interception with the local CA, passthrough, origin verification (curl).
 mod https;
+// Headless Chromium through the proxy (skipped, saying why, where it is not installed).
+mod browser;
 // Transparent mode in network namespaces (root; skipped, saying why, elsewhere).
 mod gateway;
