@@ -173,3 +173,40 @@ fn a_second_process_on_the_same_data_directory_is_refused_clearly() {
     );
     first.stop();
 }
+
+#[test]
+fn ca_export_and_path_create_and_print_the_local_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let path = run(&["ca", "--data-dir", d, "path"]);
+    assert!(path.status.success(), "{path:?}");
+    let path = String::from_utf8_lossy(&path.stdout).trim().to_string();
+    assert!(path.ends_with("ca/ca.pem"), "{path}");
+    let pem = run(&["ca", "--data-dir", d, "export"]);
+    let pem_text = String::from_utf8_lossy(&pem.stdout).into_owned();
+    assert!(
+        pem_text.starts_with("-----BEGIN CERTIFICATE-----"),
+        "{pem_text}"
+    );
+    assert_eq!(
+        fs::read_to_string(&path).unwrap(),
+        pem_text,
+        "export prints the file it keeps"
+    );
+    let der = run(&["ca", "--data-dir", d, "export", "--der"]).stdout;
+    assert_eq!(der[0], 0x30, "DER starts with a SEQUENCE");
+    // The key is private to its owner; one readable by others is refused.
+    use std::os::unix::fs::PermissionsExt;
+    let key = std::path::Path::new(&path).with_file_name("ca.key");
+    assert_eq!(
+        fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
+    let out = run(&["ca", "--data-dir", d, "export"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("chmod 600"),
+        "{out:?}"
+    );
+}
