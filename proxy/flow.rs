@@ -377,17 +377,14 @@ async fn lead(
             drop(rbody);
             return revalidated(state, &parts, &key, leader, s, &rparts, sent_at).await;
         }
-        if rparts.status.is_server_error() && s.serve_on_error {
-            drop(leader);
-            let Stale { entry, .. } = stale.unwrap_or_else(|| unreachable!());
-            return serve_entry(
-                state,
-                &parts,
-                entry,
-                Phase::StaleOnError("stale-if-error".into()),
-                fwd,
-            );
-        }
+    }
+    if let Some(s) = stale
+        .as_ref()
+        .filter(|s| s.serve_on_error && rparts.status.is_server_error())
+    {
+        drop(leader);
+        let phase = Phase::StaleOnError("stale-if-error".into());
+        return serve_entry(state, &parts, s.entry.clone(), phase, fwd);
     }
     let len = content_length(&rparts.headers);
     let decision = if rparts.status == StatusCode::PARTIAL_CONTENT

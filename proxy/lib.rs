@@ -212,9 +212,20 @@ impl Proxy {
     }
 }
 
-fn instance_id() -> u32 {
+/// A random number, good enough for identifiers (multipart boundaries, the `Via`
+/// pseudonym), not for secrets: std's per-process random hash keys, mixed with the time.
+pub(crate) fn random_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u32(std::process::id());
-    h.finish() as u32
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish()
+}
+
+fn instance_id() -> u32 {
+    random_u64() as u32
 }

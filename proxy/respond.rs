@@ -182,7 +182,7 @@ fn multipart(
     source: Source,
     is_head: bool,
 ) -> Response<Body> {
-    let boundary = format!("meshcache{:016x}", rand_u64());
+    let boundary = format!("meshcache{:016x}", crate::random_u64());
     let ctype = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -222,18 +222,6 @@ fn multipart(
 
 fn hv(s: String) -> HeaderValue {
     HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static(""))
-}
-
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0),
-    );
-    h.finish()
 }
 
 pub fn build(status: StatusCode, headers: HeaderMap, body: Body) -> Response<Body> {
