@@ -824,3 +824,67 @@ async fn raw_origin_form(addr: std::net::SocketAddr) -> String {
     s.read_to_string(&mut out).await.unwrap();
     out
 }
+
+/// Regression: a clean shutdown right after a large miss closed the body store while the
+/// body was still being imported, and the object was lost ("import body: Error::Io").
+#[tokio::test]
+async fn shutdown_during_an_import_keeps_the_object() {
+    let origin = Origin::builder()
+        .route("/late", |_| {
+            Reply::generated(20 << 20).header("cache-control", "max-age=600")
+        })
+        .run()
+        .await;
+    let mut p = TestProxy::start().await;
+    let r = get(p.addr(), &origin.url("/late"), &[]).await;
+    assert_eq!(r.body.len(), 20 << 20);
+    p.restart().await; // no waiting: the import may still be running
+    let r = get(p.addr(), &origin.url("/late"), &[]).await;
+    assert_eq!(r.cache_status(), "meshcache; hit");
+    assert_eq!(r.body.len(), 20 << 20);
+    assert_eq!(origin.hits("/late"), 1);
+}
+
+#[tokio::test]
+async fn small_bodies_filled_in_memory_are_shared_with_waiters_and_stored() {
+    use crate::support::origin::ReplyBody;
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let g = gate.clone();
+    let origin = Origin::builder()
+        .route("/small", move |_| {
+            Reply::generated(100_000)
+                .header("cache-control", "max-age=600")
+                .body(ReplyBody::Gated {
+                    len: 100_000,
+                    chunk: 10_000,
+                    gate: g.clone(),
+                })
+        })
+        .run()
+        .await;
+    let p = TestProxy::start().await;
+    let (addr, url) = (p.addr(), origin.url("/small"));
+    let a = tokio::spawn({
+        let url = url.clone();
+        async move { get(addr, &url, &[]).await }
+    });
+    let b = tokio::spawn({
+        let url = url.clone();
+        async move { get(addr, &url, &[]).await }
+    });
+    // Both requests are in before the origin finishes; then let it finish.
+    for _ in 0..500 {
+        if p.cache().stats().await.unwrap().fills_in_progress == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    gate.add_permits(100);
+    let (a, b) = (a.await.unwrap(), b.await.unwrap());
+    let expected: Vec<u8> = (0..100_000u64).map(crate::support::pattern).collect();
+    assert_eq!(a.body.as_ref(), expected.as_slice());
+    assert_eq!(b.body.as_ref(), expected.as_slice());
+    let r = wait_for_hit(&p, &url).await;
+    assert_eq!(r.body.as_ref(), expected.as_slice());
+    assert_eq!(origin.hits("/small"), 1);
+}

@@ -32,6 +32,7 @@ pub struct Imported {
 #[derive(Clone, Debug)]
 pub struct Bodies {
     store: FsStore,
+    paths: iroh_blobs::store::fs::options::PathOptions,
 }
 
 fn tag_name(hash: &[u8; 32]) -> String {
@@ -47,6 +48,7 @@ impl Bodies {
     pub async fn open(dir: &Path, gc_interval: Duration) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Io(dir.to_owned(), e))?;
         let mut opts = Options::new(dir);
+        let paths = opts.path.clone();
         opts.gc = Some(GcConfig {
             interval: gc_interval,
             add_protected: None,
@@ -54,7 +56,7 @@ impl Bodies {
         let store = FsStore::load_with_opts(dir.join("blobs.db"), opts)
             .await
             .map_err(|e| StoreError::Body(format!("open body store in {}: {e}", dir.display())))?;
-        Ok(Self { store })
+        Ok(Self { store, paths })
     }
 
     /// Imports a complete file (copying it). The body stays protected from garbage
@@ -78,6 +80,24 @@ impl Bodies {
             Ok(other) => return Err(StoreError::Body(format!("imported body is {other:?}"))),
             Err(e) => return Err(store_err("body status")(&e)),
         };
+        Ok(Imported {
+            _tt: tt,
+            hash,
+            size,
+        })
+    }
+
+    /// Imports a body held in memory (small objects).
+    pub async fn import_bytes(&self, bytes: Bytes) -> Result<Imported, StoreError> {
+        let size = bytes.len() as u64;
+        let tt = self
+            .store
+            .blobs()
+            .add_bytes(bytes)
+            .temp_tag()
+            .await
+            .map_err(|e| store_err("import body")(&e))?;
+        let hash: [u8; 32] = tt.hash().into();
         Ok(Imported {
             _tt: tt,
             hash,
@@ -145,8 +165,30 @@ impl Bodies {
             .map_err(|e| store_err("read body")(&e))
     }
 
-    /// Streams `range` of a body in order, clipped exactly to the range.
+    /// Streams `range` of a complete body. Large complete bodies are plain files in the
+    /// store (`PathOptions::data_path`), read directly in large chunks: going through
+    /// the store's actor costs a message per 16 KiB and was 3-5x slower. Anything else
+    /// (inlined small bodies, a file that is gone) goes through the store's API.
     pub fn read_range(
+        &self,
+        hash: &[u8; 32],
+        range: Range<u64>,
+    ) -> futures_util::stream::BoxStream<'static, Result<Bytes, StoreError>> {
+        let path = self.paths.data_path(&Hash::from_bytes(*hash));
+        let this = self.clone();
+        let hash = *hash;
+        futures_util::stream::once(async move {
+            match tokio::fs::File::open(&path).await {
+                Ok(file) => file_range(file, path, range).boxed(),
+                Err(_) => this.read_range_via_store(&hash, range).boxed(),
+            }
+        })
+        .flatten()
+        .boxed()
+    }
+
+    /// Streams `range` of a body through the store's API, clipped exactly to the range.
+    fn read_range_via_store(
         &self,
         hash: &[u8; 32],
         range: Range<u64>,
@@ -181,4 +223,48 @@ impl Bodies {
             tracing::warn!("body store shutdown: {e}");
         }
     }
+}
+
+const FILE_CHUNK: usize = 256 * 1024;
+
+fn file_range(
+    file: tokio::fs::File,
+    path: std::path::PathBuf,
+    range: Range<u64>,
+) -> impl Stream<Item = Result<Bytes, StoreError>> + Send + 'static {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    futures_util::stream::unfold(
+        (Some(file), range.start, false),
+        move |(file, pos, seeked)| {
+            let path = path.clone();
+            async move {
+                let mut file = file?;
+                if pos >= range.end {
+                    return None;
+                }
+                let io = |e: std::io::Error| StoreError::Io(path.clone(), e);
+                if !seeked {
+                    if let Err(e) = file.seek(std::io::SeekFrom::Start(pos)).await {
+                        return Some((Err(io(e)), (None, pos, true)));
+                    }
+                }
+                let want = ((range.end - pos) as usize).min(FILE_CHUNK);
+                let mut buf = bytes::BytesMut::zeroed(want);
+                match file.read(&mut buf).await {
+                    Ok(0) => Some((
+                        Err(StoreError::Body(format!(
+                            "{} ends at {pos}",
+                            path.display()
+                        ))),
+                        (None, pos, true),
+                    )),
+                    Ok(n) => {
+                        buf.truncate(n);
+                        Some((Ok(buf.freeze()), (Some(file), pos + n as u64, true)))
+                    }
+                    Err(e) => Some((Err(io(e)), (None, pos, true))),
+                }
+            }
+        },
+    )
 }

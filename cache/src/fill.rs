@@ -62,6 +62,9 @@ pub struct Fill {
     state: watch::Sender<FillState>,
     readers: AtomicUsize,
     ever_read: AtomicBool,
+    /// Set for small bodies: they are kept in memory instead of a spool file (no file
+    /// operations on the miss path of a small object).
+    memory: std::sync::OnceLock<Mutex<Vec<Bytes>>>,
 }
 
 impl Drop for Fill {
@@ -142,6 +145,44 @@ impl Fill {
         })
     }
 
+    /// True when the body is kept in memory rather than spooled.
+    pub(crate) fn in_memory(&self) -> bool {
+        self.memory.get().is_some()
+    }
+
+    /// Appends a chunk of an in-memory body (before publishing it).
+    pub(crate) fn push_memory(&self, chunk: Bytes) {
+        if let Some(m) = self.memory.get() {
+            m.lock().unwrap_or_else(|e| e.into_inner()).push(chunk);
+        }
+    }
+
+    /// The whole in-memory body, once complete.
+    pub(crate) fn memory_body(&self) -> Option<Bytes> {
+        let m = self.memory.get()?.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = BytesMut::with_capacity(m.iter().map(Bytes::len).sum());
+        for c in m.iter() {
+            out.extend_from_slice(c);
+        }
+        Some(out.freeze())
+    }
+
+    /// The in-memory bytes from `pos`, at most up to `end`: a slice of one chunk.
+    fn memory_slice(&self, pos: u64, end: u64) -> Option<Bytes> {
+        let m = self.memory.get()?.lock().unwrap_or_else(|e| e.into_inner());
+        let mut off = 0u64;
+        for c in m.iter() {
+            let next = off + c.len() as u64;
+            if pos < next {
+                let a = (pos - off) as usize;
+                let b = (end.min(next) - off) as usize;
+                return Some(c.slice(a..b));
+            }
+            off = next;
+        }
+        None
+    }
+
     pub(crate) fn publish(&self, written: u64, done: Option<bool>) {
         self.state.send_modify(|s| {
             if let FillState::Streaming {
@@ -173,7 +214,7 @@ struct ReadState {
     finished: bool,
 }
 
-const READ_CHUNK: u64 = 64 * 1024;
+const READ_CHUNK: u64 = 256 * 1024;
 
 impl ReadState {
     async fn next(&mut self) -> io::Result<Option<Bytes>> {
@@ -186,6 +227,14 @@ impl ReadState {
                 FillState::Waiting => (0, None),
                 FillState::Abandoned => return Err(io::Error::other("fill abandoned")),
             };
+            if written > self.pos && self.guard.0.in_memory() {
+                let end = written.min(self.end);
+                let Some(b) = self.guard.0.memory_slice(self.pos, end) else {
+                    return Err(io::Error::other("in-memory body shorter than published"));
+                };
+                self.pos += b.len() as u64;
+                return Ok(Some(b));
+            }
             if written > self.pos {
                 let want = (written.min(self.end) - self.pos).min(READ_CHUNK) as usize;
                 if self.file.is_none() {
@@ -226,6 +275,8 @@ pub struct Fills {
     map: Mutex<HashMap<String, Arc<Fill>>>,
     spool_dir: PathBuf,
     seq: AtomicU64,
+    /// Woken whenever a fill is forgotten (for shutdown to wait for commits).
+    changed: tokio::sync::Notify,
 }
 
 /// Outcome of [`Fills::join`].
@@ -248,9 +299,12 @@ impl Leader {
     }
 
     /// Publishes the response head and returns the fill, now streaming (the body is
-    /// written by the fill task in `store.rs`).
-    pub fn start(mut self, head: Head) -> Arc<Fill> {
+    /// written by the fill task in `store.rs`), in memory when `in_memory`.
+    pub fn start(mut self, head: Head, in_memory: bool) -> Arc<Fill> {
         self.started = true;
+        if in_memory {
+            let _ = self.fill.memory.set(Mutex::new(Vec::new()));
+        }
         self.fill.state.send_replace(FillState::Streaming {
             head: Arc::new(head),
             written: 0,
@@ -275,6 +329,7 @@ impl Fills {
             map: Mutex::new(HashMap::new()),
             spool_dir,
             seq: AtomicU64::new(0),
+            changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -294,6 +349,7 @@ impl Fills {
             state: watch::Sender::new(FillState::Waiting),
             readers: AtomicUsize::new(0),
             ever_read: AtomicBool::new(false),
+            memory: std::sync::OnceLock::new(),
         });
         map.insert(key.to_string(), fill.clone());
         Join::Leader(Leader {
@@ -318,6 +374,19 @@ impl Fills {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         if map.get(&fill.key).is_some_and(|f| Arc::ptr_eq(f, fill)) {
             map.remove(&fill.key);
+        }
+        drop(map);
+        self.changed.notify_waiters();
+    }
+
+    /// Waits until no fill is under way.
+    pub async fn idle(&self) {
+        loop {
+            let notified = self.changed.notified();
+            if self.in_progress() == 0 {
+                return;
+            }
+            notified.await;
         }
     }
 

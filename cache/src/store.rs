@@ -64,6 +64,9 @@ pub struct Options {
     pub min_free_space: u64,
 }
 
+/// Spool writes are batched up to this size.
+const SPOOL_BATCH: u64 = 512 * 1024;
+
 impl Options {
     pub fn new(dir: PathBuf) -> Self {
         Self {
@@ -304,7 +307,7 @@ impl Cache {
             })
             .boxed();
         }
-        i.bodies.read_range(&entry.hash, range).boxed()
+        i.bodies.read_range(&entry.hash, range)
     }
 
     /// Becomes the leader of a fill for `key`, or follows the one under way.
@@ -331,7 +334,8 @@ impl Cache {
         E: Display + Send + 'static,
     {
         let expected = head.len;
-        let fill = leader.start(head);
+        let in_memory = expected.is_some_and(|n| n <= self.inner.opts.memory_object_max);
+        let fill = leader.start(head, in_memory);
         let this = self.clone();
         let f = fill.clone();
         tokio::spawn(async move {
@@ -362,37 +366,59 @@ impl Cache {
         let opts = &self.inner.opts;
         let mut written = 0u64;
         let result: Result<(), String> = async {
-            let mut file = tokio::fs::File::create(&fill.spool)
-                .await
-                .map_err(|e| self.spool_error(e))?;
             let mut body = std::pin::pin!(body);
-            while let Some(chunk) = body.next().await {
-                let chunk = chunk.map_err(|e| format!("origin body: {e}"))?;
-                if expected.is_some_and(|n| written + chunk.len() as u64 > n) {
-                    return Err("origin sent more than its Content-Length".into());
+            if fill.in_memory() {
+                while let Some(chunk) = body.next().await {
+                    let chunk = chunk.map_err(|e| format!("origin body: {e}"))?;
+                    if expected.is_some_and(|n| written + chunk.len() as u64 > n) {
+                        return Err("origin sent more than its Content-Length".into());
+                    }
+                    written += chunk.len() as u64;
+                    fill.push_memory(chunk);
+                    fill.publish(written, None);
                 }
-                file.write_all(&chunk)
+            } else {
+                let mut file = tokio::fs::File::create(&fill.spool)
                     .await
                     .map_err(|e| self.spool_error(e))?;
-                // Readers open the spool themselves: flush so what is published is in the file.
-                file.flush().await.map_err(|e| self.spool_error(e))?;
-                written += chunk.len() as u64;
-                fill.publish(written, None);
-                if fill.readers() == 0
-                    && (fill.ever_read() || written > 1 << 20)
-                    && expected.unwrap_or(written) > opts.background_fill_max
-                {
-                    return Err(
-                        "every client left and the object is too large to finish in the background"
-                            .into(),
-                    );
+                // Chunks are written in batches: a batch is flushed when it is large, or
+                // when the origin has nothing more ready (so readers never wait on a
+                // half-full batch while the origin is slow).
+                let mut pending: Vec<Bytes> = Vec::new();
+                let mut pending_len = 0u64;
+                loop {
+                    let next = match futures_util::FutureExt::now_or_never(body.next()) {
+                        Some(next) => next,
+                        None => {
+                            if pending_len > 0 {
+                                written = self.flush_spool(&fill, &mut file, &mut pending, written).await?;
+                                pending_len = 0;
+                            }
+                            body.next().await
+                        }
+                    };
+                    let Some(chunk) = next else { break };
+                    let chunk = chunk.map_err(|e| format!("origin body: {e}"))?;
+                    if expected.is_some_and(|n| written + pending_len + chunk.len() as u64 > n) {
+                        return Err("origin sent more than its Content-Length".into());
+                    }
+                    pending_len += chunk.len() as u64;
+                    pending.push(chunk);
+                    if pending_len >= SPOOL_BATCH {
+                        written = self.flush_spool(&fill, &mut file, &mut pending, written).await?;
+                        pending_len = 0;
+                        if fill.readers() == 0
+                            && (fill.ever_read() || written > 1 << 20)
+                            && expected.unwrap_or(written) > opts.background_fill_max
+                        {
+                            return Err("every client left and the object is too large to finish in the background".into());
+                        }
+                    }
                 }
+                written = self.flush_spool(&fill, &mut file, &mut pending, written).await?;
             }
             if expected.is_some_and(|n| n != written) {
-                return Err(format!(
-                    "origin closed after {written} of {} bytes",
-                    expected.unwrap_or(0)
-                ));
+                return Err(format!("origin closed after {written} of {} bytes", expected.unwrap_or(0)));
             }
             Ok(())
         }
@@ -420,6 +446,27 @@ impl Cache {
         self.inner.fills.remove(&fill);
     }
 
+    /// Writes a batch to the spool and publishes it; returns the new written count.
+    async fn flush_spool(
+        &self,
+        fill: &Fill,
+        file: &mut tokio::fs::File,
+        pending: &mut Vec<Bytes>,
+        written: u64,
+    ) -> Result<u64, String> {
+        let mut n = written;
+        for chunk in pending.drain(..) {
+            file.write_all(&chunk)
+                .await
+                .map_err(|e| self.spool_error(e))?;
+            n += chunk.len() as u64;
+        }
+        // Readers open the spool themselves: flush so what is published is in the file.
+        file.flush().await.map_err(|e| self.spool_error(e))?;
+        fill.publish(n, None);
+        Ok(n)
+    }
+
     fn spool_error(&self, e: std::io::Error) -> String {
         let err = StoreError::Io(self.inner.spool_dir.clone(), e);
         if err.is_disk_full() {
@@ -434,7 +481,11 @@ impl Cache {
             Some(h) => h,
             None => return Ok(()),
         };
-        let imported = i.bodies.import(&fill.spool).await?;
+        let memory = fill.memory_body();
+        let imported = match &memory {
+            Some(bytes) => i.bodies.import_bytes(bytes.clone()).await?,
+            None => i.bodies.import(&fill.spool).await?,
+        };
         if imported.size != len {
             return Err(StoreError::Body(format!(
                 "imported {} bytes, expected {len}",
@@ -457,6 +508,7 @@ impl Cache {
             shareable: pending.shareable,
         };
         let _w = i.write_lock.lock().await;
+        let imported_hash = imported.hash;
         i.bodies.pin(&imported.hash).await?;
         drop(imported);
         let index = i.index.clone();
@@ -470,6 +522,9 @@ impl Cache {
         .await?;
         self.release(released).await;
         drop(_w);
+        if let Some(bytes) = memory {
+            i.memory.insert(imported_hash, bytes);
+        }
         self.maybe_evict();
         Ok(())
     }
@@ -599,8 +654,15 @@ impl Cache {
         Ok(evicted)
     }
 
-    /// Flushes pending state and closes the body store. Await before reopening.
+    /// Waits (up to 30 s) for fills under way to finish and commit, flushes pending
+    /// state and closes the body store. Await before reopening.
     pub async fn shutdown(&self) {
+        if tokio::time::timeout(Duration::from_secs(30), self.inner.fills.idle())
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown: fills still under way after 30 s are abandoned");
+        }
         if let Err(e) = self.flush_touched().await {
             tracing::warn!("flush last-use times: {e}");
         }
