@@ -114,6 +114,17 @@ pub struct Pending {
     pub fresh_until: SystemTime,
 }
 
+/// Recently decoded index rows. `generation` moves on every invalidation, so a lookup
+/// that read the index before a concurrent write never caches what it read.
+#[derive(Default)]
+struct HotIndex {
+    rows: HashMap<String, Arc<Vec<Entry>>>,
+    generation: u64,
+}
+
+/// Rows kept decoded in memory; beyond this the map is simply emptied.
+const HOT_ROWS: usize = 8192;
+
 /// Handle to the cache. Cheap to clone.
 #[derive(Clone)]
 pub struct Cache {
@@ -134,6 +145,8 @@ struct Inner {
     /// body is never untagged while an entry that needs it is being committed.
     write_lock: tokio::sync::Mutex<()>,
     disk_full_until: AtomicU64,
+    /// Decoded index rows of recently looked-up URLs, so a hit needs no redb read.
+    hot: Mutex<HotIndex>,
     evicting: AtomicBool,
     evictions: AtomicU64,
 }
@@ -172,6 +185,7 @@ impl Cache {
                 touched: Mutex::new(HashMap::new()),
                 write_lock: tokio::sync::Mutex::new(()),
                 disk_full_until: AtomicU64::new(0),
+                hot: Mutex::new(HotIndex::default()),
                 evicting: AtomicBool::new(false),
                 evictions: AtomicU64::new(0),
             }),
@@ -252,10 +266,38 @@ impl Cache {
     /// The stored variant of `key` that a request with these headers selects, newest
     /// first. Freshness is judged by the caller ([`crate::policy::evaluate`]).
     pub fn lookup(&self, key: &str, req_headers: &HeaderMap) -> Result<Option<Entry>, StoreError> {
-        let list = self.inner.index.get(key)?;
+        let list = self.row(key)?;
         Ok(list
-            .into_iter()
-            .find(|e| e.variant == variant_key(&e.vary, req_headers)))
+            .iter()
+            .find(|e| e.variant == variant_key(&e.vary, req_headers))
+            .cloned())
+    }
+
+    /// The decoded index row of `key`, from memory when possible.
+    fn row(&self, key: &str) -> Result<Arc<Vec<Entry>>, StoreError> {
+        let generation = {
+            let hot = self.inner.hot.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(row) = hot.rows.get(key) {
+                return Ok(row.clone());
+            }
+            hot.generation
+        };
+        let row = Arc::new(self.inner.index.get(key)?);
+        let mut hot = self.inner.hot.lock().unwrap_or_else(|e| e.into_inner());
+        if hot.generation == generation {
+            if hot.rows.len() >= HOT_ROWS {
+                hot.rows.clear();
+            }
+            hot.rows.insert(key.to_string(), row.clone());
+        }
+        Ok(row)
+    }
+
+    /// Forgets the decoded row of `key` after a write to it.
+    fn forget(&self, key: &str) {
+        let mut hot = self.inner.hot.lock().unwrap_or_else(|e| e.into_inner());
+        hot.rows.remove(key);
+        hot.generation += 1;
     }
 
     /// Records a use of an entry (for LRU); written to the index in batches.
@@ -519,7 +561,9 @@ impl Cache {
             entry.id = index.next_id()?;
             index.insert(&key, entry, max_variants)
         })
-        .await?;
+        .await;
+        self.forget(&fill.key);
+        let released = released?;
         self.release(released).await;
         drop(_w);
         if let Some(bytes) = memory {
@@ -548,18 +592,19 @@ impl Cache {
         fresh_until: SystemTime,
     ) -> Result<(), StoreError> {
         let index = self.inner.index.clone();
-        let key = key.to_string();
+        let k = key.to_string();
         let headers = Entry::headers_from_map(&headers);
         let fresh = unix_ms(fresh_until);
-        blocking(move || {
-            index.update(&key, id, move |e| {
+        let result = blocking(move || {
+            index.update(&k, id, move |e| {
                 e.policy = policy;
                 e.headers = headers;
                 e.fresh_until_ms = fresh;
             })
         })
-        .await?;
-        Ok(())
+        .await;
+        self.forget(key);
+        result.map(|_| ())
     }
 
     /// Removes every stored variant of a URL key. Returns how many were removed.
@@ -567,7 +612,9 @@ impl Cache {
         let _w = self.inner.write_lock.lock().await;
         let index = self.inner.index.clone();
         let k = key.to_string();
-        let (released, n) = blocking(move || index.remove(&k, None)).await?;
+        let result = blocking(move || index.remove(&k, None)).await;
+        self.forget(key);
+        let (released, n) = result?;
         self.release(released).await;
         Ok(n)
     }
@@ -643,7 +690,10 @@ impl Cache {
             }
             let _w = i.write_lock.lock().await;
             let index = i.index.clone();
-            let (released, n) = blocking(move || index.remove(&key, Some(e.id))).await?;
+            let k = key.clone();
+            let result = blocking(move || index.remove(&k, Some(e.id))).await;
+            self.forget(&key);
+            let (released, n) = result?;
             self.release(released).await;
             evicted += n as u64;
         }
