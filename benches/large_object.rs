@@ -381,7 +381,7 @@ async fn wait_stored(proxy: SocketAddr, url: &str, host: &str, since: Instant) -
                     since.elapsed().as_secs_f64()
                 );
             }
-            Ok(cs) if cs.contains("collapsed") => last = cs,
+            Ok(cs) if cs.contains("collapsed") || cs.contains("detail=head") => last = cs,
             Ok(cs) => {
                 return format!(
                     "WARNING: not stored? {:.2} s after the miss, HEAD got cache-status {cs:?}",

@@ -204,7 +204,23 @@ async fn miss(
         return forward_uncached(state, &parts, Phase::Bypass("disk-full")).await;
     }
     if parts.method == Method::HEAD {
-        // A HEAD miss is forwarded as is; only a GET fills.
+        // A HEAD while a GET fills the object is answered from the fill's head.
+        if let Some(fill) = cache.fill_in_progress(&key) {
+            if let Some(head) = fill
+                .head_now()
+                .filter(|h| variant_key(&h.vary, &parts.headers) == h.variant)
+            {
+                let res = respond::respond(
+                    &parts,
+                    head.status,
+                    head.headers.clone(),
+                    head.len,
+                    Source::Fill(fill),
+                );
+                return Outcome::new(res, Phase::Collapsed, None);
+            }
+        }
+        // Otherwise a HEAD miss is forwarded as is; only a GET fills.
         return forward_uncached(
             state,
             &parts,

@@ -888,3 +888,40 @@ async fn small_bodies_filled_in_memory_are_shared_with_waiters_and_stored() {
     assert_eq!(r.body.as_ref(), expected.as_slice());
     assert_eq!(origin.hits("/small"), 1);
 }
+
+#[tokio::test]
+async fn a_head_during_a_fill_is_answered_from_the_fill() {
+    use crate::support::open;
+    use crate::support::origin::ReplyBody;
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let g = gate.clone();
+    let origin = Origin::builder()
+        .route("/filling", move |_| {
+            Reply::generated(1 << 20)
+                .header("cache-control", "max-age=600")
+                .header("etag", "\"f\"")
+                .body(ReplyBody::Gated {
+                    len: 1 << 20,
+                    chunk: 64 << 10,
+                    gate: g.clone(),
+                })
+        })
+        .run()
+        .await;
+    let p = TestProxy::start().await;
+    let (_, body) = open(p.addr(), &origin.url("/filling")).await;
+    let r = request(p.addr(), Method::HEAD, &origin.url("/filling"), &[], None).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.cache_status(), "meshcache; hit; detail=collapsed");
+    assert_eq!(
+        (r.header("content-length"), r.header("etag")),
+        (Some("1048576"), Some("\"f\""))
+    );
+    assert_eq!(
+        origin.hits("/filling"),
+        1,
+        "the HEAD did not reach the origin"
+    );
+    gate.add_permits(1000);
+    assert_eq!(crate::support::check_pattern(body, 0).await, Ok(1 << 20));
+}
