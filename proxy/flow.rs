@@ -232,18 +232,6 @@ async fn miss(
         )
         .await;
     }
-    if cache.options().shared && parts.headers.contains_key(header::AUTHORIZATION) {
-        return forward_uncached(
-            state,
-            &parts,
-            Phase::Miss {
-                vary_miss,
-                stored: false,
-                detail: Some("authorization"),
-            },
-        )
-        .await;
-    }
     if policy::request_no_store(&parts.headers) {
         return forward_uncached(
             state,
@@ -304,6 +292,24 @@ async fn miss(
                 )
                 .await;
             };
+            // Joining is a hit on a response that is still arriving: only if this request
+            // would accept that response as fresh.
+            let acceptable = head
+                .policy
+                .as_ref()
+                .is_some_and(|p| policy::fresh_for(p, &parts, cache.now()));
+            if !acceptable {
+                return forward_uncached(
+                    state,
+                    &parts,
+                    Phase::Miss {
+                        vary_miss,
+                        stored: false,
+                        detail: Some("not-collapsible"),
+                    },
+                )
+                .await;
+            }
             if variant_key(&head.vary, &parts.headers) != head.variant {
                 return forward_uncached(
                     state,
@@ -365,9 +371,10 @@ async fn lead(
         Err(e) => {
             drop(leader);
             if let Some(s) = stale {
-                if s.serve_on_error || (e.unreachable() && may_serve_disconnected(&s.entry)) {
+                let disconnected = e.unreachable() || matches!(e, OriginError::Protocol(_));
+                if s.serve_on_error || (disconnected && may_serve_disconnected(&s.entry)) {
                     tracing::info!(%key, "origin failed ({e}); serving stale");
-                    let why = if e.unreachable() {
+                    let why = if disconnected {
                         "origin-unreachable"
                     } else {
                         "stale-if-error"
@@ -423,6 +430,7 @@ async fn lead(
         } => {
             let vary = vary_names(&rparts.headers).unwrap_or_default();
             let head = Head {
+                policy: Some(policy.clone()),
                 status: rparts.status,
                 headers: rparts.headers.clone(),
                 len,
@@ -488,6 +496,7 @@ async fn lead(
 }
 
 /// RFC 9111 4.2.4: a disconnected cache may serve stale, unless the response forbids it.
+/// An origin that closes the connection without a response counts as disconnected.
 fn may_serve_disconnected(entry: &Entry) -> bool {
     let h = entry.header_map();
     !policy::directives(&h, "cache-control")
@@ -523,7 +532,14 @@ async fn revalidated(
         }
     }
     let rparts = &rparts;
-    match stale.entry.policy.after_response(&as_get, rparts, sent_at) {
+    let (mut req_view, mut res_view) = (as_get.clone(), rparts.clone());
+    req_view.headers = policy::normalized(&as_get.headers);
+    res_view.headers = policy::normalized(&rparts.headers);
+    match stale
+        .entry
+        .policy
+        .after_response(&req_view, &res_view, sent_at)
+    {
         AfterResponse::NotModified(new_policy, _) => {
             let mut entry = stale.entry.clone();
             let mut headers = entry.header_map();

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
-use http::{request, Request, Response, Version};
+use http::{request, Method, Request, Response, Version};
 use hyper::body::Incoming;
 
 use cache::Cache;
@@ -44,6 +44,34 @@ impl State {
     ) -> Result<Response<Incoming>, OriginError> {
         self.via.append(&mut parts.headers);
         parts.version = Version::HTTP_11;
-        self.origin.send(Request::from_parts(parts, body)).await
+        // GET and HEAD go out without a body: if a pooled connection turns out to have
+        // been closed by the origin meanwhile (servers time idle connections out sooner
+        // than we do), send them once more on a fresh connection.
+        let retry =
+            (parts.method == Method::GET || parts.method == Method::HEAD).then(|| parts.clone());
+        match (
+            self.origin.send(Request::from_parts(parts, body)).await,
+            retry,
+        ) {
+            (Err(OriginError::Protocol(msg)), Some(parts)) if stale_connection(&msg) => {
+                tracing::debug!("origin connection was closed under us ({msg}); retrying once");
+                self.origin
+                    .send(Request::from_parts(parts, crate::empty()))
+                    .await
+            }
+            (other, _) => other,
+        }
     }
+}
+
+/// Errors that mean a reused connection was already dead, not that the origin failed.
+fn stale_connection(msg: &str) -> bool {
+    let msg = msg.to_ascii_lowercase();
+    [
+        "connection reset",
+        "broken pipe",
+        "connection closed before message completed",
+    ]
+    .iter()
+    .any(|m| msg.contains(m))
 }

@@ -925,3 +925,154 @@ async fn a_head_during_a_fill_is_answered_from_the_fill() {
     gate.add_permits(1000);
     assert_eq!(crate::support::check_pattern(body, 0).await, Ok(1 << 20));
 }
+
+// Regressions found by the public cache test suite (http-tests/cache-tests).
+
+#[tokio::test]
+async fn a_request_with_no_cache_does_not_join_a_finished_download() {
+    let origin = Origin::builder()
+        .route("/j", |_| {
+            Reply::ok("j").header("cache-control", "max-age=600")
+        })
+        .run()
+        .await;
+    let p = TestProxy::start().await;
+    get(p.addr(), &origin.url("/j"), &[]).await;
+    // Right away: the download may still be committing; no-cache must reach the origin.
+    let r = get(
+        p.addr(),
+        &origin.url("/j"),
+        &[("cache-control", "no-cache")],
+    )
+    .await;
+    assert!(!r.cache_status().contains("hit"), "{}", r.cache_status());
+    assert_eq!(origin.hits("/j"), 2);
+    let r = get(
+        p.addr(),
+        &origin.url("/j"),
+        &[("cache-control", "min-fresh=3600")],
+    )
+    .await;
+    assert!(!r.cache_status().contains("hit"), "{}", r.cache_status());
+    assert_eq!(origin.hits("/j"), 3);
+}
+
+#[tokio::test]
+async fn directive_names_are_case_insensitive() {
+    let origin = Origin::builder()
+        .route("/nc", |_| {
+            Reply::ok("x")
+                .header("cache-control", "max-age=10000, No-CaChE")
+                .header("etag", "\"x\"")
+        })
+        .route("/ma", |_| {
+            Reply::ok("y").header("cache-control", "MaX-AgE=10000")
+        })
+        .run()
+        .await;
+    let p = TestProxy::start().await;
+    get(p.addr(), &origin.url("/nc"), &[]).await;
+    settle(&p).await;
+    get(p.addr(), &origin.url("/nc"), &[]).await;
+    assert_eq!(origin.hits("/nc"), 2, "No-CaChE means no-cache");
+    get(p.addr(), &origin.url("/ma"), &[]).await;
+    settle(&p).await;
+    let r = get(p.addr(), &origin.url("/ma"), &[]).await;
+    assert_eq!(r.cache_status(), "meshcache; hit", "MaX-AgE means max-age");
+}
+
+#[tokio::test]
+async fn an_invalid_age_or_expires_is_not_read_as_fresh() {
+    let origin = Origin::builder()
+        .route("/age", |_| {
+            Reply::ok("a")
+                .header("cache-control", "max-age=3600")
+                .header("age", "7200, 0")
+        })
+        .route("/exp", |_| {
+            Reply::ok("e")
+                .header("expires", "Thu, 18  Aug  2050 02:01:18 GMT")
+                .header("last-modified", "Mon, 01 Jan 2024 00:00:00 GMT")
+        })
+        .route("/rfc850", |_| {
+            Reply::ok("r").header("expires", "Thursday, 18-Aug-50 02:01:18 GMT")
+        })
+        .run()
+        .await;
+    let p = TestProxy::start().await;
+    for path in ["/age", "/exp", "/rfc850"] {
+        get(p.addr(), &origin.url(path), &[]).await;
+        settle(&p).await;
+        get(p.addr(), &origin.url(path), &[]).await;
+    }
+    assert_eq!(origin.hits("/age"), 2, "Age: 7200, 0 is older than max-age");
+    assert_eq!(
+        origin.hits("/exp"),
+        2,
+        "a malformed Expires is already expired"
+    );
+    assert_eq!(
+        origin.hits("/rfc850"),
+        1,
+        "an RFC 850 Expires is a valid date"
+    );
+}
+
+#[tokio::test]
+async fn a_shared_cache_stores_authorized_responses_that_say_public() {
+    let origin = Origin::builder()
+        .route("/pub", |_| {
+            Reply::ok("p").header("cache-control", "public, max-age=600")
+        })
+        .run()
+        .await;
+    let p = TestProxy::start_with(|s| s.cache.shared = true).await;
+    get(
+        p.addr(),
+        &origin.url("/pub"),
+        &[("authorization", "Basic eDp5")],
+    )
+    .await;
+    settle(&p).await;
+    let r = get(
+        p.addr(),
+        &origin.url("/pub"),
+        &[("authorization", "Basic eDp5")],
+    )
+    .await;
+    assert_eq!(r.cache_status(), "meshcache; hit");
+    assert_eq!(origin.hits("/pub"), 1);
+}
+
+#[tokio::test]
+async fn stale_is_served_when_the_origin_closes_without_answering() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut first = true;
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            if first {
+                first = false;
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\nCache-Control: max-age=1\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello")
+                    .await;
+            }
+            // later connections are closed without a response
+        }
+    });
+    let p = TestProxy::start().await;
+    let url = format!("http://{addr}/c");
+    assert_eq!(get(p.addr(), &url, &[]).await.text(), "hello");
+    settle(&p).await;
+    p.clock.advance(Duration::from_secs(10));
+    let r = get(p.addr(), &url, &[]).await;
+    assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "hello"));
+    assert!(
+        r.cache_status().contains("fwd=stale"),
+        "{}",
+        r.cache_status()
+    );
+}

@@ -36,6 +36,9 @@ pub struct Head {
     /// must not use this response.
     pub vary: Vec<String>,
     pub variant: String,
+    /// The policy the response will be stored under: a follower joins only if it would
+    /// accept this response as a fresh hit (its own `no-cache`, `min-fresh`, … apply).
+    pub policy: Option<Box<http_cache_semantics::CachePolicy>>,
 }
 
 #[derive(Debug, Clone)]

@@ -106,6 +106,104 @@ fn directive_secs(headers: &HeaderMap, directive: &str) -> Option<u64> {
         .and_then(|(_, a)| a?.parse().ok())
 }
 
+/// A copy of a message head as the policy library should see it. It matches directive
+/// names case-sensitively and parses dates leniently, so: `Cache-Control` and `Pragma`
+/// directive names are lower-cased; an `Age` that is not a plain number takes its first
+/// element (`7200, 0` → `7200`: a cache must not treat a bad Age as zero); an `Expires`
+/// that is not a valid HTTP-date becomes `0`, which RFC 9111 5.3 says means "already
+/// expired".
+pub fn normalized(headers: &HeaderMap) -> HeaderMap {
+    let mut h = headers.clone();
+    for name in [http::header::CACHE_CONTROL, http::header::PRAGMA] {
+        let values: Vec<http::HeaderValue> = h
+            .get_all(&name)
+            .iter()
+            .map(|v| {
+                let text = String::from_utf8_lossy(v.as_bytes());
+                let lowered = text
+                    .split(',')
+                    .map(|d| match d.split_once('=') {
+                        Some((k, a)) => format!("{}={}", k.trim().to_ascii_lowercase(), a.trim()),
+                        None => d.trim().to_ascii_lowercase(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                http::HeaderValue::from_str(&lowered).unwrap_or_else(|_| v.clone())
+            })
+            .collect();
+        if !values.is_empty() {
+            h.remove(&name);
+            for v in values {
+                h.append(&name, v);
+            }
+        }
+    }
+    if let Some(age) = h.get(http::header::AGE).and_then(|v| v.to_str().ok()) {
+        let first = age.split(',').next().unwrap_or("").trim();
+        let digits: String = first.chars().take_while(|c| c.is_ascii_digit()).collect();
+        let value = if digits.is_empty() {
+            "0".to_string()
+        } else {
+            digits
+        };
+        if value != age {
+            h.insert(
+                http::header::AGE,
+                http::HeaderValue::from_str(&value).unwrap_or(http::HeaderValue::from_static("0")),
+            );
+        }
+    }
+    // The library reads dates as RFC 2822 only; HTTP also allows the obsolete RFC 850 and
+    // asctime forms (RFC 9110 5.6.7). Rewrite valid ones as IMF-fixdate.
+    for name in [
+        http::header::EXPIRES,
+        http::header::DATE,
+        http::header::LAST_MODIFIED,
+    ] {
+        let Some(v) = h.get(&name) else { continue };
+        let parsed = v
+            .to_str()
+            .ok()
+            .filter(|t| !t.contains("  "))
+            .and_then(|t| httpdate::parse_http_date(t.trim()).ok());
+        match parsed {
+            Some(t) => {
+                if let Ok(v) = http::HeaderValue::from_str(&httpdate::fmt_http_date(t)) {
+                    h.insert(&name, v);
+                }
+            }
+            // An invalid Expires means "already expired"; other invalid dates are ignored.
+            None if name == http::header::EXPIRES => {
+                h.insert(&name, http::HeaderValue::from_static("0"));
+            }
+            None => {
+                h.remove(&name);
+            }
+        }
+    }
+    h
+}
+
+fn normalized_req(req: &request::Parts) -> request::Parts {
+    let mut r = req.clone();
+    r.headers = normalized(&req.headers);
+    r
+}
+
+fn normalized_res(res: &response::Parts) -> response::Parts {
+    let mut r = res.clone();
+    r.headers = normalized(&res.headers);
+    r
+}
+
+/// True when `req` would accept a response stored under `policy` as fresh right now
+/// (used before joining a fill still under way).
+pub fn fresh_for(policy: &CachePolicy, req: &request::Parts, now: SystemTime) -> bool {
+    let mut as_get = normalized_req(req);
+    as_get.method = Method::GET;
+    matches!(policy.before_request(&as_get, now), BeforeRequest::Fresh(_))
+}
+
 /// Decides whether a response to `req` may be stored, under which policy, and whether it
 /// may ever be shared with peers.
 pub fn storability(
@@ -117,6 +215,7 @@ pub fn storability(
     if req.method != Method::GET {
         return Storability::No(NoStoreReason::Method);
     }
+    let (req, res) = (&normalized_req(req), &normalized_res(res));
     if crate::key::vary_names(&res.headers).is_none() {
         return Storability::No(NoStoreReason::VaryStar);
     }
@@ -221,7 +320,7 @@ pub fn evaluate(entry: &Entry, req: &request::Parts, now: SystemTime, shared: bo
         .body(())
         .map(|r| r.into_parts().0)
         .unwrap_or_else(|_| req.clone());
-    as_get.headers = req.headers.clone();
+    as_get.headers = normalized(&req.headers);
     match entry.policy.before_request(&as_get, now) {
         BeforeRequest::Fresh(_) => Verdict::Fresh,
         BeforeRequest::Stale { request, .. } => {
@@ -358,6 +457,26 @@ mod tests {
             storability(DEVICE, &req(&[]), &bare, now),
             Storability::No(NoStoreReason::NotReusable)
         ));
+    }
+
+    #[test]
+    fn normalization_for_the_policy_library() {
+        let mut h = HeaderMap::new();
+        h.insert("cache-control", "MaX-AgE=60, No-CaChE".parse().unwrap());
+        h.insert("age", "7200, 0".parse().unwrap());
+        h.insert(
+            "expires",
+            "Thu, 18  Aug  2050 02:01:18 GMT".parse().unwrap(),
+        );
+        h.insert(
+            "last-modified",
+            "Sunday, 06-Nov-94 08:49:37 GMT".parse().unwrap(),
+        );
+        let n = normalized(&h);
+        assert_eq!(n["cache-control"], "max-age=60, no-cache");
+        assert_eq!(n["age"], "7200");
+        assert_eq!(n["expires"], "0");
+        assert_eq!(n["last-modified"], "Sun, 06 Nov 1994 08:49:37 GMT");
     }
 
     #[test]
