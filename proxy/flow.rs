@@ -221,28 +221,10 @@ async fn miss(
             }
         }
         // Otherwise a HEAD miss is forwarded as is; only a GET fills.
-        return forward_uncached(
-            state,
-            &parts,
-            Phase::Miss {
-                vary_miss,
-                stored: false,
-                detail: Some("head"),
-            },
-        )
-        .await;
+        return uncached_miss(state, &parts, vary_miss, "head").await;
     }
     if policy::request_no_store(&parts.headers) {
-        return forward_uncached(
-            state,
-            &parts,
-            Phase::Miss {
-                vary_miss,
-                stored: false,
-                detail: Some("no-store"),
-            },
-        )
-        .await;
+        return uncached_miss(state, &parts, vary_miss, "no-store").await;
     }
     // A Range miss fills the whole object only when its first byte is near the start (or
     // near where an ongoing fill has got to); a seek far ahead is forwarded as a range.
@@ -254,16 +236,7 @@ async fn miss(
             .unwrap_or(0)
             + limit;
         if first > reach {
-            return forward_uncached(
-                state,
-                &parts,
-                Phase::Miss {
-                    vary_miss,
-                    stored: false,
-                    detail: Some("range-forwarded"),
-                },
-            )
-            .await;
+            return uncached_miss(state, &parts, vary_miss, "range-forwarded").await;
         }
     }
     match cache.join_fill(&key) {
@@ -281,16 +254,7 @@ async fn miss(
                         return serve_entry(state, &parts, e, Phase::Hit, None);
                     }
                 }
-                return forward_uncached(
-                    state,
-                    &parts,
-                    Phase::Miss {
-                        vary_miss,
-                        stored: false,
-                        detail: Some("not-collapsible"),
-                    },
-                )
-                .await;
+                return uncached_miss(state, &parts, vary_miss, "not-collapsible").await;
             };
             // Joining is a hit on a response that is still arriving: only if this request
             // would accept that response as fresh.
@@ -299,28 +263,10 @@ async fn miss(
                 .as_ref()
                 .is_some_and(|p| policy::fresh_for(p, &parts, cache.now()));
             if !acceptable {
-                return forward_uncached(
-                    state,
-                    &parts,
-                    Phase::Miss {
-                        vary_miss,
-                        stored: false,
-                        detail: Some("not-collapsible"),
-                    },
-                )
-                .await;
+                return uncached_miss(state, &parts, vary_miss, "not-collapsible").await;
             }
             if variant_key(&head.vary, &parts.headers) != head.variant {
-                return forward_uncached(
-                    state,
-                    &parts,
-                    Phase::Miss {
-                        vary_miss: true,
-                        stored: false,
-                        detail: Some("other-variant"),
-                    },
-                )
-                .await;
+                return uncached_miss(state, &parts, true, "other-variant").await;
             }
             state.counters.hits.fetch_add(1, Ordering::Relaxed);
             let res = respond::respond(
@@ -594,6 +540,21 @@ fn content_length(h: &http::HeaderMap) -> Option<u64> {
         .trim()
         .parse()
         .ok()
+}
+
+/// A miss forwarded without storing, and why.
+async fn uncached_miss(
+    state: &Arc<State>,
+    parts: &request::Parts,
+    vary_miss: bool,
+    why: &'static str,
+) -> Outcome {
+    let phase = Phase::Miss {
+        vary_miss,
+        stored: false,
+        detail: Some(why),
+    };
+    forward_uncached(state, parts, phase).await
 }
 
 /// Forwards a GET/HEAD to the origin and streams the answer back, storing nothing.
