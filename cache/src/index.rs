@@ -63,21 +63,8 @@ impl Index {
         }
     }
 
-    /// A fresh unique entry id.
-    pub fn next_id(&self) -> Result<u64, StoreError> {
-        let tx = self.db.begin_write()?;
-        let id = {
-            let mut meta = tx.open_table(META)?;
-            let id = meta.get("next_id")?.map(|g| g.value()).unwrap_or(1);
-            meta.insert("next_id", id + 1)?;
-            id
-        };
-        tx.commit()?;
-        Ok(id)
-    }
-
-    /// Stores `entry` under `key`, replacing the variant it stands for and keeping at most
-    /// `max_variants` (newest first).
+    /// Stores `entry` under `key` with a fresh id, replacing the variant it stands for
+    /// and keeping at most `max_variants` (newest first).
     pub fn insert(
         &self,
         key: &str,
@@ -94,6 +81,11 @@ impl Index {
                 Some(v) => decode(v.value())?,
                 None => Vec::new(),
             };
+            // The entry's id is assigned in the same transaction (one commit, one fsync).
+            let mut entry = entry;
+            let id = meta.get("next_id")?.map(|g| g.value()).unwrap_or(1);
+            meta.insert("next_id", id + 1)?;
+            entry.id = id;
             add_ref(&mut bodies, &mut meta, &entry.hash, entry.len)?;
             let mut dropped: Vec<Entry> = Vec::new();
             list.retain(|e| {

@@ -556,12 +556,7 @@ impl Cache {
         let index = i.index.clone();
         let key = fill.key.clone();
         let max_variants = i.opts.max_variants;
-        let released = blocking(move || {
-            let mut entry = entry;
-            entry.id = index.next_id()?;
-            index.insert(&key, entry, max_variants)
-        })
-        .await;
+        let released = blocking(move || index.insert(&key, entry, max_variants)).await;
         self.forget(&fill.key);
         let released = released?;
         self.release(released).await;
