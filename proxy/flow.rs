@@ -22,6 +22,9 @@ use crate::respond::{self, entry_headers, Source};
 use crate::state::State;
 use crate::{empty, text, Body, BoxError};
 
+/// How long a request waits for a just-finished download to be stored.
+const COMMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The result of one request before the edge adds `Cache-Status`, `Via` and logging.
 pub struct Outcome {
     pub response: Response<Body>,
@@ -263,6 +266,16 @@ async fn miss(
                 .as_ref()
                 .is_some_and(|p| policy::fresh_for(p, &parts, cache.now()));
             if !acceptable {
+                // A download that has just finished is about to be stored: wait for it,
+                // then take the normal path (a stored entry can be revalidated).
+                if fill.body_complete()
+                    && tokio::time::timeout(COMMIT_WAIT, fill.finished())
+                        .await
+                        .is_ok()
+                    && cache.lookup_any(&key)
+                {
+                    return Box::pin(cached(state, parts, key)).await;
+                }
                 return uncached_miss(state, &parts, vary_miss, "not-collapsible").await;
             }
             if variant_key(&head.vary, &parts.headers) != head.variant {

@@ -1076,3 +1076,38 @@ async fn stale_is_served_when_the_origin_closes_without_answering() {
         r.cache_status()
     );
 }
+
+#[tokio::test]
+async fn a_no_cache_response_asked_for_again_at_once_is_revalidated_conditionally() {
+    let origin = Origin::builder()
+        .route("/nc", |s| {
+            if s.headers.get("if-none-match").is_some() {
+                Reply::status(304).header("etag", "\"n\"")
+            } else {
+                Reply::ok("n")
+                    .header("cache-control", "no-cache")
+                    .header("etag", "\"n\"")
+            }
+        })
+        .run()
+        .await;
+    let p = TestProxy::start().await;
+    get(p.addr(), &origin.url("/nc"), &[]).await;
+    // No settling: the first download may still be committing.
+    let r = get(p.addr(), &origin.url("/nc"), &[]).await;
+    assert_eq!(r.text(), "n");
+    let seen = origin.seen("/nc");
+    assert_eq!(seen.len(), 2);
+    assert_eq!(
+        seen[1]
+            .headers
+            .get("if-none-match")
+            .map(|v| v.to_str().unwrap()),
+        Some("\"n\"")
+    );
+    assert!(
+        r.cache_status().contains("fwd-status=304"),
+        "{}",
+        r.cache_status()
+    );
+}

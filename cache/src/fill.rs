@@ -68,6 +68,8 @@ pub struct Fill {
     /// Set for small bodies: they are kept in memory instead of a spool file (no file
     /// operations on the miss path of a small object).
     memory: std::sync::OnceLock<Mutex<Vec<Bytes>>>,
+    /// True once the fill is over and forgotten (committed, failed or abandoned).
+    finished: watch::Sender<bool>,
 }
 
 impl Drop for Fill {
@@ -90,6 +92,23 @@ impl Fill {
                 return None;
             }
         }
+    }
+
+    /// True when the whole body has arrived (it may still be committing).
+    pub fn body_complete(&self) -> bool {
+        matches!(
+            &*self.state.borrow(),
+            FillState::Streaming {
+                done: Some(true),
+                ..
+            }
+        )
+    }
+
+    /// Waits until the fill is over: its entry committed (or the fill failed).
+    pub async fn finished(&self) {
+        let mut rx = self.finished.subscribe();
+        let _ = rx.wait_for(|f| *f).await;
     }
 
     /// The response head, if the fill is streaming.
@@ -353,6 +372,7 @@ impl Fills {
             readers: AtomicUsize::new(0),
             ever_read: AtomicBool::new(false),
             memory: std::sync::OnceLock::new(),
+            finished: watch::Sender::new(false),
         });
         map.insert(key.to_string(), fill.clone());
         Join::Leader(Leader {
@@ -379,6 +399,7 @@ impl Fills {
             map.remove(&fill.key);
         }
         drop(map);
+        fill.finished.send_replace(true);
         self.changed.notify_waiters();
     }
 

@@ -108,8 +108,9 @@ fn directive_secs(headers: &HeaderMap, directive: &str) -> Option<u64> {
 
 /// A copy of a message head as the policy library should see it. It matches directive
 /// names case-sensitively and parses dates leniently, so: `Cache-Control` and `Pragma`
-/// directive names are lower-cased; an `Age` that is not a plain number takes its first
-/// element (`7200, 0` → `7200`: a cache must not treat a bad Age as zero); an `Expires`
+/// directive names are lower-cased; a list-valued or parameterised `Age` counts by its
+/// first number (`7200, 0` → `7200`), one that is not a number at all (`abc`, `-1`,
+/// `7200.0`) is ignored; an `Expires`
 /// that is not a valid HTTP-date becomes `0`, which RFC 9111 5.3 says means "already
 /// expired".
 pub fn normalized(headers: &HeaderMap) -> HeaderMap {
@@ -139,12 +140,20 @@ pub fn normalized(headers: &HeaderMap) -> HeaderMap {
         }
     }
     if let Some(age) = h.get(http::header::AGE).and_then(|v| v.to_str().ok()) {
-        let first = age.split(',').next().unwrap_or("").trim();
-        let digits: String = first.chars().take_while(|c| c.is_ascii_digit()).collect();
-        let value = if digits.is_empty() {
-            "0".to_string()
+        // The first element, without parameters; anything but a plain number is ignored.
+        let first = age
+            .split(',')
+            .next()
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim();
+        let plain = !first.is_empty() && first.bytes().all(|b| b.is_ascii_digit());
+        let value = if plain {
+            first.to_string()
         } else {
-            digits
+            "0".to_string()
         };
         if value != age {
             h.insert(
@@ -475,6 +484,16 @@ mod tests {
         let n = normalized(&h);
         assert_eq!(n["cache-control"], "max-age=60, no-cache");
         assert_eq!(n["age"], "7200");
+        for (age, read) in [
+            ("7200;foo=bar", "7200"),
+            ("7200.0", "0"),
+            ("-7200", "0"),
+            ("abc", "0"),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert("age", age.parse().unwrap());
+            assert_eq!(normalized(&h)["age"], read, "{age}");
+        }
         assert_eq!(n["expires"], "0");
         assert_eq!(n["last-modified"], "Sun, 06 Nov 1994 08:49:37 GMT");
     }
