@@ -4,10 +4,12 @@
 //! with [`Proxy::start`] on [`Settings`] (or on a bound listener with
 //! [`Proxy::start_on`]), read its [`Proxy::addr`], stop it with [`Proxy::shutdown`].
 //!
-//! Modules, in the order a request meets them: [`server`] (accept, limits, keep-alive),
+//! Modules, in the order a request meets them: [`server`] (accept, `listen.allow`,
+//! limits, keep-alive) or [`transparent`] (redirected connections on a gateway),
 //! [`deadline`] (request-head deadline), [`edge`] (rescue, `Cache-Status`, `Via`, access
-//! log), [`connect`] (CONNECT tunnels), [`local`] (the status page), [`flow`] (the cache
-//! flow), [`respond`] (conditionals, HEAD, ranges), [`origin`] (the origin client).
+//! log), [`connect`] (CONNECT) and [`tls`] (interception with the local CA, passthrough),
+//! [`local`] (status page, CA download, PAC), [`flow`] (the cache flow), [`respond`]
+//! (conditionals, HEAD, ranges), [`origin`] (the origin client, http and https).
 //! [`settings`] resolves a `config::Config`; `main.rs` is the command line.
 
 pub mod connect;
