@@ -76,15 +76,41 @@ impl Default for ServerOptions {
     }
 }
 
-/// Accepts connections until `shutdown` turns true. Returns the connection semaphore so
-/// the caller can wait for open connections to finish.
+/// Accepts forward-proxy connections until `shutdown` turns true.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<State>,
     opts: ServerOptions,
     limit: Arc<Semaphore>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
+    let o = opts.clone();
+    let stop = shutdown.clone();
+    accept_loop(
+        listener,
+        &opts,
+        limit,
+        shutdown,
+        true,
+        move |stream, peer| serve_conn(stream, peer, state.clone(), o.clone(), stop.clone()),
+    )
+    .await
+}
+
+/// The accept loop both listeners share: refuses peers outside `listen.allow` and
+/// connections beyond the limit (answering 403 / 503 when `answer_refusals`, else just
+/// closing), and runs `handle` for the rest, each holding a permit while it lasts.
+pub async fn accept_loop<H, F>(
+    listener: TcpListener,
+    opts: &ServerOptions,
+    limit: Arc<Semaphore>,
+    mut shutdown: watch::Receiver<bool>,
+    answer_refusals: bool,
+    handle: H,
+) where
+    H: Fn(TcpStream, SocketAddr) -> F,
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
     loop {
         let accepted = tokio::select! {
             _ = shutdown.changed() => break,
@@ -101,19 +127,21 @@ pub async fn serve(
         };
         if !allowed(&opts.allow, peer.ip()) {
             tracing::warn!(%peer, "refused: not in listen.allow");
-            tokio::spawn(forbid(stream));
+            if answer_refusals {
+                tokio::spawn(forbid(stream));
+            }
             continue;
         }
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             tracing::warn!(%peer, "connection limit reached; refusing");
-            tokio::spawn(refuse(stream));
+            if answer_refusals {
+                tokio::spawn(refuse(stream));
+            }
             continue;
         };
-        let state = state.clone();
-        let opts = opts.clone();
-        let shutdown = shutdown.clone();
+        let conn = handle(stream, peer);
         tokio::spawn(async move {
-            serve_conn(stream, peer, state, opts, shutdown).await;
+            conn.await;
             drop(permit);
         });
     }

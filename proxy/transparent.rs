@@ -14,7 +14,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
-use crate::server::{allowed, ServerOptions};
+use crate::server::{accept_loop, ServerOptions};
 use crate::state::State;
 
 /// Accepts redirected connections until `shutdown` turns true.
@@ -23,36 +23,18 @@ pub async fn serve(
     state: Arc<State>,
     opts: ServerOptions,
     limit: Arc<Semaphore>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.changed() => break,
-            a = listener.accept() => a,
-        };
-        let (stream, peer) = match accepted {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!("transparent accept: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        if !allowed(&opts.allow, peer.ip()) {
-            tracing::warn!(%peer, "transparent: refused, not in listen.allow");
-            continue;
-        }
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "connection limit reached; refusing");
-            continue;
-        };
-        let state = state.clone();
-        let opts = opts.clone();
-        tokio::spawn(async move {
-            handle(stream, peer, state, opts).await;
-            drop(permit);
-        });
-    }
+    let o = opts.clone();
+    accept_loop(
+        listener,
+        &opts,
+        limit,
+        shutdown,
+        false,
+        move |stream, peer| handle(stream, peer, state.clone(), o.clone()),
+    )
+    .await
 }
 
 async fn handle(stream: TcpStream, peer: SocketAddr, state: Arc<State>, opts: ServerOptions) {
