@@ -211,16 +211,9 @@ async fn miss(
         if let Some(fill) = cache.fill_in_progress(&key) {
             if let Some(head) = fill
                 .head_now()
-                .filter(|h| variant_key(&h.vary, &parts.headers) == h.variant)
+                .filter(|h| collapsible(h, &parts, cache.now()))
             {
-                let res = respond::respond(
-                    &parts,
-                    head.status,
-                    head.headers.clone(),
-                    head.len,
-                    Source::Fill(fill),
-                );
-                return Outcome::new(res, Phase::Collapsed, None);
+                return from_fill(&parts, fill, &head);
             }
         }
         // Otherwise a HEAD miss is forwarded as is; only a GET fills.
@@ -282,16 +275,32 @@ async fn miss(
                 return uncached_miss(state, &parts, true, "other-variant").await;
             }
             state.counters.hits.fetch_add(1, Ordering::Relaxed);
-            let res = respond::respond(
-                &parts,
-                head.status,
-                head.headers.clone(),
-                head.len,
-                Source::Fill(fill),
-            );
-            Outcome::new(res, Phase::Collapsed, None)
+            from_fill(&parts, fill, &head)
         }
     }
+}
+
+/// May this request take the response of a fill under way? Only the variant it selects,
+/// and only if it would accept that response as a fresh hit (its own `no-cache`,
+/// `min-fresh`, … apply).
+fn collapsible(head: &Head, parts: &request::Parts, now: std::time::SystemTime) -> bool {
+    variant_key(&head.vary, &parts.headers) == head.variant
+        && head
+            .policy
+            .as_ref()
+            .is_some_and(|p| policy::fresh_for(p, parts, now))
+}
+
+/// Serves a request from a fill under way (collapsed forwarding).
+fn from_fill(parts: &request::Parts, fill: Arc<cache::Fill>, head: &Head) -> Outcome {
+    let res = respond::respond(
+        parts,
+        head.status,
+        head.headers.clone(),
+        head.len,
+        Source::Fill(fill),
+    );
+    Outcome::new(res, Phase::Collapsed, None)
 }
 
 /// The leader of a fill: one request to the origin for the whole representation.
