@@ -64,6 +64,9 @@ pub struct Options {
     pub min_free_space: u64,
 }
 
+/// How often last-use times are written to the index.
+const TOUCH_FLUSH_INTERVAL: Duration = Duration::from_secs(60);
+
 /// Spool writes are batched up to this size.
 const SPOOL_BATCH: u64 = 512 * 1024;
 
@@ -191,6 +194,18 @@ impl Cache {
             }),
         };
         cache.reconcile().await?;
+        // Last-use times reach the index in batches: every minute, before eviction, and
+        // at shutdown. The task ends when the cache is gone.
+        let weak = Arc::downgrade(&cache.inner);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(TOUCH_FLUSH_INTERVAL).await;
+                let Some(inner) = weak.upgrade() else { break };
+                if let Err(e) = (Cache { inner }).flush_touched().await {
+                    tracing::warn!("flush last-use times: {e}");
+                }
+            }
+        });
         Ok(cache)
     }
 
