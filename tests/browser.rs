@@ -52,6 +52,37 @@ async fn chromium_loads_an_https_page_and_its_images_come_from_the_cache_the_sec
         eprintln!("skipped: {CHROMIUM} is not installed (.ci/run installs Debian's chromium)");
         return;
     }
+    // Chromium must be able to run here at all (a sandboxed CI may forbid what it needs);
+    // that is checked without the proxy, so a broken proxy can never make this skip.
+    let probe_dir = tempfile::tempdir().unwrap();
+    let probe = Command::new(CHROMIUM)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+        ])
+        .arg(format!("--user-data-dir={}", probe_dir.path().display()))
+        .args(["--dump-dom", "data:text/html,<p>chromium-runs</p>"])
+        .output();
+    match probe {
+        Ok(out) if String::from_utf8_lossy(&out.stdout).contains("chromium-runs") => {}
+        Ok(out) => {
+            eprintln!(
+                "skipped: chromium cannot render a page on this machine: {}",
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+            );
+            return;
+        }
+        Err(e) => {
+            eprintln!("skipped: cannot start chromium: {e}");
+            return;
+        }
+    }
     let dir = tempfile::tempdir().unwrap();
     let origin_ca = dir.path().join("origin-ca.pem");
     let page = r#"<!doctype html><html><body><h1 id="marker">carriage news</h1>
