@@ -131,7 +131,7 @@ async fn a_changed_resource_replaces_the_stale_entry() {
 
 /// A fill commits just after its body is sent: wait (bounded) until no fill is under way.
 pub async fn settle(p: &TestProxy) {
-    for _ in 0..500 {
+    for _ in 0..3000 {
         if p.cache().stats().await.unwrap().fills_in_progress == 0 {
             return;
         }
@@ -142,7 +142,7 @@ pub async fn settle(p: &TestProxy) {
 
 /// Waits (bounded) until `url` is stored, then GETs it.
 pub async fn wait_for_hit(p: &TestProxy, url: &str) -> crate::support::Resp {
-    for _ in 0..200 {
+    for _ in 0..3000 {
         let key = cache::key::primary_key(&url.parse().unwrap()).unwrap();
         if p.cache().lookup_any(&key) {
             return get(p.addr(), url, &[]).await;
@@ -593,7 +593,7 @@ async fn stale_while_revalidate_serves_stale_and_refreshes_in_the_background() {
         "{}",
         r.cache_status()
     );
-    for _ in 0..500 {
+    for _ in 0..3000 {
         if origin.hits("/s") == 2 {
             break;
         }
@@ -769,7 +769,7 @@ async fn eviction_keeps_the_store_under_its_limit_least_recently_used_first() {
     settle(&p).await;
     wait_for_hit(&p, &origin.url("/3")).await;
     let mut stats = p.cache().stats().await.unwrap();
-    for _ in 0..300 {
+    for _ in 0..3000 {
         if stats.bytes <= 1_000_000 {
             break;
         }

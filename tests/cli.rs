@@ -43,11 +43,12 @@ async fn curl_through_the_binary_hits_the_second_time_and_after_a_restart() {
     );
     // The entry commits right after the body is sent; ask again until it is a hit.
     let mut second = String::new();
-    for _ in 0..100 {
+    for _ in 0..500 {
         let u = url.clone();
         second = tokio::task::spawn_blocking(move || curl(addr, &["-o", "/dev/null", &u]))
             .await
             .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         if header(&second, "cache-status") == Some("meshcache; hit") {
             break;
         }

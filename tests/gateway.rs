@@ -250,7 +250,8 @@ fn a_gateway_caches_redirected_http_and_https_for_clients_without_proxy_settings
         "{first}"
     );
     let mut second = String::new();
-    for _ in 0..50 {
+    for _ in 0..300 {
+        std::thread::sleep(Duration::from_millis(10));
         second = curl_in(&c, &["http://10.77.2.2/x"]).1;
         if cache_status(&second) == "meshcache; hit" {
             break;
@@ -263,7 +264,8 @@ fn a_gateway_caches_redirected_http_and_https_for_clients_without_proxy_settings
     assert!(ok, "{first}");
     assert!(first.contains("carriage content"), "{first}");
     let mut second = String::new();
-    for _ in 0..50 {
+    for _ in 0..300 {
+        std::thread::sleep(Duration::from_millis(10));
         second = curl_in(&c, &["--cacert", &ca, "https://10.77.2.2/x"]).1;
         if cache_status(&second) == "meshcache; hit" {
             break;

@@ -154,7 +154,7 @@ async fn a_client_that_refuses_our_certificate_is_tunnelled_from_then_on() {
     );
     // The proxy learns the host only after the refusal reaches it: poll the status page.
     let mut learned = false;
-    for _ in 0..200 {
+    for _ in 0..3000 {
         if get(p.addr(), "http://meshcache.local/", &[])
             .await
             .text()
