@@ -142,6 +142,15 @@ pub fn respond(
     } else {
         Ranges::Full
     };
+    // A body passing through uncached can be read once only: several ranges of it cannot
+    // be cut out, so such a request gets the whole representation (RFC 9110 14.2 allows
+    // ignoring Range).
+    let ranges = match ranges {
+        Ranges::Partial(list) if list.len() > 1 && matches!(source, Source::Stream(_)) => {
+            Ranges::Full
+        }
+        other => other,
+    };
     match ranges {
         Ranges::Full => {
             let body = if is_head {
@@ -198,9 +207,9 @@ fn multipart(
         );
         total += head.len() as u64 + (r.end - r.start);
         parts.push(futures_util::stream::once(async move { Ok(Bytes::from(head)) }).boxed());
-        match source.fork() {
-            Some(s) => parts.push(s.range(r.clone())),
-            None => return build(StatusCode::OK, headers, crate::empty()),
+        // `respond` never sends a pass-through stream here, so a fork always exists.
+        if let Some(s) = source.fork() {
+            parts.push(s.range(r.clone()));
         }
     }
     let tail = format!("\r\n--{boundary}--\r\n");

@@ -143,3 +143,29 @@ async fn a_range_far_beyond_the_offset_limit_is_forwarded() {
     );
     assert_eq!(p.cache().stats().await.unwrap().variants, 0);
 }
+
+/// Regression: several ranges of a response that passes through uncached were answered
+/// with an empty body under the origin's Content-Length.
+#[tokio::test]
+async fn multiple_ranges_of_an_uncached_response_get_the_whole_body() {
+    let origin = Origin::builder()
+        .route("/ns", |_| {
+            Reply::generated(5000).header("cache-control", "no-store")
+        })
+        .run()
+        .await;
+    let p = TestProxy::start().await;
+    let r = get(
+        p.addr(),
+        &origin.url("/ns"),
+        &[("range", "bytes=0-9, 100-109")],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.as_ref(), expected(0..5000).as_slice());
+    let r = get(p.addr(), &origin.url("/ns"), &[("range", "bytes=10-19")]).await;
+    assert_eq!(
+        (r.status.as_u16(), r.body.as_ref()),
+        (206, expected(10..20).as_slice())
+    );
+}
