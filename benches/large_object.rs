@@ -11,6 +11,8 @@
 //! `cargo bench --bench large_object`. Body size: 1 GiB, or 128 MiB with
 //! `MESHCACHE_BENCH_QUICK=1`, or `MESHCACHE_BENCH_SIZE=<bytes>`.
 
+mod common;
+
 use std::convert::Infallible;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -30,19 +32,14 @@ const CHUNK: usize = 64 * 1024;
 const PATH: &str = "/large.bin";
 
 fn main() {
-    let quick = std::env::var("MESHCACHE_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
+    let quick = common::quick();
     let size: u64 = match std::env::var("MESHCACHE_BENCH_SIZE") {
         Ok(v) => v.parse().expect("MESHCACHE_BENCH_SIZE: a byte count"),
         Err(_) if quick => 128 << 20,
         Err(_) => 1 << 30,
     };
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(cores)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    rt.block_on(run(quick, size, cores));
+    let cores = common::cores();
+    common::block_on(cores, run(quick, size, cores));
 }
 
 async fn run(quick: bool, size: u64, cores: usize) {

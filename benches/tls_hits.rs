@@ -12,6 +12,9 @@
 //!
 //! `cargo bench --bench tls_hits`; `MESHCACHE_BENCH_QUICK=1` shrinks durations and counts.
 
+mod common;
+use common::pct;
+
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -56,13 +59,12 @@ struct Config {
 
 impl Config {
     fn from_env() -> Self {
-        let quick = std::env::var("MESHCACHE_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let (quick, cores) = (common::quick(), common::cores());
         Self {
             quick,
             cores,
-            conns: (2 * cores).clamp(4, 16),
-            duration: Duration::from_secs(if quick { 2 } else { 5 }),
+            conns: common::load_connections(cores),
+            duration: common::load_duration(quick),
             mint_count: if quick { 50 } else { 200 },
         }
     }
@@ -70,12 +72,7 @@ impl Config {
 
 fn main() {
     let cfg = Config::from_env();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(cfg.cores)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    rt.block_on(run(cfg));
+    common::block_on(cfg.cores, run(cfg));
 }
 
 async fn run(cfg: Config) {
@@ -906,12 +903,4 @@ fn tally(statuses: &BTreeMap<String, u64>) -> String {
         .map(|(s, n)| format!("{s:?} x {n}"))
         .collect();
     v.join(", ")
-}
-
-/// Percentile `p` of `samples`, in microseconds (nearest rank).
-fn pct(samples: &[Duration], p: f64) -> f64 {
-    let mut v: Vec<Duration> = samples.to_vec();
-    v.sort_unstable();
-    let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
-    v[rank.clamp(1, v.len()) - 1].as_secs_f64() * 1e6
 }

@@ -28,6 +28,21 @@ impl Resp {
     }
 }
 
+/// A new HTTP/1.1 connection to the proxy, driven in the background.
+async fn connect<B>(proxy: SocketAddr) -> hyper::client::conn::http1::SendRequest<B>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = TcpStream::connect(proxy).await.expect("connect to proxy");
+    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    send
+}
+
 /// GET `url` through the proxy with extra headers.
 pub async fn get(proxy: SocketAddr, url: &str, headers: &[(&str, &str)]) -> Resp {
     request(proxy, Method::GET, url, headers, None).await
@@ -41,11 +56,7 @@ pub async fn request(
     headers: &[(&str, &str)],
     body: Option<Bytes>,
 ) -> Resp {
-    let stream = TcpStream::connect(proxy).await.expect("connect to proxy");
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .expect("handshake");
-    tokio::spawn(conn);
+    let mut send = connect(proxy).await;
     let uri: http::Uri = url.parse().expect("url");
     let mut b = Request::builder().method(method).uri(&uri);
     if let Some(a) = uri.authority() {
@@ -83,11 +94,7 @@ pub async fn request(
 /// GET through the proxy, returning as soon as the response head arrives, with the body
 /// still streaming.
 pub async fn open(proxy: SocketAddr, url: &str) -> (http::response::Parts, hyper::body::Incoming) {
-    let stream = TcpStream::connect(proxy).await.expect("connect to proxy");
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .expect("handshake");
-    tokio::spawn(conn);
+    let mut send = connect(proxy).await;
     let uri: http::Uri = url.parse().expect("url");
     let req = Request::get(&uri)
         .header("host", uri.authority().unwrap().as_str())
