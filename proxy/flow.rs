@@ -413,6 +413,7 @@ async fn lead(
                     policy: *policy,
                     shareable,
                     fresh_until,
+                    fetched_at: now,
                 },
                 body,
             );

@@ -39,6 +39,11 @@ fn tag_name(hash: &[u8; 32]) -> String {
     format!("b:{}", Hash::from_bytes(*hash).to_hex())
 }
 
+/// Tag protecting a body being fetched from a peer until its entry is committed.
+fn hold_name(hash: &[u8; 32]) -> String {
+    format!("f:{}", Hash::from_bytes(*hash).to_hex())
+}
+
 fn store_err(what: &'static str) -> impl Fn(&dyn std::fmt::Display) -> StoreError {
     move |e| StoreError::Body(format!("{what}: {e}"))
 }
@@ -120,6 +125,41 @@ impl Bodies {
             .sync_db()
             .await
             .map_err(|e| store_err("sync body store")(&e))
+    }
+
+    /// The iroh-blobs store itself, for the mesh: serving bodies to peers and fetching
+    /// theirs into it with verified streaming.
+    pub fn store(&self) -> iroh_blobs::api::Store {
+        (*self.store).clone()
+    }
+
+    /// Protects a body that is being fetched (possibly partial) from garbage collection
+    /// until [`Bodies::unhold`]; a crash leaves the tag, which the next start removes.
+    pub async fn hold(&self, hash: &[u8; 32]) -> Result<(), StoreError> {
+        self.store
+            .tags()
+            .set(
+                hold_name(hash),
+                iroh_blobs::HashAndFormat::raw(Hash::from_bytes(*hash)),
+            )
+            .await
+            .map_err(|e| store_err("tag body")(&e))
+    }
+
+    pub async fn unhold(&self, hash: &[u8; 32]) {
+        if let Err(e) = self.store.tags().delete(hold_name(hash)).await {
+            tracing::warn!("untag held body: {e}");
+        }
+    }
+
+    /// Drops every hold (at startup: whatever was being fetched is abandoned).
+    pub async fn clear_holds(&self) -> Result<(), StoreError> {
+        self.store
+            .tags()
+            .delete_prefix("f:")
+            .await
+            .map_err(|e| store_err("untag held bodies")(&e))?;
+        Ok(())
     }
 
     /// Lets garbage collection reclaim a body no entry references any more.

@@ -28,6 +28,9 @@ pub struct Entry {
     pub last_used_ms: u64,
     /// May be announced to and served to peers (DESIGN.md, "Never shared").
     pub shareable: bool,
+    /// The signed binding of this URL to these bytes (made by the device that fetched it
+    /// from the origin; see the mesh crate). Only shareable entries carry one.
+    pub attestation: Option<Vec<u8>>,
 }
 
 impl Entry {

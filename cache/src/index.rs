@@ -10,7 +10,7 @@
 
 use std::path::Path;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use crate::entry::Entry;
 use crate::error::StoreError;
@@ -18,6 +18,10 @@ use crate::error::StoreError;
 const ENTRIES: TableDefinition<&str, &[u8]> = TableDefinition::new("entries");
 const BODIES: TableDefinition<&[u8], (u64, u64)> = TableDefinition::new("bodies");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// The layout of `entries` rows. A file written with another version is emptied on open
+/// (a cache may always forget): decoding old rows with new code would fail on every read.
+const SCHEMA: u64 = 2;
 
 /// Bodies whose last reference went away: release them from the body store.
 pub type Released = Vec<[u8; 32]>;
@@ -48,7 +52,22 @@ impl Index {
         let tx = db.begin_write()?;
         tx.open_table(ENTRIES)?;
         tx.open_table(BODIES)?;
-        tx.open_table(META)?;
+        let schema = tx.open_table(META)?.get("schema")?.map(|g| g.value());
+        if schema != Some(SCHEMA) {
+            let had_rows = tx.open_table(ENTRIES)?.len()? > 0;
+            tx.delete_table(ENTRIES)?;
+            tx.delete_table(BODIES)?;
+            tx.open_table(ENTRIES)?;
+            tx.open_table(BODIES)?;
+            let mut meta = tx.open_table(META)?;
+            meta.insert("total_bytes", 0)?;
+            meta.insert("schema", SCHEMA)?;
+            if had_rows {
+                tracing::warn!(
+                    "the cache index was written by another version of meshcache: starting empty"
+                );
+            }
+        }
         tx.commit()?;
         Ok(Self { db })
     }

@@ -28,4 +28,4 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use entry::Entry;
 pub use error::StoreError;
 pub use fill::{Fill, Head, Join, Leader};
-pub use store::{Cache, Options, Pending, Stats};
+pub use store::{Attester, Cache, Options, Pending, Stats};

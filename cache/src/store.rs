@@ -115,6 +115,15 @@ pub struct Pending {
     pub policy: CachePolicy,
     pub shareable: bool,
     pub fresh_until: SystemTime,
+    /// When the response arrived from the origin (what an attestation records).
+    pub fetched_at: SystemTime,
+}
+
+/// Signs the binding of a URL to a stored response, for the mesh. The cache calls it for
+/// every shareable entry it commits from the origin, and again after a 304 refreshed one.
+pub trait Attester: Send + Sync {
+    /// The attestation of `entry` under `key`, fetched (or revalidated) at `fetched_at`.
+    fn attest(&self, key: &str, entry: &Entry, fetched_at: SystemTime) -> Option<Vec<u8>>;
 }
 
 /// Recently decoded index rows. `generation` moves on every invalidation, so a lookup
@@ -152,6 +161,7 @@ struct Inner {
     hot: Mutex<HotIndex>,
     evicting: AtomicBool,
     evictions: AtomicU64,
+    attester: std::sync::OnceLock<Arc<dyn Attester>>,
 }
 
 async fn blocking<T: Send + 'static>(
@@ -191,6 +201,7 @@ impl Cache {
                 hot: Mutex::new(HotIndex::default()),
                 evicting: AtomicBool::new(false),
                 evictions: AtomicU64::new(0),
+                attester: std::sync::OnceLock::new(),
             }),
         };
         cache.reconcile().await?;
@@ -226,6 +237,7 @@ impl Cache {
         if dropped > 0 {
             tracing::warn!(dropped, "dropped index entries whose body was incomplete");
         }
+        i.bodies.clear_holds().await?;
         let index = i.index.clone();
         let referenced: std::collections::HashSet<[u8; 32]> = blocking(move || index.body_hashes())
             .await?
@@ -237,6 +249,71 @@ impl Cache {
             }
         }
         Ok(())
+    }
+
+    /// Sets who signs shareable entries (once; the mesh, when it runs).
+    pub fn set_attester(&self, attester: Arc<dyn Attester>) {
+        let _ = self.inner.attester.set(attester);
+    }
+
+    /// The body store, for the mesh (see [`Bodies::store`]).
+    pub fn blobs(&self) -> iroh_blobs::api::Store {
+        self.inner.bodies.store()
+    }
+
+    /// Protects a body being fetched from a peer; see [`Bodies::hold`].
+    pub async fn hold(&self, hash: &[u8; 32]) -> Result<(), StoreError> {
+        self.inner.bodies.hold(hash).await
+    }
+
+    pub async fn unhold(&self, hash: &[u8; 32]) {
+        self.inner.bodies.unhold(hash).await
+    }
+
+    /// Every stored variant of `key`, newest first.
+    pub fn variants(&self, key: &str) -> Result<Vec<Entry>, StoreError> {
+        Ok(self.row(key)?.as_ref().clone())
+    }
+
+    /// True when the body is complete in the store with this length.
+    pub async fn has_body(&self, hash: &[u8; 32], len: u64) -> bool {
+        self.inner.bodies.is_complete(hash, len).await
+    }
+
+    /// Stores an entry whose body is already complete in the body store (fetched from a
+    /// peer). Returns the entry as stored (with its id).
+    pub async fn insert_entry(&self, key: &str, entry: Entry) -> Result<Entry, StoreError> {
+        if !self.has_body(&entry.hash, entry.len).await {
+            return Err(StoreError::Body(format!(
+                "body {} is not complete with {} bytes",
+                entry.hash_hex(),
+                entry.len
+            )));
+        }
+        self.insert_pinned(key, entry).await
+    }
+
+    /// Tags the entry's body, then commits the entry (under the write lock).
+    async fn insert_pinned(&self, key: &str, entry: Entry) -> Result<Entry, StoreError> {
+        let i = &self.inner;
+        let _w = i.write_lock.lock().await;
+        i.bodies.pin(&entry.hash).await?;
+        let index = i.index.clone();
+        let k = key.to_string();
+        let max_variants = i.opts.max_variants;
+        let variant = entry.variant.clone();
+        let result = blocking(move || {
+            let released = index.insert(&k, entry, max_variants)?;
+            let stored = index.get(&k)?.into_iter().find(|e| e.variant == variant);
+            Ok((released, stored))
+        })
+        .await;
+        self.forget(key);
+        let (released, stored) = result?;
+        self.release(released).await;
+        drop(_w);
+        self.maybe_evict();
+        stored.ok_or_else(|| StoreError::Index(format!("{key}: entry vanished after insert")))
     }
 
     pub fn options(&self) -> &Options {
@@ -365,6 +442,15 @@ impl Cache {
             .boxed();
         }
         i.bodies.read_range(&entry.hash, range)
+    }
+
+    /// Streams `range` of a complete body by its hash (shared files have no entry).
+    pub fn body_by_hash(
+        &self,
+        hash: &[u8; 32],
+        range: Range<u64>,
+    ) -> BoxStream<'static, Result<Bytes, StoreError>> {
+        self.inner.bodies.read_range(hash, range)
     }
 
     /// Becomes the leader of a fill for `key`, or follows the one under way.
@@ -550,7 +636,7 @@ impl Cache {
             )));
         }
         let now = unix_ms(self.now());
-        let entry = Entry {
+        let mut entry = Entry {
             id: 0,
             variant: head.variant.clone(),
             vary: head.vary.clone(),
@@ -563,23 +649,21 @@ impl Cache {
             fresh_until_ms: unix_ms(pending.fresh_until),
             last_used_ms: now,
             shareable: pending.shareable,
+            attestation: None,
         };
-        let _w = i.write_lock.lock().await;
+        if entry.shareable {
+            if let Some(a) = i.attester.get() {
+                entry.attestation = a.attest(&fill.key, &entry, pending.fetched_at);
+            }
+        }
         let imported_hash = imported.hash;
-        i.bodies.pin(&imported.hash).await?;
+        // `imported` keeps the body safe from garbage collection until it is tagged.
+        let result = self.insert_pinned(&fill.key, entry).await;
         drop(imported);
-        let index = i.index.clone();
-        let key = fill.key.clone();
-        let max_variants = i.opts.max_variants;
-        let released = blocking(move || index.insert(&key, entry, max_variants)).await;
-        self.forget(&fill.key);
-        let released = released?;
-        self.release(released).await;
-        drop(_w);
+        result?;
         if let Some(bytes) = memory {
             i.memory.insert(imported_hash, bytes);
         }
-        self.maybe_evict();
         Ok(())
     }
 
@@ -605,11 +689,21 @@ impl Cache {
         let k = key.to_string();
         let headers = Entry::headers_from_map(&headers);
         let fresh = unix_ms(fresh_until);
+        let attester = self.inner.attester.get().cloned();
+        let now = self.now();
+        let key_for_attest = k.clone();
         let result = blocking(move || {
             index.update(&k, id, move |e| {
                 e.policy = policy;
                 e.headers = headers;
                 e.fresh_until_ms = fresh;
+                // The 304 came from the origin to this device: it vouches for the new
+                // headers (same body) from now on.
+                if e.shareable {
+                    if let Some(a) = attester {
+                        e.attestation = a.attest(&key_for_attest, e, now);
+                    }
+                }
             })
         })
         .await;

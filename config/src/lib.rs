@@ -3,7 +3,8 @@
 //! The file is TOML. [`Config`] is the whole file, one struct per table:
 //! [`Listen`] (`[listen]`, the client side), [`Data`] (`[data]`, where state
 //! is stored), [`Cache`] (`[cache]`, sizes and caching policy), [`Origin`]
-//! (`[origin]`, talking to origin servers) and [`Log`] (`[log]`). Every field
+//! (`[origin]`, talking to origin servers), [`Tls`] (`[tls]`), [`Mesh`] (`[mesh]`,
+//! nearby devices) and [`Log`] (`[log]`). Every field
 //! is optional and has a default (an empty file is the default
 //! configuration); unknown fields are errors. Sizes are [`ByteSize`] values
 //! (`"64MiB"` or an integer of bytes) and durations are written as strings
@@ -45,6 +46,8 @@ pub struct Config {
     pub log: Log,
     /// `[tls]`: HTTPS interception. Default: see [`Tls`].
     pub tls: Tls,
+    /// `[mesh]`: nearby devices. Default: see [`Mesh`].
+    pub mesh: Mesh,
 }
 
 /// `[listen]`: where and how the proxy accepts clients.
@@ -232,6 +235,60 @@ impl Default for Tls {
     }
 }
 
+/// `[mesh]`: sharing the cache with nearby devices over iroh.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Mesh {
+    /// Run the mesh. Default `true` (it shares nothing until the device joins a
+    /// group: `meshcache group create` / `group join`).
+    pub enabled: bool,
+    /// UDP address of the mesh endpoint. Default `"0.0.0.0:4919"` (the LAN).
+    pub listen: SocketAddr,
+    /// A relay server URL for peers that cannot reach each other directly.
+    /// Default unset (LAN only).
+    pub relay: Option<String>,
+    /// Peers added by hand: tickets printed by `meshcache mesh addr`.
+    /// Default empty.
+    pub peers: Vec<String>,
+    /// Endpoint ids (64 hex digits) whose attestations are trusted without a
+    /// shared group. Default empty.
+    pub friends: Vec<String>,
+    /// Find peers on the LAN by mDNS (needs a default or multicast route).
+    /// Default `true`.
+    pub mdns: bool,
+    /// How long a miss waits for peers' answers; non-zero. Default `"50ms"`.
+    #[serde(with = "duration_str")]
+    pub lookup_timeout: Duration,
+    /// How long a miss waits for a peer that is fetching the same object.
+    /// Default `"30s"`.
+    #[serde(with = "duration_str")]
+    pub peer_fill_wait: Duration,
+    /// A transfer from a peer with no progress for this long is abandoned;
+    /// non-zero. Default `"10s"`.
+    #[serde(with = "duration_str")]
+    pub fetch_idle_timeout: Duration,
+    /// How long a misbehaving peer is banned; non-zero. Default `"10m"`.
+    #[serde(with = "duration_str")]
+    pub ban_duration: Duration,
+}
+
+impl Default for Mesh {
+    fn default() -> Self {
+        Mesh {
+            enabled: true,
+            listen: SocketAddr::from(([0, 0, 0, 0], 4919)),
+            relay: None,
+            peers: Vec::new(),
+            friends: Vec::new(),
+            mdns: true,
+            lookup_timeout: Duration::from_millis(50),
+            peer_fill_wait: Duration::from_secs(30),
+            fetch_idle_timeout: Duration::from_secs(10),
+            ban_duration: Duration::from_secs(600),
+        }
+    }
+}
+
 /// `[log]`: logging.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -299,6 +356,26 @@ impl Config {
                 });
             }
         }
+        for (i, p) in self.mesh.peers.iter().enumerate() {
+            if !p.trim().starts_with("endpoint") {
+                return Err(ConfigError::Invalid {
+                    path: PathBuf::new(),
+                    field: format!("mesh.peers[{i}]"),
+                    message: format!(
+                        "{p:?} is not a peer ticket (`meshcache mesh addr` prints one: endpoint…)"
+                    ),
+                });
+            }
+        }
+        for (i, f) in self.mesh.friends.iter().enumerate() {
+            if f.len() != 64 || !f.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(ConfigError::Invalid {
+                    path: PathBuf::new(),
+                    field: format!("mesh.friends[{i}]"),
+                    message: format!("{f:?} is not an endpoint id (64 hex digits)"),
+                });
+            }
+        }
         if self.tls.learned_passthrough_ttl.is_zero() {
             return Err(ConfigError::Invalid {
                 path: PathBuf::new(),
@@ -338,6 +415,9 @@ impl Config {
             ),
             ("origin.body_idle_timeout", origin.body_idle_timeout),
             ("origin.pool_idle_timeout", origin.pool_idle_timeout),
+            ("mesh.lookup_timeout", self.mesh.lookup_timeout),
+            ("mesh.fetch_idle_timeout", self.mesh.fetch_idle_timeout),
+            ("mesh.ban_duration", self.mesh.ban_duration),
         ];
         for (field, timeout) in timeouts {
             check(!timeout.is_zero(), field, "must not be zero".to_owned())?;

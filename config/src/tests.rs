@@ -91,6 +91,18 @@ intercept = false
 passthrough = ["bank.example", "*.pinned.example"]
 extra_roots = ["/etc/meshcache/private-ca.pem"]
 learned_passthrough_ttl = "1d"
+
+[mesh]
+enabled = false
+listen = "192.168.1.7:5000"
+relay = "https://relay.example"
+peers = ["endpointabc"]
+friends = ["0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"]
+mdns = false
+lookup_timeout = "20ms"
+peer_fill_wait = "5s"
+fetch_idle_timeout = "3s"
+ban_duration = "1h"
 "#;
 
 fn full_expected() -> Config {
@@ -134,6 +146,18 @@ fn full_expected() -> Config {
             passthrough: vec!["bank.example".into(), "*.pinned.example".into()],
             extra_roots: vec![PathBuf::from("/etc/meshcache/private-ca.pem")],
             learned_passthrough_ttl: Duration::from_secs(86400),
+        },
+        mesh: Mesh {
+            enabled: false,
+            listen: "192.168.1.7:5000".parse().expect("address"),
+            relay: Some("https://relay.example".into()),
+            peers: vec!["endpointabc".into()],
+            friends: vec!["0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef".into()],
+            mdns: false,
+            lookup_timeout: Duration::from_millis(20),
+            peer_fill_wait: Duration::from_secs(5),
+            fetch_idle_timeout: Duration::from_secs(3),
+            ban_duration: Duration::from_secs(3600),
         },
     }
 }
@@ -325,6 +349,9 @@ fn other_invalid_values() {
             "cache.memory_object_max",
         ),
         ("[log]\nlevel = \" \"\n", "log.level"),
+        ("[mesh]\npeers = [\"nope\"]\n", "mesh.peers[0]"),
+        ("[mesh]\nfriends = [\"abc\"]\n", "mesh.friends[0]"),
+        ("[mesh]\nlookup_timeout = \"0s\"\n", "mesh.lookup_timeout"),
     ];
     for (text, expected) in cases {
         assert_eq!(invalid(text).0, expected, "{text}");

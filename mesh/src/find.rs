@@ -1,0 +1,322 @@
+//! The asking side: on a local miss, ask connected peers in parallel (bounded by
+//! `lookup_timeout`), judge their offers (attestation, trust, variant, freshness), fetch
+//! the body from the fastest peer that has it with verified streaming (another peer
+//! offering the same hash resumes a failed transfer), store it, and hand the entry back.
+//! A peer that answers "fetching" is waited for (bounded by `peer_fill_wait`).
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use futures_util::stream::FuturesUnordered;
+use futures_util::StreamExt;
+use http::request;
+use iroh::endpoint::Connection;
+use iroh::EndpointId;
+use iroh_blobs::api::remote::GetProgressItem;
+use iroh_blobs::Hash;
+
+use cache::key::variant_key;
+use cache::policy::{self, PolicyOptions, Storability, Verdict};
+use cache::Entry;
+
+use crate::attest::{origin_digest, Attestation, OriginDigest};
+use crate::peers;
+use crate::proto::{self, Answer, ProtoError, Request};
+use crate::{Inner, Mesh};
+
+/// An entry fetched from a peer and now stored locally.
+#[derive(Debug)]
+pub struct Found {
+    pub entry: Entry,
+    /// Endpoint id of the peer the body came from.
+    pub peer: String,
+    /// The entry is stale by this device's judgment (served only when the origin is
+    /// unreachable).
+    pub stale: bool,
+}
+
+struct Candidate {
+    peer: EndpointId,
+    entry: Entry,
+    stale: bool,
+    /// Set when the signer is not trusted but the origin sent a digest: the body must
+    /// match it.
+    digest: Option<OriginDigest>,
+}
+
+impl Mesh {
+    /// Looks for `key` on peers for this request (GET, no credentials). `allow_stale`:
+    /// the origin is unreachable, so an entry this device would consider stale will do.
+    pub async fn find(&self, key: &str, req: &request::Parts, allow_stale: bool) -> Option<Found> {
+        let inner = &self.inner;
+        let conns = inner.peers.connected();
+        if conns.is_empty() {
+            return None;
+        }
+        inner.bump(&inner.counters().lookups, 1);
+        let timeout = inner.opts.lookup_timeout;
+        let mut asks: FuturesUnordered<_> = conns
+            .into_iter()
+            .map(|(id, conn)| async move {
+                (id, conn.clone(), proto::within(timeout, ask(&conn, key, 0)).await)
+            })
+            .collect();
+        let mut candidates = Vec::new();
+        let mut fetching: Vec<(EndpointId, Connection)> = Vec::new();
+        // Answers arrive fastest first: the first offer comes from the fastest peer.
+        while let Some((id, conn, res)) = asks.next().await {
+            match res {
+                Ok(Answer::Offers(offers)) => {
+                    candidates.extend(judge_all(inner, id, key, req, &offers, allow_stale))
+                }
+                Ok(Answer::Fetching) => fetching.push((id, conn)),
+                Ok(Answer::NotFound) => {}
+                Err(e) if e.is_violation() => peers::ban(inner, id, &e.to_string()),
+                Err(e) => tracing::debug!(peer = %id, %key, "lookup: {e}"),
+            }
+        }
+        if candidates.is_empty() {
+            // One download per carriage: a peer fetching it right now will have it soon.
+            if let Some((id, conn)) = fetching.into_iter().min_by_key(|(id, _)| *id.as_bytes()) {
+                let wait = inner.opts.peer_fill_wait;
+                tracing::debug!(peer = %id, %key, "a peer is fetching it: waiting");
+                let wait_ms = wait.as_millis().min(u32::MAX as u128) as u32;
+                match proto::within(wait + Duration::from_secs(2), ask(&conn, key, wait_ms)).await {
+                    Ok(Answer::Offers(offers)) => {
+                        candidates.extend(judge_all(inner, id, key, req, &offers, allow_stale))
+                    }
+                    Ok(_) => {}
+                    Err(e) if e.is_violation() => peers::ban(inner, id, &e.to_string()),
+                    Err(e) => tracing::debug!(peer = %id, %key, "waiting for a peer: {e}"),
+                }
+            }
+        }
+        // Fresh before stale; among equals, the order of arrival.
+        candidates.sort_by_key(|c| c.stale);
+        let mut tried: Vec<([u8; 32], EndpointId)> = Vec::new();
+        for c in &candidates {
+            if tried.contains(&(c.entry.hash, c.peer)) || inner.peers.banned(&c.peer) {
+                continue;
+            }
+            tried.push((c.entry.hash, c.peer));
+            match fetch(inner, key, c).await {
+                Ok(entry) => {
+                    inner.bump(&inner.counters().peer_hits, 1);
+                    return Some(Found {
+                        entry,
+                        peer: c.peer.to_string(),
+                        stale: c.stale,
+                    });
+                }
+                Err(e) => tracing::info!(peer = %c.peer, %key, "body from peer failed: {e}"),
+            }
+        }
+        None
+    }
+}
+
+async fn ask(conn: &Connection, key: &str, wait_ms: u32) -> Result<Answer, ProtoError> {
+    let (mut send, mut recv) = conn
+        .open_bi()
+        .await
+        .map_err(|e| ProtoError::Io(e.to_string()))?;
+    proto::write_msg(
+        &mut send,
+        &Request::Lookup {
+            key: key.to_string(),
+            wait_ms,
+        },
+    )
+    .await?;
+    let _ = send.finish();
+    let answer: Answer = proto::read_msg(&mut recv).await?;
+    if let Answer::Offers(o) = &answer {
+        if o.len() > proto::MAX_OFFERS {
+            return Err(ProtoError::Violation(format!("{} offers", o.len())));
+        }
+    }
+    Ok(answer)
+}
+
+fn judge_all(
+    inner: &Inner,
+    peer: EndpointId,
+    key: &str,
+    req: &request::Parts,
+    offers: &[Vec<u8>],
+    allow_stale: bool,
+) -> Vec<Candidate> {
+    let mut out = Vec::new();
+    for bytes in offers {
+        match judge(inner, peer, key, req, bytes, allow_stale) {
+            Ok(Some(c)) => out.push(c),
+            Ok(None) => {}
+            Err(reason) => {
+                peers::ban(inner, peer, &reason);
+                return Vec::new();
+            }
+        }
+    }
+    out
+}
+
+/// Decides whether an offer can answer this request. `Err` means the peer misbehaved.
+fn judge(
+    inner: &Inner,
+    peer: EndpointId,
+    key: &str,
+    req: &request::Parts,
+    bytes: &[u8],
+    allow_stale: bool,
+) -> Result<Option<Candidate>, String> {
+    let (att, claim) =
+        Attestation::verify(bytes).map_err(|e| format!("sent an attestation that does not check: {e}"))?;
+    if claim.key != key {
+        return Err(format!("answered {key} with an attestation for {}", claim.key));
+    }
+    if variant_key(&claim.vary, &req.headers) != claim.variant {
+        return Ok(None);
+    }
+    let signer = iroh::PublicKey::from_bytes(&claim.signer).map_err(|_| "bad signer".to_string())?;
+    let groups = inner.groups.current().unwrap_or_default();
+    let trusted = signer == inner.endpoint.id()
+        || inner.friends.contains(&signer)
+        || att.signed_by_member(&claim, &groups)
+        || inner.peers.is_member(&signer);
+    let digest = origin_digest(&claim.headers);
+    if !trusted && digest.is_none() {
+        tracing::debug!(%peer, signer = %signer, %key, "offer signed by a stranger: ignored");
+        return Ok(None);
+    }
+    if claim.size > inner.cache.options().max_object_size {
+        return Ok(None);
+    }
+    // Freshness and storability are decided here, from the attested headers and fetch
+    // time, never taken from the peer: with the shared-cache rules, so a response that
+    // should never have been shared is refused.
+    let fetched_at = UNIX_EPOCH + Duration::from_millis(claim.fetched_at_ms);
+    let now = inner.cache.now();
+    if fetched_at > now + Duration::from_secs(300) {
+        return Err("attestation fetched in the future".into());
+    }
+    let mut res = http::Response::builder().status(claim.status);
+    for (n, v) in &claim.headers {
+        res = res.header(n.as_str(), v.as_slice());
+    }
+    let Ok(res) = res.body(()) else {
+        return Err("attested headers do not parse".into());
+    };
+    let (rparts, _) = res.into_parts();
+    let opts = PolicyOptions {
+        shared: true,
+        heuristic_fraction: inner.opts.heuristic_fraction,
+    };
+    let mut as_get = req.clone();
+    as_get.method = http::Method::GET;
+    let Storability::Store {
+        policy,
+        shareable: true,
+        fresh_until,
+    } = policy::storability(opts, &as_get, &rparts, fetched_at)
+    else {
+        tracing::info!(%peer, %key, "offer of a response that may not be shared: ignored");
+        return Ok(None);
+    };
+    let now_ms = crate::unix_ms(now);
+    let entry = Entry {
+        id: 0,
+        variant: claim.variant.clone(),
+        vary: claim.vary.clone(),
+        policy: *policy,
+        status: claim.status,
+        headers: claim.headers.clone(),
+        hash: claim.hash,
+        len: claim.size,
+        stored_at_ms: now_ms,
+        fresh_until_ms: crate::unix_ms(fresh_until),
+        last_used_ms: now_ms,
+        shareable: true,
+        attestation: Some(bytes.to_vec()),
+    };
+    let stale = !matches!(
+        policy::evaluate(&entry, req, now, inner.cache.options().shared),
+        Verdict::Fresh
+    );
+    if stale && !allow_stale {
+        return Ok(None);
+    }
+    Ok(Some(Candidate {
+        peer,
+        entry,
+        stale,
+        digest: if trusted { None } else { digest },
+    }))
+}
+
+/// Fetches the body (verified against its hash as it streams), checks it, stores the
+/// entry.
+async fn fetch(inner: &Inner, key: &str, c: &Candidate) -> Result<Entry, String> {
+    let hash = c.entry.hash;
+    let cache = &inner.cache;
+    if !cache.has_body(&hash, c.entry.len).await {
+        cache.hold(&hash).await.map_err(|e| e.to_string())?;
+        let result = transfer(inner, c).await;
+        if let Err(e) = result {
+            cache.unhold(&hash).await;
+            return Err(e);
+        }
+    }
+    let result = check_and_store(inner, key, c).await;
+    cache.unhold(&hash).await;
+    result
+}
+
+async fn transfer(inner: &Inner, c: &Candidate) -> Result<(), String> {
+    let conn = peers::blobs_conn(inner, c.peer).await?;
+    let store = inner.cache.blobs();
+    let mut progress = store.remote().fetch(conn, Hash::from_bytes(c.entry.hash)).stream();
+    let mut got = 0u64;
+    let idle = inner.opts.fetch_idle_timeout;
+    let started = std::time::Instant::now();
+    loop {
+        match tokio::time::timeout(idle, progress.next()).await {
+            Err(_) => return Err(format!("no progress for {idle:?}")),
+            Ok(None) => return Err("transfer ended without a result".into()),
+            Ok(Some(GetProgressItem::Progress(n))) => got = n,
+            Ok(Some(GetProgressItem::Done(_))) => break,
+            Ok(Some(GetProgressItem::Error(e))) => {
+                if matches!(e, iroh_blobs::get::GetError::Decode { .. }) {
+                    peers::ban(inner, c.peer, &format!("sent bytes that do not match the hash ({e})"));
+                }
+                inner.peers.add_taken(&c.peer, got);
+                return Err(e.to_string());
+            }
+        }
+    }
+    inner.bump(&inner.counters().bytes_from_peers, got);
+    inner.peers.add_taken(&c.peer, got);
+    tracing::debug!(peer = %c.peer, bytes = got, elapsed = ?started.elapsed(), "body from peer");
+    Ok(())
+}
+
+async fn check_and_store(inner: &Inner, key: &str, c: &Candidate) -> Result<Entry, String> {
+    let cache = &inner.cache;
+    if !cache.has_body(&c.entry.hash, c.entry.len).await {
+        peers::ban(inner, c.peer, "the body's size is not the attested size");
+        return Err("size mismatch".into());
+    }
+    if let Some(d) = &c.digest {
+        let mut ctx = ring::digest::Context::new(d.algorithm);
+        let mut body = cache.body(&c.entry, 0..c.entry.len);
+        while let Some(chunk) = body.next().await {
+            ctx.update(&chunk.map_err(|e| e.to_string())?);
+        }
+        if ctx.finish().as_ref() != d.expected.as_slice() {
+            peers::ban(inner, c.peer, "the body does not match the origin's Content-Digest");
+            return Err("digest mismatch".into());
+        }
+    }
+    cache
+        .insert_entry(key, c.entry.clone())
+        .await
+        .map_err(|e| e.to_string())
+}

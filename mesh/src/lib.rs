@@ -1,0 +1,374 @@
+//! meshcache's mesh: nearby devices serve each other's cache, verified, private, offline.
+//!
+//! - [`Mesh`]: the running mesh of one device — an iroh endpoint (persistent key, no
+//!   relays unless configured, LAN only), the lookup protocol, the blobs protocol behind
+//!   an access check, peers found by ticket, gossip and mDNS. The proxy calls
+//!   [`Mesh::find`] on a miss and [`Mesh::seek`] around its own origin fetches.
+//! - [`proto`]: the versioned, size-bounded lookup protocol and its handshake, in which
+//!   peers prove group membership without revealing the secret.
+//! - [`group`]: groups (a secret handed over as a ticket) and the MACs built on them.
+//! - [`attest`]: attestations, the signed binding of a URL to a body hash, and origin
+//!   digests (RFC 9530).
+//! - [`share`]: tickets for handing a file to a friend.
+//!
+//! Trust (DESIGN.md, "The mesh: trust and privacy"): a body from a peer is accepted only
+//! if its attestation verifies and the signer is trusted (a member of a shared group, a
+//! listed friend, or this device), or if the origin's digest matches the bytes. Bytes are
+//! verified against the hash while streaming (BLAKE3, iroh-blobs). Only shareable entries
+//! are ever offered, and only members of a shared group may query this device or fetch
+//! the bodies it offered them. A peer that breaks any of this is banned for a while.
+
+pub mod attest;
+mod access;
+mod discovery;
+mod find;
+pub mod group;
+mod identity;
+mod peers;
+pub mod proto;
+mod server;
+pub mod share;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use iroh::endpoint::presets;
+use iroh::protocol::Router;
+use iroh::{Endpoint, EndpointAddr, EndpointId, RelayMode, SecretKey};
+
+use cache::Cache;
+
+pub use find::Found;
+pub use group::{Group, Groups};
+pub use server::SeekGuard;
+
+/// Options of the mesh. Every field documents its default.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Where the key and the groups live (`<data>/mesh`). No default.
+    pub dir: PathBuf,
+    /// UDP address of the endpoint. Default `0.0.0.0:4919` (the LAN; a fixed port so
+    /// tickets stay valid across restarts).
+    pub bind: SocketAddr,
+    /// A relay server, for peers that cannot reach each other directly. Default none.
+    pub relay: Option<String>,
+    /// Peers added by hand (endpoint tickets). Default none.
+    pub peers: Vec<String>,
+    /// Endpoint ids whose attestations are trusted without a shared group. Default none.
+    pub friends: Vec<String>,
+    /// Find peers on the LAN by mDNS. Default true.
+    pub mdns: bool,
+    /// How long a lookup waits for peers' answers. Default 50 ms.
+    pub lookup_timeout: Duration,
+    /// How long to wait for a peer that is fetching the same object. Default 30 s.
+    pub peer_fill_wait: Duration,
+    /// A transfer from a peer that makes no progress for this long is abandoned.
+    /// Default 10 s.
+    pub fetch_idle_timeout: Duration,
+    /// How long a misbehaving peer is banned. Default 10 min.
+    pub ban_duration: Duration,
+    /// Heuristic freshness fraction used to judge peers' entries. Default 0.1.
+    pub heuristic_fraction: f32,
+}
+
+impl Options {
+    pub fn new(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            bind: SocketAddr::from(([0, 0, 0, 0], 4919)),
+            relay: None,
+            peers: Vec::new(),
+            friends: Vec::new(),
+            mdns: true,
+            lookup_timeout: Duration::from_millis(50),
+            peer_fill_wait: Duration::from_secs(30),
+            fetch_idle_timeout: Duration::from_secs(10),
+            ban_duration: Duration::from_secs(600),
+            heuristic_fraction: 0.1,
+        }
+    }
+}
+
+/// Errors of the mesh.
+#[derive(Debug, thiserror::Error)]
+pub enum MeshError {
+    #[error("{0}")]
+    Io(String),
+    #[error("{0}")]
+    BadTicket(String),
+    #[error("mesh endpoint: {0}")]
+    Endpoint(String),
+    #[error("{0}")]
+    Transfer(String),
+    #[error("mesh storage: {0}")]
+    Store(#[from] cache::StoreError),
+}
+
+/// Counters for the status page.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub lookups: AtomicU64,
+    pub peer_hits: AtomicU64,
+    pub bytes_from_peers: AtomicU64,
+    pub bytes_to_peers: AtomicU64,
+    pub answers: AtomicU64,
+    pub refused: AtomicU64,
+    pub bans: AtomicU64,
+}
+
+/// A running mesh. Cheap to clone.
+#[derive(Clone)]
+pub struct Mesh {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    opts: Options,
+    cache: Cache,
+    endpoint: Endpoint,
+    router: Mutex<Option<Router>>,
+    groups: Groups,
+    friends: HashSet<EndpointId>,
+    peers: peers::Peers,
+    /// Keys this device is seeking or fetching right now (see [`Mesh::seek`]).
+    inflight: Mutex<HashMap<String, server::Inflight>>,
+    /// Body hashes offered to each peer: the only ones it may fetch (plus shared files).
+    offered: Mutex<HashMap<EndpointId, HashSet<[u8; 32]>>>,
+    /// Hashes of files shared with a ticket: anyone holding the ticket may fetch them.
+    shared: Mutex<HashSet<[u8; 32]>>,
+    counters: Counters,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    started: Instant,
+}
+
+impl Mesh {
+    /// Binds the endpoint, serves the lookup and blobs protocols, and starts finding peers.
+    pub async fn start(opts: Options, cache: Cache) -> Result<Mesh, MeshError> {
+        std::fs::create_dir_all(&opts.dir)
+            .map_err(|e| MeshError::Io(format!("{}: {e}", opts.dir.display())))?;
+        let secret = identity::load_or_create(&opts.dir)?;
+        let groups = Groups::open(&opts.dir)?;
+        let friends = opts
+            .friends
+            .iter()
+            .map(|f| {
+                f.parse::<EndpointId>()
+                    .map_err(|_| MeshError::BadTicket(format!("friend {f:?} is not an endpoint id")))
+            })
+            .collect::<Result<HashSet<_>, _>>()?;
+        let mut b = Endpoint::builder(presets::Minimal)
+            .secret_key(secret.clone())
+            .clear_ip_transports()
+            .bind_addr(opts.bind)
+            .map_err(|e| MeshError::Endpoint(format!("bind {}: {e}", opts.bind)))?;
+        b = match &opts.relay {
+            Some(url) => {
+                let url: iroh::RelayUrl = url
+                    .parse()
+                    .map_err(|e| MeshError::Endpoint(format!("relay {url}: {e}")))?;
+                b.relay_mode(RelayMode::custom([url]))
+            }
+            None => b.relay_mode(RelayMode::Disabled),
+        };
+        let endpoint = b
+            .bind()
+            .await
+            .map_err(|e| MeshError::Endpoint(format!("bind {}: {e}", opts.bind)))?;
+        let (shutdown, _) = tokio::sync::watch::channel(false);
+        let inner = Arc::new(Inner {
+            cache: cache.clone(),
+            endpoint: endpoint.clone(),
+            router: Mutex::new(None),
+
+            groups,
+            friends,
+            peers: peers::Peers::default(),
+            inflight: Mutex::new(HashMap::new()),
+            offered: Mutex::new(HashMap::new()),
+            shared: Mutex::new(HashSet::new()),
+            counters: Counters::default(),
+            shutdown,
+            started: Instant::now(),
+            opts: opts.clone(),
+        });
+        let mesh = Mesh { inner };
+        share::load_shared(&mesh).await;
+        cache.set_attester(Arc::new(server::Signer {
+            secret,
+            inner: Arc::downgrade(&mesh.inner),
+        }));
+        let blobs = iroh_blobs::BlobsProtocol::new(
+            &cache.blobs(),
+            Some(access::events(Arc::downgrade(&mesh.inner))),
+        );
+        let router = Router::builder(endpoint.clone())
+            .accept(proto::ALPN, server::Lookup(Arc::downgrade(&mesh.inner)))
+            .accept(iroh_blobs::ALPN, access::Blobs(blobs))
+            .spawn();
+        *mesh.inner.router.lock().unwrap_or_else(|e| e.into_inner()) = Some(router);
+        tracing::info!(
+            id = %endpoint.id(),
+            addrs = ?endpoint.bound_sockets(),
+            groups = mesh.inner.groups.current().map(|g| g.len()).unwrap_or(0),
+            "mesh endpoint up"
+        );
+        if mesh.inner.groups.current().map(|g| g.is_empty()).unwrap_or(true) {
+            tracing::info!(
+                "this device is in no mesh group: it shares nothing and asks no one \
+                 (meshcache group create / group join TICKET)"
+            );
+        }
+        for t in &opts.peers {
+            match parse_peer(t) {
+                Ok(addr) => peers::add(&mesh.inner, addr, "ticket"),
+                Err(e) => tracing::warn!("mesh.peers: {e}"),
+            }
+        }
+        if opts.mdns {
+            discovery::start(&mesh.inner).await;
+        }
+        Ok(mesh)
+    }
+
+    /// This device's endpoint id (64 hex digits).
+    pub fn id(&self) -> String {
+        self.inner.endpoint.id().to_string()
+    }
+
+    /// This device's address as a ticket others can pass to `--peer`.
+    pub fn ticket(&self) -> String {
+        use iroh_tickets::Ticket;
+        iroh_tickets::endpoint::EndpointTicket::new(self.addr()).encode_string()
+    }
+
+    /// This device's address: its id and the sockets it is bound to (wildcards replaced
+    /// by loopback, which is all that is known without asking the network).
+    pub fn addr(&self) -> EndpointAddr {
+        addr_of(&self.inner.endpoint)
+    }
+
+    /// Adds a peer by ticket.
+    pub fn add_peer(&self, ticket: &str) -> Result<(), MeshError> {
+        peers::add(&self.inner, parse_peer(ticket)?, "ticket");
+        Ok(())
+    }
+
+    /// Number of peers this device is connected to (handshake done).
+    pub fn connected_peers(&self) -> usize {
+        self.inner.peers.connected().len()
+    }
+
+    /// Waits until at least `n` peers are connected (tests and benches; bounded by `d`).
+    pub async fn wait_for_peers(&self, n: usize, d: Duration) -> bool {
+        let deadline = Instant::now() + d;
+        let mut rx = self.inner.peers.changed.subscribe();
+        loop {
+            if self.connected_peers() >= n {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || tokio::time::timeout(left, rx.changed()).await.is_err() {
+                return self.connected_peers() >= n;
+            }
+        }
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.inner.counters
+    }
+
+    /// The peers, for the status page.
+    pub fn peer_status(&self) -> Vec<peers::PeerStatus> {
+        peers::status(&self.inner)
+    }
+
+    /// Groups this device is in.
+    pub fn groups(&self) -> Vec<Group> {
+        self.inner.groups.current().unwrap_or_default()
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.inner.started.elapsed()
+    }
+
+    /// Closes every connection and the endpoint. The body store stays open (it is the
+    /// cache's).
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.send_replace(true);
+        let router = self
+            .inner
+            .router
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(r) = router {
+            if let Err(e) = r.shutdown().await {
+                tracing::warn!("mesh shutdown: {e}");
+            }
+        }
+        self.inner.endpoint.close().await;
+    }
+}
+
+/// Parses an endpoint ticket (`endpoint…`), as printed by `meshcache mesh addr`.
+pub fn parse_peer(ticket: &str) -> Result<EndpointAddr, MeshError> {
+    let t: iroh_tickets::endpoint::EndpointTicket = ticket
+        .trim()
+        .parse()
+        .map_err(|e| MeshError::BadTicket(format!("not a peer ticket ({e}): {ticket}")))?;
+    Ok(t.endpoint_addr().clone())
+}
+
+/// An endpoint's address with wildcard binds made concrete.
+pub(crate) fn addr_of(ep: &Endpoint) -> EndpointAddr {
+    let mut addr = EndpointAddr::new(ep.id());
+    for s in ep.bound_sockets() {
+        for a in concrete(s) {
+            addr = addr.with_ip_addr(a);
+        }
+    }
+    for a in ep.addr().ip_addrs() {
+        addr = addr.with_ip_addr(*a);
+    }
+    addr
+}
+
+/// A bound socket as an address to dial: a wildcard becomes loopback (the endpoint's own
+/// address list adds the interfaces' addresses).
+fn concrete(s: SocketAddr) -> Vec<SocketAddr> {
+    if !s.ip().is_unspecified() {
+        return vec![s];
+    }
+    if s.is_ipv6() {
+        return vec![SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, s.port()))];
+    }
+    vec![SocketAddr::from(([127, 0, 0, 1], s.port()))]
+}
+
+pub(crate) fn hex(b: &[u8]) -> String {
+    data_encoding::HEXLOWER.encode(b)
+}
+
+pub(crate) fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Inner {
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    pub(crate) fn bump(&self, c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+}

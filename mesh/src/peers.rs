@@ -1,0 +1,434 @@
+//! The peer table: who this device knows, its connection to each, bans, and what each
+//! peer gave and took.
+//!
+//! Every known peer has one dial task: connect, run the handshake as the dialer, keep the
+//! connection (lookups open a stream on it) until it closes, then reconnect with backoff.
+//! A peer learns of others from tickets (`mesh.peers`, `--peer`), from the peers listed in
+//! a [`proto::Welcome`] (members of a common group), from a peer that dialed us, and from
+//! mDNS.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use iroh::endpoint::Connection;
+use iroh::{EndpointAddr, EndpointId};
+
+use crate::group::{mac_eq, GroupId};
+use crate::proto::{self, close, Hello, HelloAck, ProtoError, Proof, Proofs, Welcome};
+use crate::{hex, Inner};
+
+/// How a peer is doing, for the status page.
+#[derive(Debug, Clone)]
+pub struct PeerStatus {
+    pub id: String,
+    pub addrs: Vec<SocketAddr>,
+    pub source: &'static str,
+    pub state: String,
+    pub groups: Vec<String>,
+    pub given: u64,
+    pub taken: u64,
+    pub banned_for: Option<Duration>,
+    pub ban_reason: Option<String>,
+    pub bans: u32,
+}
+
+#[derive(Debug)]
+pub(crate) struct Peer {
+    pub addr: EndpointAddr,
+    pub source: &'static str,
+    pub state: String,
+    /// Our connection to it, handshake done.
+    pub conn: Option<Connection>,
+    /// Our blobs connection to it (opened on first transfer).
+    pub blobs: Option<Connection>,
+    pub groups: Vec<GroupId>,
+    /// Bytes it sent us (bodies) and bytes we sent it.
+    pub taken: u64,
+    pub given: u64,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Ban {
+    pub until: Instant,
+    pub reason: String,
+    pub count: u32,
+}
+
+#[derive(Debug)]
+pub(crate) struct Peers {
+    pub map: Mutex<HashMap<EndpointId, Peer>>,
+    pub bans: Mutex<HashMap<EndpointId, Ban>>,
+    /// Peers that proved membership on a connection they opened to us, and in which
+    /// groups (counted per live connection).
+    pub members: Mutex<HashMap<EndpointId, (Vec<GroupId>, usize)>>,
+    /// Bumped whenever a connection comes or goes.
+    pub changed: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Peers {
+    fn default() -> Self {
+        Self {
+            map: Mutex::new(HashMap::new()),
+            bans: Mutex::new(HashMap::new()),
+            members: Mutex::new(HashMap::new()),
+            changed: tokio::sync::watch::channel(0).0,
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Peers {
+    /// Connected peers and their connections.
+    pub fn connected(&self) -> Vec<(EndpointId, Connection)> {
+        let bans = lock(&self.bans);
+        let now = Instant::now();
+        lock(&self.map)
+            .iter()
+            .filter(|(id, _)| bans.get(*id).is_none_or(|b| b.until <= now))
+            .filter_map(|(id, p)| p.conn.clone().map(|c| (*id, c)))
+            .collect()
+    }
+
+    pub fn banned(&self, id: &EndpointId) -> bool {
+        lock(&self.bans)
+            .get(id)
+            .is_some_and(|b| b.until > Instant::now())
+    }
+
+    /// True when `id` proved membership of a group this device is in (on either
+    /// connection direction).
+    pub fn is_member(&self, id: &EndpointId) -> bool {
+        if self.banned(id) {
+            return false;
+        }
+        lock(&self.members).get(id).is_some_and(|(g, n)| *n > 0 && !g.is_empty())
+            || lock(&self.map)
+                .get(id)
+                .is_some_and(|p| p.conn.is_some() && !p.groups.is_empty())
+    }
+
+    pub fn add_taken(&self, id: &EndpointId, n: u64) {
+        if let Some(p) = lock(&self.map).get_mut(id) {
+            p.taken += n;
+        }
+    }
+
+    pub fn add_given(&self, id: &EndpointId, n: u64) {
+        if let Some(p) = lock(&self.map).get_mut(id) {
+            p.given += n;
+        }
+    }
+
+    fn notify(&self) {
+        self.changed.send_modify(|n| *n += 1);
+    }
+}
+
+/// Bans a peer: closes its connections and refuses it until the ban ends.
+pub(crate) fn ban(inner: &Inner, id: EndpointId, reason: &str) {
+    let until = Instant::now() + inner.opts.ban_duration;
+    let count = {
+        let mut bans = lock(&inner.peers.bans);
+        let b = bans.entry(id).or_insert(Ban {
+            until,
+            reason: String::new(),
+            count: 0,
+        });
+        b.until = until;
+        b.reason = reason.to_string();
+        b.count += 1;
+        b.count
+    };
+    inner.bump(&inner.counters().bans, 1);
+    tracing::warn!(peer = %id, count, "banned for {:?}: {reason}", inner.opts.ban_duration);
+    let conns: Vec<Connection> = {
+        let mut map = lock(&inner.peers.map);
+        match map.get_mut(&id) {
+            Some(p) => {
+                p.state = format!("banned: {reason}");
+                [p.conn.take(), p.blobs.take()].into_iter().flatten().collect()
+            }
+            None => Vec::new(),
+        }
+    };
+    for c in conns {
+        c.close(close::BANNED.into(), b"banned");
+    }
+    inner.peers.notify();
+}
+
+/// Adds a peer (if new) and starts its dial task.
+pub(crate) fn add(inner: &Arc<Inner>, addr: EndpointAddr, source: &'static str) {
+    if addr.id == inner.endpoint.id() {
+        return;
+    }
+    {
+        let mut map = lock(&inner.peers.map);
+        if let Some(p) = map.get_mut(&addr.id) {
+            // Learn new addresses, keep the task that is already running.
+            p.addr = p.addr.clone().with_addrs(addr.addrs);
+            return;
+        }
+        map.insert(
+            addr.id,
+            Peer {
+                addr: addr.clone(),
+                source,
+                state: "connecting".into(),
+                conn: None,
+                blobs: None,
+                groups: Vec::new(),
+                taken: 0,
+                given: 0,
+            },
+        );
+    }
+    tracing::info!(peer = %addr.id, source, "new mesh peer");
+    let weak = Arc::downgrade(inner);
+    tokio::spawn(dial_loop(weak, addr.id));
+}
+
+/// Keeps a connection to one peer, reconnecting with backoff.
+async fn dial_loop(weak: Weak<Inner>, id: EndpointId) {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let Some(inner) = weak.upgrade() else { return };
+        if inner.is_shutting_down() {
+            return;
+        }
+        let mut stop = inner.shutdown.subscribe();
+        let wait = if inner.peers.banned(&id) {
+            Duration::from_secs(5)
+        } else {
+            match dial(&inner, id).await {
+                Ok(conn) => {
+                    backoff = Duration::from_millis(500);
+                    drop(inner);
+                    tokio::select! {
+                        _ = conn.closed() => {}
+                        _ = stop.wait_for(|s| *s) => return,
+                    }
+                    let Some(inner) = weak.upgrade() else { return };
+                    if let Some(p) = lock(&inner.peers.map).get_mut(&id) {
+                        if p.conn.as_ref().is_some_and(|c| c.stable_id() == conn.stable_id()) {
+                            p.conn = None;
+                            p.blobs = None;
+                            p.state = "disconnected".into();
+                        }
+                    }
+                    inner.peers.notify();
+                    tracing::info!(peer = %id, "mesh peer disconnected");
+                    Duration::from_millis(200)
+                }
+                Err((e, not_member)) => {
+                    if let Some(p) = lock(&inner.peers.map).get_mut(&id) {
+                        p.state = e.clone();
+                    }
+                    tracing::debug!(peer = %id, "mesh dial: {e}");
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    if not_member {
+                        Duration::from_secs(60)
+                    } else {
+                        backoff
+                    }
+                }
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// Connects and runs the handshake as the dialer. The error says why, and whether the
+/// peer simply shares no group with us.
+async fn dial(inner: &Arc<Inner>, id: EndpointId) -> Result<Connection, (String, bool)> {
+    let addr = match lock(&inner.peers.map).get(&id) {
+        Some(p) => p.addr.clone(),
+        None => return Err(("forgotten".into(), false)),
+    };
+    let conn = tokio::time::timeout(
+        proto::HANDSHAKE_TIMEOUT,
+        inner.endpoint.connect(addr, proto::ALPN),
+    )
+    .await
+    .map_err(|_| ("unreachable: connect timed out".to_string(), false))?
+    .map_err(|e| (format!("unreachable: {e}"), false))?;
+    let result = tokio::time::timeout(proto::HANDSHAKE_TIMEOUT, handshake(inner, &conn))
+        .await
+        .unwrap_or(Err(HandshakeError::Proto(ProtoError::Timeout)));
+    match result {
+        Ok(welcome) => {
+            let groups = welcome.groups.clone();
+            {
+                let mut map = lock(&inner.peers.map);
+                if let Some(p) = map.get_mut(&id) {
+                    p.conn = Some(conn.clone());
+                    p.blobs = None;
+                    p.groups = groups.clone();
+                    p.state = "connected".into();
+                }
+            }
+            inner.peers.notify();
+            tracing::info!(peer = %id, groups = groups.len(), "mesh peer connected");
+            for info in welcome.peers.into_iter().take(proto::MAX_GOSSIP) {
+                if let Ok(pid) = EndpointId::from_bytes(&info.id) {
+                    let addr = EndpointAddr::new(pid).with_addrs(
+                        info.addrs.into_iter().map(iroh::TransportAddr::Ip),
+                    );
+                    add(inner, addr, "gossip");
+                }
+            }
+            Ok(conn)
+        }
+        Err(e) => {
+            let not_member = matches!(&e, HandshakeError::NotMember);
+            if let HandshakeError::Proto(p) = &e {
+                if p.is_violation() {
+                    ban(inner, id, &p.to_string());
+                }
+            }
+            conn.close(close::PROTOCOL.into(), b"handshake failed");
+            Err((e.to_string(), not_member))
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum HandshakeError {
+    #[error("not in any of our groups")]
+    NotMember,
+    #[error("handshake: {0}")]
+    Proto(#[from] ProtoError),
+}
+
+async fn handshake(inner: &Arc<Inner>, conn: &Connection) -> Result<Welcome, HandshakeError> {
+    let me = *inner.endpoint.id().as_bytes();
+    let them = *conn.remote_id().as_bytes();
+    let groups = inner.groups.current().unwrap_or_default();
+    if groups.is_empty() {
+        return Err(HandshakeError::NotMember);
+    }
+    let (mut send, mut recv) = conn
+        .open_bi()
+        .await
+        .map_err(|e| ProtoError::Io(e.to_string()))?;
+    let mut nonce = [0u8; 32];
+    getrandom::fill(&mut nonce).map_err(|e| ProtoError::Io(e.to_string()))?;
+    let addrs: Vec<SocketAddr> = crate::addr_of(&inner.endpoint).ip_addrs().copied().collect();
+    proto::write_msg(
+        &mut send,
+        &Hello {
+            version: proto::VERSION,
+            nonce,
+            groups: groups.iter().map(|g| g.id()).collect(),
+            addrs,
+        },
+    )
+    .await?;
+    let ack: HelloAck = match proto::read_msg(&mut recv).await {
+        Ok(a) => a,
+        // An acceptor that shares no group closes the connection.
+        Err(ProtoError::Io(_)) if conn.close_reason().is_some() => {
+            return Err(HandshakeError::NotMember)
+        }
+        Err(e) => return Err(e.into()),
+    };
+    // Every proof the acceptor sends must check: a wrong one is a lie, not a mistake.
+    let mut common = Vec::new();
+    for p in &ack.proofs {
+        let g = groups
+            .iter()
+            .find(|g| g.id() == p.group)
+            .ok_or_else(|| ProtoError::Violation("proof for a group we did not name".into()))?;
+        if !mac_eq(&g.membership_mac(b"acceptor", &them, &me, &nonce), &p.mac) {
+            return Err(ProtoError::Violation("wrong membership proof".into()).into());
+        }
+        common.push(g.clone());
+    }
+    if common.is_empty() {
+        return Err(HandshakeError::NotMember);
+    }
+    let proofs = common
+        .iter()
+        .map(|g| Proof {
+            group: g.id(),
+            mac: g.membership_mac(b"dialer", &me, &them, &ack.nonce),
+        })
+        .collect();
+    proto::write_msg(&mut send, &Proofs { proofs }).await?;
+    let welcome: Welcome = proto::read_msg(&mut recv).await?;
+    let _ = send.finish();
+    if welcome.groups.is_empty() {
+        return Err(HandshakeError::NotMember);
+    }
+    Ok(welcome)
+}
+
+/// Peers (other than `except`) that are connected and share one of `groups`: what a
+/// [`Welcome`] lists.
+pub(crate) fn gossip(inner: &Inner, except: &EndpointId, groups: &[GroupId]) -> Vec<proto::PeerInfo> {
+    lock(&inner.peers.map)
+        .iter()
+        .filter(|(id, p)| *id != except && p.conn.is_some() && p.groups.iter().any(|g| groups.contains(g)))
+        .take(proto::MAX_GOSSIP)
+        .map(|(id, p)| proto::PeerInfo {
+            id: *id.as_bytes(),
+            addrs: p.addr.ip_addrs().copied().collect(),
+        })
+        .collect()
+}
+
+/// The blobs connection to a peer, opened on first use.
+pub(crate) async fn blobs_conn(inner: &Inner, id: EndpointId) -> Result<Connection, String> {
+    let addr = {
+        let map = lock(&inner.peers.map);
+        let p = map.get(&id).ok_or("unknown peer")?;
+        if let Some(c) = p.blobs.as_ref().filter(|c| c.close_reason().is_none()) {
+            return Ok(c.clone());
+        }
+        p.addr.clone()
+    };
+    let conn = tokio::time::timeout(
+        proto::HANDSHAKE_TIMEOUT,
+        inner.endpoint.connect(addr, iroh_blobs::ALPN),
+    )
+    .await
+    .map_err(|_| "connect timed out".to_string())?
+    .map_err(|e| e.to_string())?;
+    if let Some(p) = lock(&inner.peers.map).get_mut(&id) {
+        p.blobs = Some(conn.clone());
+    }
+    Ok(conn)
+}
+
+pub(crate) fn status(inner: &Inner) -> Vec<PeerStatus> {
+    let now = Instant::now();
+    let bans = lock(&inner.peers.bans).clone();
+    let mut out: Vec<PeerStatus> = lock(&inner.peers.map)
+        .iter()
+        .map(|(id, p)| {
+            let ban = bans.get(id);
+            PeerStatus {
+                id: id.to_string(),
+                addrs: p.addr.ip_addrs().copied().collect(),
+                source: p.source,
+                state: p.state.clone(),
+                groups: p.groups.iter().map(|g| hex(&g[..4])).collect(),
+                given: p.given,
+                taken: p.taken,
+                banned_for: ban.filter(|b| b.until > now).map(|b| b.until - now),
+                ban_reason: ban.map(|b| b.reason.clone()),
+                bans: ban.map(|b| b.count).unwrap_or(0),
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    out
+}

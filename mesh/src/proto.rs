@@ -1,0 +1,172 @@
+//! The lookup protocol (`meshcache/1` over iroh QUIC).
+//!
+//! Goals: ask the devices nearby "do you have this URL?" within tens of milliseconds;
+//! answer only members of a shared group; never let a peer make us read or hold an
+//! unbounded amount. Non-goals: moving bodies (iroh-blobs does that, verified) and
+//! discovering peers (tickets, gossip in [`Welcome`], mDNS).
+//!
+//! A connection starts with a handshake on its first bidirectional stream:
+//!
+//! ```text
+//! dialer   -> Hello    { version, nonce_d, groups it is in, its addresses }
+//! acceptor -> HelloAck { version, nonce_a, proofs for the common groups over nonce_d }
+//! dialer   -> Proofs   { proofs for the common groups over nonce_a }
+//! acceptor -> Welcome  { groups both proved, peers it knows in them }
+//! ```
+//!
+//! Each proof is a MAC keyed by the group secret over the prover's role, both endpoint ids
+//! (which QUIC's TLS already authenticates) and the other side's fresh nonce. After the
+//! handshake the dialer opens one stream per [`Request`] and reads one [`Answer`].
+//!
+//! Every message is a 4-byte big-endian length and a postcard body, at most
+//! [`MAX_MESSAGE`] bytes; anything larger or malformed is a protocol violation.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::group::GroupId;
+
+/// The ALPN: the protocol's name and major version.
+pub const ALPN: &[u8] = b"meshcache/1";
+/// The minor version inside the handshake.
+pub const VERSION: u16 = 1;
+/// Largest message either side accepts.
+pub const MAX_MESSAGE: usize = 256 * 1024;
+/// Most offers in one answer.
+pub const MAX_OFFERS: usize = 8;
+/// Most peers listed in a [`Welcome`].
+pub const MAX_GOSSIP: usize = 64;
+/// The whole handshake must finish within this.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// QUIC close codes.
+pub mod close {
+    pub const NOT_MEMBER: u32 = 1;
+    pub const BANNED: u32 = 2;
+    pub const PROTOCOL: u32 = 3;
+    pub const SHUTDOWN: u32 = 4;
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Hello {
+    pub version: u16,
+    pub nonce: [u8; 32],
+    pub groups: Vec<GroupId>,
+    /// Where the dialer accepts connections (so the acceptor can dial back).
+    pub addrs: Vec<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Proof {
+    pub group: GroupId,
+    pub mac: [u8; 32],
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HelloAck {
+    pub version: u16,
+    pub nonce: [u8; 32],
+    pub proofs: Vec<Proof>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Proofs {
+    pub proofs: Vec<Proof>,
+}
+
+/// A peer the acceptor knows, shared with members of a common group.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PeerInfo {
+    pub id: [u8; 32],
+    pub addrs: Vec<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Welcome {
+    pub groups: Vec<GroupId>,
+    pub peers: Vec<PeerInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Request {
+    /// Do you have `key`? With `wait_ms > 0`: if you are fetching it right now, answer
+    /// when that is done (at most `wait_ms`).
+    Lookup { key: String, wait_ms: u32 },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Answer {
+    /// Attestations of the stored variants (the asker picks the one its request selects).
+    Offers(Vec<Vec<u8>>),
+    /// Not stored, but this device is fetching it now: ask again with `wait_ms`.
+    Fetching,
+    NotFound,
+}
+
+/// A protocol failure, and whose fault it is.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtoError {
+    #[error("peer broke the protocol: {0}")]
+    Violation(String),
+    #[error("connection: {0}")]
+    Io(String),
+    #[error("timed out")]
+    Timeout,
+}
+
+impl ProtoError {
+    /// True when the peer (not the network) is at fault.
+    pub fn is_violation(&self) -> bool {
+        matches!(self, ProtoError::Violation(_))
+    }
+}
+
+pub async fn write_msg<T: Serialize>(
+    send: &mut iroh::endpoint::SendStream,
+    msg: &T,
+) -> Result<(), ProtoError> {
+    let body = postcard::to_stdvec(msg).map_err(|e| ProtoError::Io(format!("encode: {e}")))?;
+    if body.len() > MAX_MESSAGE {
+        return Err(ProtoError::Io(format!(
+            "message of {} bytes is over the limit",
+            body.len()
+        )));
+    }
+    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    send.write_all(&frame)
+        .await
+        .map_err(|e| ProtoError::Io(e.to_string()))
+}
+
+pub async fn read_msg<T: DeserializeOwned>(
+    recv: &mut iroh::endpoint::RecvStream,
+) -> Result<T, ProtoError> {
+    let mut len = [0u8; 4];
+    recv.read_exact(&mut len)
+        .await
+        .map_err(|e| ProtoError::Io(e.to_string()))?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_MESSAGE {
+        return Err(ProtoError::Violation(format!(
+            "message of {len} bytes (limit {MAX_MESSAGE})"
+        )));
+    }
+    let mut body = vec![0u8; len];
+    recv.read_exact(&mut body)
+        .await
+        .map_err(|e| ProtoError::Io(e.to_string()))?;
+    postcard::from_bytes(&body).map_err(|e| ProtoError::Violation(format!("malformed message: {e}")))
+}
+
+/// Runs `f` with a deadline.
+pub async fn within<T>(
+    d: Duration,
+    f: impl std::future::Future<Output = Result<T, ProtoError>>,
+) -> Result<T, ProtoError> {
+    tokio::time::timeout(d, f)
+        .await
+        .unwrap_or(Err(ProtoError::Timeout))
+}
