@@ -102,10 +102,19 @@ struct AccessLog {
 
 impl Drop for AccessLog {
     fn drop(&mut self) {
-        self.state
-            .counters
-            .bytes_to_clients
-            .fetch_add(self.bytes, Ordering::Relaxed);
+        let c = &self.state.counters;
+        c.bytes_to_clients.fetch_add(self.bytes, Ordering::Relaxed);
+        let by_source = match self.phase {
+            "hit" | "collapsed" | "stale-swr" | "stale-error" | "revalidated" => {
+                Some(&c.bytes_from_cache)
+            }
+            "peer" => Some(&c.bytes_from_peers),
+            "miss" | "stale-miss" | "bypass" => Some(&c.bytes_from_origin),
+            _ => None,
+        };
+        if let Some(counter) = by_source {
+            counter.fetch_add(self.bytes, Ordering::Relaxed);
+        }
         if self.state.access_log {
             tracing::info!(
                 target: "meshcache::access",

@@ -236,7 +236,24 @@ async fn miss(
         }
     }
     match cache.join_fill(&key) {
-        Join::Leader(leader) => lead(state, parts, key, leader, stale, vary_miss).await,
+        Join::Leader(leader) => {
+            // Under the key's single-flight lock: ask nearby devices before the origin,
+            // and tell them meanwhile that this device is on it.
+            let mesh = state.mesh.as_ref().filter(|_| stale.is_none() && mesh_eligible(&parts));
+            let seek = mesh.map(|m| m.seek(&key));
+            if let Some(m) = mesh {
+                if let Some(found) = m.find(&key, &parts, false).await {
+                    drop(leader);
+                    return from_peer(state, &parts, found);
+                }
+            }
+            if let Some(s) = &seek {
+                s.fetching();
+            }
+            let out = lead(state, parts, key, leader, stale, vary_miss).await;
+            drop(seek);
+            out
+        }
         Join::Follower(fill) => {
             let Some(head) = fill.head().await else {
                 // The leader did not fill: it refreshed a stale entry, or the response may
@@ -278,6 +295,26 @@ async fn miss(
             from_fill(&parts, fill, &head)
         }
     }
+}
+
+/// May the mesh be asked for this request? Only requests whose response could be shared:
+/// a GET without credentials (DESIGN.md, "Never shared").
+fn mesh_eligible(parts: &request::Parts) -> bool {
+    parts.method == Method::GET
+        && !parts.headers.contains_key(header::AUTHORIZATION)
+        && !parts.headers.contains_key(header::COOKIE)
+        && !policy::request_no_store(&parts.headers)
+}
+
+/// Serves an entry that a peer's body just filled.
+fn from_peer(state: &State, parts: &request::Parts, found: mesh::Found) -> Outcome {
+    state.counters.peer_hits.fetch_add(1, Ordering::Relaxed);
+    let phase = Phase::Peer {
+        peer: found.peer,
+        stale: found.stale,
+    };
+    state.cache.touch(&primary_key(&parts.uri).unwrap_or_default(), found.entry.id);
+    serve_entry(state, parts, found.entry, phase, None)
 }
 
 /// May this request take the response of a fill under way? Only the variant it selects,
@@ -354,6 +391,13 @@ async fn lead(
                         Phase::StaleOnError(why.into()),
                         None,
                     );
+                }
+            }
+            // Offline: a peer's copy, even one this device would call stale, beats an error.
+            if let Some(m) = state.mesh.as_ref().filter(|_| e.unreachable() && mesh_eligible(&parts)) {
+                if let Some(found) = m.find(&key, &parts, true).await {
+                    tracing::info!(%key, peer = %found.peer, "origin unreachable; served from a peer");
+                    return from_peer(state, &parts, found);
                 }
             }
             return origin_error(&e, &parts.uri);

@@ -87,6 +87,9 @@ pub enum Phase {
     },
     /// Stale entry replaced by a new response from the origin.
     StaleReplaced { stored: bool },
+    /// Fetched from a peer (and now stored); `stale` when served because the origin is
+    /// unreachable.
+    Peer { peer: String, stale: bool },
     /// Not cacheable by method; forwarded.
     Bypass(&'static str),
     /// Answered by the proxy itself (status page, errors).
@@ -104,6 +107,7 @@ impl Phase {
             Phase::Revalidated => "revalidated",
             Phase::Miss { .. } => "miss",
             Phase::StaleReplaced { .. } => "stale-miss",
+            Phase::Peer { .. } => "peer",
             Phase::Bypass(_) => "bypass",
             Phase::Local(_) => "local",
         }
@@ -146,6 +150,16 @@ impl Phase {
                 if *stored {
                     s.push_str("; stored");
                 }
+            }
+            Phase::Peer { peer, stale } => {
+                s.push_str(if *stale {
+                    "; fwd=stale; stored; detail=origin-unreachable"
+                } else {
+                    "; fwd=miss; stored"
+                });
+                s.push_str("; peer=\"");
+                s.push_str(peer);
+                s.push('"');
             }
             Phase::Bypass(why) => {
                 s.push_str("; fwd=bypass; detail=");

@@ -18,6 +18,7 @@ pub mod edge;
 pub mod flow;
 pub mod headers;
 pub mod local;
+pub mod mesh_pages;
 pub mod origin;
 pub mod range;
 pub mod respond;
@@ -132,7 +133,19 @@ impl Proxy {
         let cache = Cache::open(settings.cache.clone(), clock)
             .await
             .map_err(|e| StartError::Cache(settings.cache.dir.clone(), e))?;
+        // The mesh is an extra: if it cannot start, the proxy serves without it.
+        let mesh = match settings.mesh.clone() {
+            None => None,
+            Some(opts) => match mesh::Mesh::start(opts, cache.clone()).await {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    tracing::error!("the mesh could not start, serving without it: {e}");
+                    None
+                }
+            },
+        };
         let state = Arc::new(state::State {
+            mesh,
             cache,
             origin,
             tls: Some(tls),
@@ -198,7 +211,13 @@ impl Proxy {
         &self.state.cache
     }
 
-    /// Stops accepting, lets open connections finish (up to 10 s), then closes the cache.
+    /// The mesh, when it runs.
+    pub fn mesh(&self) -> Option<&mesh::Mesh> {
+        self.state.mesh.as_ref()
+    }
+
+    /// Stops accepting, lets open connections finish (up to 10 s), then closes the mesh
+    /// and the cache.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         let _ = self.task.await;
@@ -210,6 +229,9 @@ impl Proxy {
             self.limit.acquire_many(self.max_connections as u32),
         )
         .await;
+        if let Some(m) = &self.state.mesh {
+            m.shutdown().await;
+        }
         self.state.cache.shutdown().await;
     }
 }

@@ -31,6 +31,13 @@ pub fn is_for_us<B>(_state: &State, req: &Request<B>) -> bool {
 
 pub async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Outcome {
     let path = req.uri().path();
+    if let Some(ticket) = path.strip_prefix("/share/") {
+        let ticket = ticket.to_string();
+        return crate::mesh_pages::get(state, &ticket).await;
+    }
+    if path == "/share" && req.method() == http::Method::POST {
+        return crate::mesh_pages::post(state, req).await;
+    }
     if let (Some(tls), "/ca.pem" | "/ca.der") = (state.tls.as_ref(), path) {
         let (ctype, body): (&'static str, bytes::Bytes) = if path == "/ca.pem" {
             (
@@ -112,8 +119,8 @@ async fn figures(state: &State) -> Figures {
 async fn status_json(state: &State) -> String {
     let f = figures(state).await;
     format!(
-        "{{\"requests\":{},\"hits\":{},\"misses\":{},\"errors\":{},\"bytes_to_clients\":{},\"uptime_secs\":{},\"stored_urls\":{},\"stored_variants\":{},\"stored_bytes\":{},\"max_bytes\":{},\"fills_in_progress\":{},\"evictions\":{},\"pass_through\":{}}}\n",
-        f.requests, f.hits, f.misses, f.errors, f.bytes, f.uptime, f.stats.urls, f.stats.variants, f.stats.bytes, f.stats.max_bytes, f.stats.fills_in_progress, f.stats.evictions, f.stats.pass_through
+        "{{\"requests\":{},\"hits\":{},\"misses\":{},\"errors\":{},\"bytes_to_clients\":{},\"uptime_secs\":{},\"stored_urls\":{},\"stored_variants\":{},\"stored_bytes\":{},\"max_bytes\":{},\"fills_in_progress\":{},\"evictions\":{},\"pass_through\":{},{}}}\n",
+        f.requests, f.hits, f.misses, f.errors, f.bytes, f.uptime, f.stats.urls, f.stats.variants, f.stats.bytes, f.stats.max_bytes, f.stats.fills_in_progress, f.stats.evictions, f.stats.pass_through, crate::mesh_pages::status_json(state)
     )
 }
 
@@ -149,6 +156,7 @@ async fn status_html(state: &State) -> String {
         let _ = write!(s, "<tr><th align=left>{k}</th><td>{v}</td></tr>");
     }
     s.push_str("</table>");
+    crate::mesh_pages::status_html(state, &mut s);
     if f.stats.pass_through {
         s.push_str("<p><b>The disk is full: caching is suspended, requests pass through.</b></p>");
     }

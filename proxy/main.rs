@@ -1,4 +1,5 @@
-//! The `meshcache` command line: `run`, `config show|check`, `cache stats|list|purge|clear`.
+//! The `meshcache` command line: `run`, `config show|check`, `ca`, `cache stats|list|purge|clear`,
+//! `mesh addr`, `group create|join|list|leave`, `share FILE`, `get TICKET`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -9,6 +10,8 @@ use clap::{Parser, Subcommand};
 
 use meshcache::settings::{default_data_dir, Settings};
 use meshcache::{Cache, Proxy, SystemClock};
+
+mod share;
 
 #[derive(Parser)]
 #[command(name = "meshcache", version, about = "An on-device HTTP caching proxy")]
@@ -21,10 +24,10 @@ struct Cli {
 #[derive(clap::Args, Clone)]
 struct Common {
     /// Configuration file (TOML). Without it, every setting has its default.
-    #[arg(long, short = 'c', value_name = "FILE")]
+    #[arg(long, short = 'c', value_name = "FILE", global = true)]
     config: Option<PathBuf>,
     /// Data directory (overrides `data.dir`). Default: the platform's data directory.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", global = true)]
     data_dir: Option<PathBuf>,
 }
 
@@ -37,6 +40,48 @@ enum Command {
         /// Address to listen on (overrides `listen.forward`). Default 127.0.0.1:3128.
         #[arg(long, value_name = "ADDR")]
         listen: Option<SocketAddr>,
+        /// Add a mesh peer by its ticket (`meshcache mesh addr` on the peer); repeatable.
+        #[arg(long = "peer", value_name = "TICKET")]
+        peers: Vec<String>,
+        /// UDP address of the mesh endpoint (overrides `mesh.listen`).
+        #[arg(long, value_name = "ADDR")]
+        mesh_listen: Option<SocketAddr>,
+        /// Do not look for peers by mDNS (overrides `mesh.mdns`).
+        #[arg(long)]
+        no_mdns: bool,
+        /// Run without the mesh (overrides `mesh.enabled`).
+        #[arg(long)]
+        no_mesh: bool,
+    },
+    /// This device on the mesh.
+    Mesh {
+        #[command(flatten)]
+        common: Common,
+        #[command(subcommand)]
+        command: MeshCommand,
+    },
+    /// Groups of devices that share their caches with each other.
+    Group {
+        #[command(flatten)]
+        common: Common,
+        #[command(subcommand)]
+        command: GroupCommand,
+    },
+    /// Share a file with someone nearby: prints a ticket (needs `meshcache run`).
+    Share {
+        #[command(flatten)]
+        common: Common,
+        file: PathBuf,
+        /// The name the file is shared under. Default: its file name.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Fetch a file shared with `meshcache share`, straight from the sharer.
+    Get {
+        ticket: String,
+        /// Where to write it. Default: the shared name, in the current directory.
+        #[arg(long, short = 'o', value_name = "FILE")]
+        output: Option<PathBuf>,
     },
     /// Show or check the configuration.
     Config {
@@ -81,6 +126,24 @@ enum CaCommand {
     },
     /// Print where the CA certificate file is.
     Path,
+}
+
+#[derive(Subcommand)]
+enum MeshCommand {
+    /// Print this device's mesh address as a ticket, for `--peer` / `mesh.peers`.
+    Addr,
+}
+
+#[derive(Subcommand)]
+enum GroupCommand {
+    /// Create a group and join it; prints its ticket for others to join.
+    Create,
+    /// Join a group by its ticket.
+    Join { ticket: String },
+    /// List the groups this device is in (their tickets are secrets: share with care).
+    List,
+    /// Leave a group.
+    Leave { ticket: String },
 }
 
 #[derive(Subcommand)]
@@ -143,14 +206,31 @@ fn main() -> std::process::ExitCode {
 
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Run { common, listen } => {
+        Command::Run {
+            common,
+            listen,
+            peers,
+            mesh_listen,
+            no_mdns,
+            no_mesh,
+        } => {
             let mut cfg = load_config(&common)?;
             if let Some(addr) = listen {
                 cfg.listen.forward = addr;
             }
+            cfg.mesh.peers.extend(peers);
+            if let Some(addr) = mesh_listen {
+                cfg.mesh.listen = addr;
+            }
+            cfg.mesh.mdns &= !no_mdns;
+            cfg.mesh.enabled &= !no_mesh;
+            cfg.validate()?;
             init_logs(&cfg.log.level);
             let settings = Settings::from_config(&cfg, data_dir(&cfg));
             let proxy = Proxy::start(settings).await?;
+            if let Some(m) = proxy.mesh() {
+                eprintln!("meshcache: mesh endpoint {} ticket {}", m.id(), m.ticket());
+            }
             eprintln!(
                 "meshcache: proxy listening on http://{} (Ctrl-C to stop)",
                 proxy.addr()
@@ -187,6 +267,70 @@ async fn run(cli: Cli) -> Result<()> {
                 }
                 CaCommand::Path => println!("{}", ca.cert_path().display()),
             }
+            Ok(())
+        }
+        Command::Mesh {
+            common,
+            command: MeshCommand::Addr,
+        } => {
+            let cfg = load_config(&common)?;
+            let dir = data_dir(&cfg).join("mesh");
+            println!("{}", mesh::offline_ticket(&dir, cfg.mesh.listen)?);
+            Ok(())
+        }
+        Command::Group { common, command } => {
+            let cfg = load_config(&common)?;
+            let groups = mesh::Groups::open(&data_dir(&cfg).join("mesh"))?;
+            match command {
+                GroupCommand::Create => {
+                    let g = mesh::Group::generate()?;
+                    groups.add(&g)?;
+                    println!("{}", g.ticket());
+                    eprintln!("meshcache: created and joined; others join with: meshcache group join {}", g.ticket());
+                }
+                GroupCommand::Join { ticket } => {
+                    let g = mesh::Group::from_ticket(&ticket)?;
+                    if groups.add(&g)? {
+                        eprintln!("meshcache: joined (a running proxy picks it up for new connections)");
+                    } else {
+                        eprintln!("meshcache: already in this group");
+                    }
+                }
+                GroupCommand::List => {
+                    for g in groups.current()? {
+                        println!("{}", g.ticket());
+                    }
+                }
+                GroupCommand::Leave { ticket } => {
+                    let g = mesh::Group::from_ticket(&ticket)?;
+                    if !groups.remove(&g)? {
+                        bail!("not in this group");
+                    }
+                    eprintln!("meshcache: left the group");
+                }
+            }
+            Ok(())
+        }
+        Command::Share { common, file, name } => {
+            let cfg = load_config(&common)?;
+            let name = name.unwrap_or_else(|| {
+                file.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "shared-file".into())
+            });
+            let ticket = share::upload(cfg.listen.forward, &file, &name).await?;
+            println!("{ticket}");
+            eprintln!(
+                "meshcache: shared {name}; the other side runs: meshcache get {ticket}\n\
+                 or opens http://meshcache.local/share/{ticket} through its proxy"
+            );
+            Ok(())
+        }
+        Command::Get { ticket, output } => {
+            let t = mesh::share::ShareTicket::decode(&ticket)?;
+            let out = output.unwrap_or_else(|| PathBuf::from(&t.name));
+            share::download(&t, &out).await?;
+            eprintln!("meshcache: {} ({} bytes) written to {}", t.name, t.size, out.display());
             Ok(())
         }
         Command::Cache { common, command } => {

@@ -19,6 +19,8 @@ pub struct Settings {
     pub tls: TlsSettings,
     /// The transparent listener's address (gateways). Default none.
     pub transparent: Option<SocketAddr>,
+    /// The mesh. Default none (off) here; the configuration file turns it on.
+    pub mesh: Option<mesh::Options>,
 }
 
 /// HTTPS interception settings. Every field documents its default.
@@ -54,6 +56,7 @@ impl Settings {
             access_log: true,
             tls: TlsSettings::default(),
             transparent: None,
+            mesh: None,
         }
     }
 
@@ -98,6 +101,21 @@ impl Settings {
         };
         s.access_log = cfg.log.access;
         s.transparent = cfg.listen.transparent;
+        let m = &cfg.mesh;
+        s.mesh = m.enabled.then(|| {
+            let mut o = mesh::Options::new(s.data_dir.join("mesh"));
+            o.bind = m.listen;
+            o.relay = m.relay.clone();
+            o.peers = m.peers.clone();
+            o.friends = m.friends.clone();
+            o.mdns = m.mdns;
+            o.lookup_timeout = m.lookup_timeout;
+            o.peer_fill_wait = m.peer_fill_wait;
+            o.fetch_idle_timeout = m.fetch_idle_timeout;
+            o.ban_duration = m.ban_duration;
+            o.heuristic_fraction = c.heuristic_fraction as f32;
+            o
+        });
         s
     }
 }

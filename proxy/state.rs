@@ -20,6 +20,11 @@ pub struct Counters {
     pub hits: AtomicU64,
     pub misses: AtomicU64,
     pub bytes_to_clients: AtomicU64,
+    /// Bytes to clients by where the body came from.
+    pub bytes_from_cache: AtomicU64,
+    pub bytes_from_peers: AtomicU64,
+    pub bytes_from_origin: AtomicU64,
+    pub peer_hits: AtomicU64,
     pub errors: AtomicU64,
 }
 
@@ -33,6 +38,8 @@ pub struct State {
     pub access_log: bool,
     /// HTTPS interception; `None` when no CA could be set up.
     pub tls: Option<crate::tls::Tls>,
+    /// Nearby devices; `None` when the mesh is off (or could not start).
+    pub mesh: Option<mesh::Mesh>,
 }
 
 impl State {

@@ -38,7 +38,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use iroh::endpoint::presets;
 use iroh::protocol::Router;
-use iroh::{Endpoint, EndpointAddr, EndpointId, RelayMode, SecretKey};
+use iroh::{Endpoint, EndpointAddr, EndpointId, RelayMode};
 
 use cache::Cache;
 
@@ -291,6 +291,11 @@ impl Mesh {
         self.inner.groups.current().unwrap_or_default()
     }
 
+    /// The mesh's directory (key, groups, uploads being shared).
+    pub fn dir(&self) -> &std::path::Path {
+        &self.inner.opts.dir
+    }
+
     pub fn uptime(&self) -> Duration {
         self.inner.started.elapsed()
     }
@@ -312,6 +317,66 @@ impl Mesh {
         }
         self.inner.endpoint.close().await;
     }
+}
+
+/// This device's ticket without starting the mesh (for `meshcache mesh addr`): its key
+/// from `dir` and the addresses `bind` stands for (a wildcard: every non-loopback address
+/// of the machine's interfaces).
+pub fn offline_ticket(dir: &std::path::Path, bind: SocketAddr) -> Result<String, MeshError> {
+    use iroh_tickets::Ticket;
+    let key = identity::load_or_create(dir)?;
+    let mut addr = EndpointAddr::new(key.public());
+    if bind.ip().is_unspecified() {
+        for ip in interface_addrs() {
+            if ip.is_ipv4() == bind.is_ipv4() && !ip.is_loopback() {
+                addr = addr.with_ip_addr(SocketAddr::new(ip, bind.port()));
+            }
+        }
+        addr = addr.with_ip_addr(SocketAddr::new(
+            if bind.is_ipv4() { [127, 0, 0, 1].into() } else { std::net::Ipv6Addr::LOCALHOST.into() },
+            bind.port(),
+        ));
+    } else {
+        addr = addr.with_ip_addr(bind);
+    }
+    Ok(iroh_tickets::endpoint::EndpointTicket::new(addr).encode_string())
+}
+
+/// The IP addresses of this machine's interfaces that are up.
+fn interface_addrs() -> Vec<std::net::IpAddr> {
+    let mut out = Vec::new();
+    #[cfg(unix)]
+    // SAFETY: getifaddrs fills a linked list we only read, then free with freeifaddrs.
+    unsafe {
+        let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+        if libc::getifaddrs(&mut list) != 0 {
+            return out;
+        }
+        let mut cur = list;
+        while !cur.is_null() {
+            let ifa = &*cur;
+            if !ifa.ifa_addr.is_null() && ifa.ifa_flags & libc::IFF_UP as u32 != 0 {
+                match (*ifa.ifa_addr).sa_family as i32 {
+                    libc::AF_INET => {
+                        let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
+                        out.push(std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)).into());
+                    }
+                    libc::AF_INET6 => {
+                        let sin6 = &*(ifa.ifa_addr as *const libc::sockaddr_in6);
+                        let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+                        // Link-local addresses need a scope to be dialed; leave them out.
+                        if ip.segments()[0] & 0xffc0 != 0xfe80 {
+                            out.push(ip.into());
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            cur = ifa.ifa_next;
+        }
+        libc::freeifaddrs(list);
+    }
+    out
 }
 
 /// Parses an endpoint ticket (`endpoint…`), as printed by `meshcache mesh addr`.
