@@ -239,7 +239,10 @@ async fn miss(
         Join::Leader(leader) => {
             // Under the key's single-flight lock: ask nearby devices before the origin,
             // and tell them meanwhile that this device is on it.
-            let mesh = state.mesh.as_ref().filter(|_| stale.is_none() && mesh_eligible(&parts));
+            let mesh = state
+                .mesh
+                .as_ref()
+                .filter(|_| stale.is_none() && mesh_eligible(&parts));
             let seek = mesh.map(|m| m.seek(&key));
             if let Some(m) = mesh {
                 if let Some(found) = m.find(&key, &parts, false).await {
@@ -313,7 +316,9 @@ fn from_peer(state: &State, parts: &request::Parts, found: mesh::Found) -> Outco
         peer: found.peer,
         stale: found.stale,
     };
-    state.cache.touch(&primary_key(&parts.uri).unwrap_or_default(), found.entry.id);
+    state
+        .cache
+        .touch(&primary_key(&parts.uri).unwrap_or_default(), found.entry.id);
     serve_entry(state, parts, found.entry, phase, None)
 }
 
@@ -394,7 +399,11 @@ async fn lead(
                 }
             }
             // Offline: a peer's copy, even one this device would call stale, beats an error.
-            if let Some(m) = state.mesh.as_ref().filter(|_| e.unreachable() && mesh_eligible(&parts)) {
+            if let Some(m) = state
+                .mesh
+                .as_ref()
+                .filter(|_| e.unreachable() && mesh_eligible(&parts))
+            {
                 if let Some(found) = m.find(&key, &parts, true).await {
                     tracing::info!(%key, peer = %found.peer, "origin unreachable; served from a peer");
                     return from_peer(state, &parts, found);
@@ -448,6 +457,7 @@ async fn lead(
                 len,
                 variant: variant_key(&vary, &parts.headers),
                 vary,
+                shareable,
             };
             let body = state.origin.body_stream(rbody);
             let fill = cache.start_fill(

@@ -75,6 +75,9 @@ enum Command {
         /// The name the file is shared under. Default: its file name.
         #[arg(long)]
         name: Option<String>,
+        /// The running proxy's address. Default: `listen.forward` of the configuration.
+        #[arg(long, value_name = "ADDR")]
+        proxy: Option<SocketAddr>,
     },
     /// Fetch a file shared with `meshcache share`, straight from the sharer.
     Get {
@@ -286,12 +289,17 @@ async fn run(cli: Cli) -> Result<()> {
                     let g = mesh::Group::generate()?;
                     groups.add(&g)?;
                     println!("{}", g.ticket());
-                    eprintln!("meshcache: created and joined; others join with: meshcache group join {}", g.ticket());
+                    eprintln!(
+                        "meshcache: created and joined; others join with: meshcache group join {}",
+                        g.ticket()
+                    );
                 }
                 GroupCommand::Join { ticket } => {
                     let g = mesh::Group::from_ticket(&ticket)?;
                     if groups.add(&g)? {
-                        eprintln!("meshcache: joined (a running proxy picks it up for new connections)");
+                        eprintln!(
+                            "meshcache: joined (a running proxy picks it up for new connections)"
+                        );
                     } else {
                         eprintln!("meshcache: already in this group");
                     }
@@ -311,14 +319,19 @@ async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Share { common, file, name } => {
+        Command::Share {
+            common,
+            file,
+            name,
+            proxy,
+        } => {
             let cfg = load_config(&common)?;
             let name = name.unwrap_or_else(|| {
                 file.file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_else(|| "shared-file".into())
             });
-            let ticket = share::upload(cfg.listen.forward, &file, &name).await?;
+            let ticket = share::upload(proxy.unwrap_or(cfg.listen.forward), &file, &name).await?;
             println!("{ticket}");
             eprintln!(
                 "meshcache: shared {name}; the other side runs: meshcache get {ticket}\n\
@@ -330,7 +343,12 @@ async fn run(cli: Cli) -> Result<()> {
             let t = mesh::share::ShareTicket::decode(&ticket)?;
             let out = output.unwrap_or_else(|| PathBuf::from(&t.name));
             share::download(&t, &out).await?;
-            eprintln!("meshcache: {} ({} bytes) written to {}", t.name, t.size, out.display());
+            eprintln!(
+                "meshcache: {} ({} bytes) written to {}",
+                t.name,
+                t.size,
+                out.display()
+            );
             Ok(())
         }
         Command::Cache { common, command } => {

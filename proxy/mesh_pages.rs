@@ -24,23 +24,43 @@ const MAX_SHARE: u64 = 4 << 30;
 /// and serves it.
 pub async fn get(state: &Arc<State>, ticket: &str) -> Outcome {
     let Some(mesh) = state.mesh.as_ref() else {
-        return local_error(StatusCode::SERVICE_UNAVAILABLE, "mesh-off", "meshcache: the mesh is off\n".into());
+        return local_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "mesh-off",
+            "meshcache: the mesh is off\n".into(),
+        );
     };
     let t = match mesh::share::ShareTicket::decode(ticket) {
         Ok(t) => t,
-        Err(e) => return local_error(StatusCode::BAD_REQUEST, "bad-ticket", format!("meshcache: {e}\n")),
+        Err(e) => {
+            return local_error(
+                StatusCode::BAD_REQUEST,
+                "bad-ticket",
+                format!("meshcache: {e}\n"),
+            )
+        }
     };
     if let Err(e) = mesh.fetch_shared(&t).await {
-        return local_error(StatusCode::BAD_GATEWAY, "share-unavailable", format!("meshcache: {}: {e}\n", t.name));
+        return local_error(
+            StatusCode::BAD_GATEWAY,
+            "share-unavailable",
+            format!("meshcache: {}: {e}\n", t.name),
+        );
     }
     let mut h = http::HeaderMap::new();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type(&t.name)));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type(&t.name)),
+    );
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(t.size));
     if let Ok(v) = HeaderValue::from_str(&format!("inline; filename=\"{}\"", t.name)) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
     // Content-addressed: the bytes behind a ticket never change.
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=31536000, immutable"));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, max-age=31536000, immutable"),
+    );
     let body = state.cache.body_by_hash(&t.hash, 0..t.size);
     Outcome {
         response: build(StatusCode::OK, h, crate::stream_body(body)),
@@ -52,7 +72,11 @@ pub async fn get(state: &Arc<State>, ticket: &str) -> Outcome {
 /// `POST /share?name=NAME`: stores the request body and shares it; answers the ticket.
 pub async fn post(state: &Arc<State>, req: Request<Incoming>) -> Outcome {
     let Some(mesh) = state.mesh.as_ref() else {
-        return local_error(StatusCode::SERVICE_UNAVAILABLE, "mesh-off", "meshcache: the mesh is off\n".into());
+        return local_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "mesh-off",
+            "meshcache: the mesh is off\n".into(),
+        );
     };
     let name = req
         .uri()
@@ -60,9 +84,13 @@ pub async fn post(state: &Arc<State>, req: Request<Incoming>) -> Outcome {
         .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("name=")))
         .map(percent_decode)
         .unwrap_or_else(|| "shared-file".into());
-    let path = mesh.dir().join(format!("incoming-{:016x}", crate::random_u64()));
+    let path = mesh
+        .dir()
+        .join(format!("incoming-{:016x}", crate::random_u64()));
     let result = async {
-        let mut file = tokio::fs::File::create(&path).await.map_err(|e| e.to_string())?;
+        let mut file = tokio::fs::File::create(&path)
+            .await
+            .map_err(|e| e.to_string())?;
         let mut body = req.into_body().into_data_stream();
         let mut n = 0u64;
         while let Some(chunk) = body.next().await {
@@ -75,21 +103,34 @@ pub async fn post(state: &Arc<State>, req: Request<Incoming>) -> Outcome {
         }
         file.flush().await.map_err(|e| e.to_string())?;
         drop(file);
-        mesh.share_path(&path, &name).await.map_err(|e| e.to_string())
+        mesh.share_path(&path, &name)
+            .await
+            .map_err(|e| e.to_string())
     }
     .await;
     let _ = tokio::fs::remove_file(&path).await;
     match result {
         Ok(t) => {
             let mut h = http::HeaderMap::new();
-            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
             Outcome {
-                response: build(StatusCode::OK, h, crate::flow::full(format!("{}\n", t.encode()))),
+                response: build(
+                    StatusCode::OK,
+                    h,
+                    crate::flow::full(format!("{}\n", t.encode())),
+                ),
                 phase: Phase::Local("share"),
                 fwd_status: None,
             }
         }
-        Err(e) => local_error(StatusCode::BAD_REQUEST, "share-failed", format!("meshcache: cannot share {name}: {e}\n")),
+        Err(e) => local_error(
+            StatusCode::BAD_REQUEST,
+            "share-failed",
+            format!("meshcache: cannot share {name}: {e}\n"),
+        ),
     }
 }
 
@@ -205,7 +246,9 @@ pub fn status_html(state: &State, s: &mut String) {
 }
 
 fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// A QR code of `text` as inline SVG.

@@ -34,7 +34,9 @@ pub async fn upload(proxy: SocketAddr, file: &Path, name: &str) -> Result<String
     let query: String = name
         .bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect();
@@ -61,7 +63,10 @@ async fn tcp(proxy: SocketAddr) -> Result<tokio::net::TcpStream> {
 /// Fetches a shared file with a progress bar on stderr.
 pub async fn download(t: &mesh::share::ShareTicket, out: &Path) -> Result<()> {
     if out.exists() {
-        bail!("{} exists already; choose another name with -o", out.display());
+        bail!(
+            "{} exists already; choose another name with -o",
+            out.display()
+        );
     }
     let start = Instant::now();
     let mut last = Instant::now() - Duration::from_secs(1);

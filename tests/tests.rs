@@ -22,3 +22,5 @@ mod https;
 mod browser;
 // Transparent mode in network namespaces (root; skipped, saying why, elsewhere).
 mod gateway;
+// Nearby devices: peers, groups, privacy, one download per carriage, shared files.
+mod mesh;

@@ -1,8 +1,12 @@
-//! What the benchmarks share: how they read their environment, their runtime, and
-//! percentiles. Included by each bench with `mod common;`.
+//! What the benchmarks share: how they read their environment, their runtime,
+//! percentiles, and (`devices`) what the mesh benches start and ask. Included by each
+//! bench with `mod common;`.
 
 // Each bench uses a different subset.
 #![allow(dead_code)]
+
+/// Origin, devices and client of the mesh benches.
+pub mod devices;
 
 use std::time::Duration;
 

@@ -39,6 +39,8 @@ pub struct Head {
     /// The policy the response will be stored under: a follower joins only if it would
     /// accept this response as a fresh hit (its own `no-cache`, `min-fresh`, … apply).
     pub policy: Option<Box<http_cache_semantics::CachePolicy>>,
+    /// The stored entry will be shareable with peers (so peers may wait for this fill).
+    pub shareable: bool,
 }
 
 #[derive(Debug, Clone)]

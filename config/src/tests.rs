@@ -152,7 +152,9 @@ fn full_expected() -> Config {
             listen: "192.168.1.7:5000".parse().expect("address"),
             relay: Some("https://relay.example".into()),
             peers: vec!["endpointabc".into()],
-            friends: vec!["0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef".into()],
+            friends: vec![
+                "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef".into(),
+            ],
             mdns: false,
             lookup_timeout: Duration::from_millis(20),
             peer_fill_wait: Duration::from_secs(5),

@@ -49,7 +49,10 @@ pub(crate) fn events(inner: Weak<Inner>) -> EventSender {
                 ProviderMessage::ClientConnected(msg) => {
                     let ok = match msg.endpoint_id {
                         Some(id) if !inner.peers.banned(&id) => {
-                            conns.lock().unwrap_or_else(|e| e.into_inner()).insert(msg.connection_id, id);
+                            conns
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .insert(msg.connection_id, id);
                             Ok(())
                         }
                         _ => Err(AbortReason::Permission),

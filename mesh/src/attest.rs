@@ -105,8 +105,8 @@ impl Attestation {
             return Err(AttestError::Version(claim.version));
         }
         let signer = PublicKey::from_bytes(&claim.signer).map_err(|_| AttestError::BadSignature)?;
-        let sig = <[u8; 64]>::try_from(a.signature.as_slice())
-            .map_err(|_| AttestError::BadSignature)?;
+        let sig =
+            <[u8; 64]>::try_from(a.signature.as_slice()).map_err(|_| AttestError::BadSignature)?;
         let mut msg = SIGN_CONTEXT.to_vec();
         msg.extend_from_slice(&a.claim);
         signer
@@ -119,20 +119,15 @@ impl Attestation {
     pub fn signed_by_member(&self, claim: &Claim, groups: &[Group]) -> bool {
         let digest = *blake3::hash(&self.claim).as_bytes();
         self.groups.iter().any(|p| {
-            groups.iter().any(|g| {
-                g.id() == p.group && mac_eq(&g.attest_mac(&claim.signer, &digest), &p.mac)
-            })
+            groups
+                .iter()
+                .any(|g| g.id() == p.group && mac_eq(&g.attest_mac(&claim.signer, &digest), &p.mac))
         })
     }
 }
 
 impl Claim {
-    pub fn new_v1(
-        signer: [u8; 32],
-        key: &str,
-        entry: &cache::Entry,
-        fetched_at_ms: u64,
-    ) -> Self {
+    pub fn new_v1(signer: [u8; 32], key: &str, entry: &cache::Entry, fetched_at_ms: u64) -> Self {
         Claim {
             version: CLAIM_VERSION,
             signer,
@@ -281,7 +276,10 @@ mod tests {
         assert_eq!(got.expected, d.as_ref());
         // Repr-Digest of an encoded representation is not the content's digest.
         let h = vec![
-            ("repr-digest".to_string(), format!("sha-256=:{b64}:").into_bytes()),
+            (
+                "repr-digest".to_string(),
+                format!("sha-256=:{b64}:").into_bytes(),
+            ),
             ("content-encoding".to_string(), b"gzip".to_vec()),
         ];
         assert!(origin_digest(&h).is_none());

@@ -57,7 +57,11 @@ impl Mesh {
         let mut asks: FuturesUnordered<_> = conns
             .into_iter()
             .map(|(id, conn)| async move {
-                (id, conn.clone(), proto::within(timeout, ask(&conn, key, 0)).await)
+                (
+                    id,
+                    conn.clone(),
+                    proto::within(timeout, ask(&conn, key, 0)).await,
+                )
             })
             .collect();
         let mut candidates = Vec::new();
@@ -168,15 +172,19 @@ fn judge(
     bytes: &[u8],
     allow_stale: bool,
 ) -> Result<Option<Candidate>, String> {
-    let (att, claim) =
-        Attestation::verify(bytes).map_err(|e| format!("sent an attestation that does not check: {e}"))?;
+    let (att, claim) = Attestation::verify(bytes)
+        .map_err(|e| format!("sent an attestation that does not check: {e}"))?;
     if claim.key != key {
-        return Err(format!("answered {key} with an attestation for {}", claim.key));
+        return Err(format!(
+            "answered {key} with an attestation for {}",
+            claim.key
+        ));
     }
     if variant_key(&claim.vary, &req.headers) != claim.variant {
         return Ok(None);
     }
-    let signer = iroh::PublicKey::from_bytes(&claim.signer).map_err(|_| "bad signer".to_string())?;
+    let signer =
+        iroh::PublicKey::from_bytes(&claim.signer).map_err(|_| "bad signer".to_string())?;
     let groups = inner.groups.current().unwrap_or_default();
     let trusted = signer == inner.endpoint.id()
         || inner.friends.contains(&signer)
@@ -273,7 +281,10 @@ async fn fetch(inner: &Inner, key: &str, c: &Candidate) -> Result<Entry, String>
 async fn transfer(inner: &Inner, c: &Candidate) -> Result<(), String> {
     let conn = peers::blobs_conn(inner, c.peer).await?;
     let store = inner.cache.blobs();
-    let mut progress = store.remote().fetch(conn, Hash::from_bytes(c.entry.hash)).stream();
+    let mut progress = store
+        .remote()
+        .fetch(conn, Hash::from_bytes(c.entry.hash))
+        .stream();
     let mut got = 0u64;
     let idle = inner.opts.fetch_idle_timeout;
     let started = std::time::Instant::now();
@@ -285,7 +296,11 @@ async fn transfer(inner: &Inner, c: &Candidate) -> Result<(), String> {
             Ok(Some(GetProgressItem::Done(_))) => break,
             Ok(Some(GetProgressItem::Error(e))) => {
                 if matches!(e, iroh_blobs::get::GetError::Decode { .. }) {
-                    peers::ban(inner, c.peer, &format!("sent bytes that do not match the hash ({e})"));
+                    peers::ban(
+                        inner,
+                        c.peer,
+                        &format!("sent bytes that do not match the hash ({e})"),
+                    );
                 }
                 inner.peers.add_taken(&c.peer, got);
                 return Err(e.to_string());
@@ -311,7 +326,11 @@ async fn check_and_store(inner: &Inner, key: &str, c: &Candidate) -> Result<Entr
             ctx.update(&chunk.map_err(|e| e.to_string())?);
         }
         if ctx.finish().as_ref() != d.expected.as_slice() {
-            peers::ban(inner, c.peer, "the body does not match the origin's Content-Digest");
+            peers::ban(
+                inner,
+                c.peer,
+                "the body does not match the origin's Content-Digest",
+            );
             return Err("digest mismatch".into());
         }
     }

@@ -56,7 +56,9 @@ impl Group {
         raw.extend_from_slice(&blake3::hash(&self.secret).as_bytes()[..4]);
         format!(
             "{TICKET_PREFIX}{}",
-            data_encoding::BASE32_NOPAD.encode(&raw).to_ascii_lowercase()
+            data_encoding::BASE32_NOPAD
+                .encode(&raw)
+                .to_ascii_lowercase()
         )
     }
 
@@ -142,10 +144,7 @@ impl Groups {
     }
 
     pub fn find(&self, id: &GroupId) -> Option<Group> {
-        self.current()
-            .ok()?
-            .into_iter()
-            .find(|g| &g.id() == id)
+        self.current().ok()?.into_iter().find(|g| &g.id() == id)
     }
 
     /// Adds a group; returns false if it was already there.
@@ -189,9 +188,8 @@ fn read_groups(path: &Path) -> Result<Vec<Group>, MeshError> {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let g = Group::from_ticket(line).map_err(|e| {
-            MeshError::BadTicket(format!("{}:{}: {e}", path.display(), n + 1))
-        })?;
+        let g = Group::from_ticket(line)
+            .map_err(|e| MeshError::BadTicket(format!("{}:{}: {e}", path.display(), n + 1)))?;
         if !out.contains(&g) {
             out.push(g);
         }
@@ -209,7 +207,10 @@ mod tests {
         let t = g.ticket();
         assert!(t.starts_with("meshgroup"));
         assert_eq!(Group::from_ticket(&t).unwrap(), g);
-        assert_eq!(Group::from_ticket(&t.to_ascii_uppercase().replace("MESHGROUP", "meshgroup")).unwrap(), g);
+        assert_eq!(
+            Group::from_ticket(&t.to_ascii_uppercase().replace("MESHGROUP", "meshgroup")).unwrap(),
+            g
+        );
         let mut typo = t.clone().into_bytes();
         let i = typo.len() - 10;
         typo[i] = if typo[i] == b'a' { b'b' } else { b'a' };
@@ -226,7 +227,10 @@ mod tests {
         assert!(mac_eq(&m, &g.membership_mac(b"dialer", &a, &b, &n)));
         assert!(!mac_eq(&m, &g.membership_mac(b"acceptor", &a, &b, &n)));
         assert!(!mac_eq(&m, &g.membership_mac(b"dialer", &b, &a, &n)));
-        assert!(!mac_eq(&m, &g.membership_mac(b"dialer", &a, &b, &[4u8; 32])));
+        assert!(!mac_eq(
+            &m,
+            &g.membership_mac(b"dialer", &a, &b, &[4u8; 32])
+        ));
         assert!(!mac_eq(&m, &other.membership_mac(b"dialer", &a, &b, &n)));
         assert_ne!(g.id(), other.id());
     }
@@ -242,7 +246,10 @@ mod tests {
         let other_view = Groups::open(dir.path()).unwrap();
         assert_eq!(other_view.current().unwrap(), vec![g.clone()]);
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.path().join("groups")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.path().join("groups"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         std::fs::write(dir.path().join("groups"), "nonsense\n").unwrap();
         let err = Groups::open(dir.path()).unwrap_err().to_string();

@@ -18,8 +18,8 @@
 //! are ever offered, and only members of a shared group may query this device or fetch
 //! the bodies it offered them. A peer that breaks any of this is banned for a while.
 
-pub mod attest;
 mod access;
+pub mod attest;
 mod discovery;
 mod find;
 pub mod group;
@@ -156,8 +156,9 @@ impl Mesh {
             .friends
             .iter()
             .map(|f| {
-                f.parse::<EndpointId>()
-                    .map_err(|_| MeshError::BadTicket(format!("friend {f:?} is not an endpoint id")))
+                f.parse::<EndpointId>().map_err(|_| {
+                    MeshError::BadTicket(format!("friend {f:?} is not an endpoint id"))
+                })
             })
             .collect::<Result<HashSet<_>, _>>()?;
         let mut b = Endpoint::builder(presets::Minimal)
@@ -216,7 +217,13 @@ impl Mesh {
             groups = mesh.inner.groups.current().map(|g| g.len()).unwrap_or(0),
             "mesh endpoint up"
         );
-        if mesh.inner.groups.current().map(|g| g.is_empty()).unwrap_or(true) {
+        if mesh
+            .inner
+            .groups
+            .current()
+            .map(|g| g.is_empty())
+            .unwrap_or(true)
+        {
             tracing::info!(
                 "this device is in no mesh group: it shares nothing and asks no one \
                  (meshcache group create / group join TICKET)"
@@ -333,7 +340,11 @@ pub fn offline_ticket(dir: &std::path::Path, bind: SocketAddr) -> Result<String,
             }
         }
         addr = addr.with_ip_addr(SocketAddr::new(
-            if bind.is_ipv4() { [127, 0, 0, 1].into() } else { std::net::Ipv6Addr::LOCALHOST.into() },
+            if bind.is_ipv4() {
+                [127, 0, 0, 1].into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            },
             bind.port(),
         ));
     } else {
@@ -359,7 +370,9 @@ fn interface_addrs() -> Vec<std::net::IpAddr> {
                 match (*ifa.ifa_addr).sa_family as i32 {
                     libc::AF_INET => {
                         let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
-                        out.push(std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)).into());
+                        out.push(
+                            std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)).into(),
+                        );
                     }
                     libc::AF_INET6 => {
                         let sin6 = &*(ifa.ifa_addr as *const libc::sockaddr_in6);

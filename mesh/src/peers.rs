@@ -16,7 +16,7 @@ use iroh::endpoint::Connection;
 use iroh::{EndpointAddr, EndpointId};
 
 use crate::group::{mac_eq, GroupId};
-use crate::proto::{self, close, Hello, HelloAck, ProtoError, Proof, Proofs, Welcome};
+use crate::proto::{self, close, Hello, HelloAck, Proof, Proofs, ProtoError, Welcome};
 use crate::{hex, Inner};
 
 /// How a peer is doing, for the status page.
@@ -106,7 +106,9 @@ impl Peers {
         if self.banned(id) {
             return false;
         }
-        lock(&self.members).get(id).is_some_and(|(g, n)| *n > 0 && !g.is_empty())
+        lock(&self.members)
+            .get(id)
+            .is_some_and(|(g, n)| *n > 0 && !g.is_empty())
             || lock(&self.map)
                 .get(id)
                 .is_some_and(|p| p.conn.is_some() && !p.groups.is_empty())
@@ -151,7 +153,10 @@ pub(crate) fn ban(inner: &Inner, id: EndpointId, reason: &str) {
         match map.get_mut(&id) {
             Some(p) => {
                 p.state = format!("banned: {reason}");
-                [p.conn.take(), p.blobs.take()].into_iter().flatten().collect()
+                [p.conn.take(), p.blobs.take()]
+                    .into_iter()
+                    .flatten()
+                    .collect()
             }
             None => Vec::new(),
         }
@@ -215,7 +220,10 @@ async fn dial_loop(weak: Weak<Inner>, id: EndpointId) {
                     }
                     let Some(inner) = weak.upgrade() else { return };
                     if let Some(p) = lock(&inner.peers.map).get_mut(&id) {
-                        if p.conn.as_ref().is_some_and(|c| c.stable_id() == conn.stable_id()) {
+                        if p.conn
+                            .as_ref()
+                            .is_some_and(|c| c.stable_id() == conn.stable_id())
+                        {
                             p.conn = None;
                             p.blobs = None;
                             p.state = "disconnected".into();
@@ -279,9 +287,8 @@ async fn dial(inner: &Arc<Inner>, id: EndpointId) -> Result<Connection, (String,
             tracing::info!(peer = %id, groups = groups.len(), "mesh peer connected");
             for info in welcome.peers.into_iter().take(proto::MAX_GOSSIP) {
                 if let Ok(pid) = EndpointId::from_bytes(&info.id) {
-                    let addr = EndpointAddr::new(pid).with_addrs(
-                        info.addrs.into_iter().map(iroh::TransportAddr::Ip),
-                    );
+                    let addr = EndpointAddr::new(pid)
+                        .with_addrs(info.addrs.into_iter().map(iroh::TransportAddr::Ip));
                     add(inner, addr, "gossip");
                 }
             }
@@ -321,7 +328,10 @@ async fn handshake(inner: &Arc<Inner>, conn: &Connection) -> Result<Welcome, Han
         .map_err(|e| ProtoError::Io(e.to_string()))?;
     let mut nonce = [0u8; 32];
     getrandom::fill(&mut nonce).map_err(|e| ProtoError::Io(e.to_string()))?;
-    let addrs: Vec<SocketAddr> = crate::addr_of(&inner.endpoint).ip_addrs().copied().collect();
+    let addrs: Vec<SocketAddr> = crate::addr_of(&inner.endpoint)
+        .ip_addrs()
+        .copied()
+        .collect();
     proto::write_msg(
         &mut send,
         &Hello {
@@ -373,10 +383,16 @@ async fn handshake(inner: &Arc<Inner>, conn: &Connection) -> Result<Welcome, Han
 
 /// Peers (other than `except`) that are connected and share one of `groups`: what a
 /// [`Welcome`] lists.
-pub(crate) fn gossip(inner: &Inner, except: &EndpointId, groups: &[GroupId]) -> Vec<proto::PeerInfo> {
+pub(crate) fn gossip(
+    inner: &Inner,
+    except: &EndpointId,
+    groups: &[GroupId],
+) -> Vec<proto::PeerInfo> {
     lock(&inner.peers.map)
         .iter()
-        .filter(|(id, p)| *id != except && p.conn.is_some() && p.groups.iter().any(|g| groups.contains(g)))
+        .filter(|(id, p)| {
+            *id != except && p.conn.is_some() && p.groups.iter().any(|g| groups.contains(g))
+        })
         .take(proto::MAX_GOSSIP)
         .map(|(id, p)| proto::PeerInfo {
             id: *id.as_bytes(),

@@ -158,7 +158,8 @@ pub async fn read_msg<T: DeserializeOwned>(
     recv.read_exact(&mut body)
         .await
         .map_err(|e| ProtoError::Io(e.to_string()))?;
-    postcard::from_bytes(&body).map_err(|e| ProtoError::Violation(format!("malformed message: {e}")))
+    postcard::from_bytes(&body)
+        .map_err(|e| ProtoError::Violation(format!("malformed message: {e}")))
 }
 
 /// Runs `f` with a deadline.

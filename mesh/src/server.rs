@@ -11,7 +11,9 @@ use iroh::{EndpointAddr, EndpointId, SecretKey};
 use crate::attest::{Attestation, Claim};
 use crate::group::mac_eq;
 use crate::peers;
-use crate::proto::{self, close, Answer, Hello, HelloAck, Proof, ProtoError, Proofs, Request, Welcome};
+use crate::proto::{
+    self, close, Answer, Hello, HelloAck, Proof, Proofs, ProtoError, Request, Welcome,
+};
 use crate::{Inner, Mesh};
 
 /// Most requests one connection may have under way at once.
@@ -52,7 +54,10 @@ impl Drop for SeekGuard {
     fn drop(&mut self) {
         if let Some(inner) = self.inner.upgrade() {
             let mut map = inner.inflight.lock().unwrap_or_else(|e| e.into_inner());
-            if map.get(&self.key).is_some_and(|i| i.phase.same_channel(&self.phase)) {
+            if map
+                .get(&self.key)
+                .is_some_and(|i| i.phase.same_channel(&self.phase))
+            {
                 map.remove(&self.key);
             }
         }
@@ -69,12 +74,7 @@ impl Mesh {
             .inflight
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(
-                key.to_string(),
-                Inflight {
-                    phase: tx.clone(),
-                },
-            );
+            .insert(key.to_string(), Inflight { phase: tx.clone() });
         SeekGuard {
             inner: Arc::downgrade(&self.inner),
             key: key.to_string(),
@@ -120,25 +120,30 @@ impl ProtocolHandler for Lookup {
             conn.close(close::BANNED.into(), b"banned");
             return Ok(());
         }
-        let groups = match proto::within(proto::HANDSHAKE_TIMEOUT, accept_handshake(&inner, &conn)).await {
-            Ok(Some(g)) => g,
-            Ok(None) => {
-                inner.bump(&inner.counters().refused, 1);
-                tracing::debug!(peer = %remote, "refused: shares no group with us");
-                conn.close(close::NOT_MEMBER.into(), b"not a member");
-                return Ok(());
-            }
-            Err(e) => {
-                inner.bump(&inner.counters().refused, 1);
-                if e.is_violation() {
-                    peers::ban(&inner, remote, &e.to_string());
+        let groups =
+            match proto::within(proto::HANDSHAKE_TIMEOUT, accept_handshake(&inner, &conn)).await {
+                Ok(Some(g)) => g,
+                Ok(None) => {
+                    inner.bump(&inner.counters().refused, 1);
+                    tracing::debug!(peer = %remote, "refused: shares no group with us");
+                    conn.close(close::NOT_MEMBER.into(), b"not a member");
+                    return Ok(());
                 }
-                conn.close(close::PROTOCOL.into(), b"handshake failed");
-                return Ok(());
-            }
-        };
+                Err(e) => {
+                    inner.bump(&inner.counters().refused, 1);
+                    if e.is_violation() {
+                        peers::ban(&inner, remote, &e.to_string());
+                    }
+                    conn.close(close::PROTOCOL.into(), b"handshake failed");
+                    return Ok(());
+                }
+            };
         {
-            let mut m = inner.peers.members.lock().unwrap_or_else(|e| e.into_inner());
+            let mut m = inner
+                .peers
+                .members
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             let e = m.entry(remote).or_insert((Vec::new(), 0));
             e.0 = groups;
             e.1 += 1;
@@ -173,7 +178,11 @@ impl ProtocolHandler for Lookup {
             });
         }
         if let Some(inner) = self.0.upgrade() {
-            let mut m = inner.peers.members.lock().unwrap_or_else(|e| e.into_inner());
+            let mut m = inner
+                .peers
+                .members
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             if let Some(e) = m.get_mut(&remote) {
                 e.1 = e.1.saturating_sub(1);
                 if e.1 == 0 {
@@ -199,7 +208,10 @@ async fn accept_handshake(
         .map_err(|e| ProtoError::Io(e.to_string()))?;
     let hello: Hello = proto::read_msg(&mut recv).await?;
     if hello.version != proto::VERSION {
-        tracing::debug!(version = hello.version, "peer speaks another protocol version");
+        tracing::debug!(
+            version = hello.version,
+            "peer speaks another protocol version"
+        );
     }
     if hello.groups.len() > 256 || hello.addrs.len() > 64 {
         return Err(ProtoError::Violation("oversized hello".into()));
@@ -234,7 +246,9 @@ async fn accept_handshake(
     let mut proved = Vec::new();
     for p in &theirs.proofs {
         let Some(g) = common.iter().find(|g| g.id() == p.group) else {
-            return Err(ProtoError::Violation("proof for a group we did not offer".into()));
+            return Err(ProtoError::Violation(
+                "proof for a group we did not offer".into(),
+            ));
         };
         if !mac_eq(&g.membership_mac(b"dialer", &them, &me, &nonce), &p.mac) {
             return Err(ProtoError::Violation("wrong membership proof".into()));
@@ -242,7 +256,14 @@ async fn accept_handshake(
         proved.push(g.id());
     }
     if proved.is_empty() {
-        proto::write_msg(&mut send, &Welcome { groups: vec![], peers: vec![] }).await?;
+        proto::write_msg(
+            &mut send,
+            &Welcome {
+                groups: vec![],
+                peers: vec![],
+            },
+        )
+        .await?;
         return Ok(None);
     }
     let remote = conn.remote_id();
@@ -257,8 +278,8 @@ async fn accept_handshake(
     .await?;
     let _ = send.finish();
     // Dial back, so this device can ask the new member too.
-    let addr = EndpointAddr::new(remote)
-        .with_addrs(hello.addrs.into_iter().map(iroh::TransportAddr::Ip));
+    let addr =
+        EndpointAddr::new(remote).with_addrs(hello.addrs.into_iter().map(iroh::TransportAddr::Ip));
     peers::add(inner, addr, "incoming");
     Ok(Some(proved))
 }
@@ -323,7 +344,15 @@ fn answer(inner: &Inner, remote: EndpointId, key: &str) -> Answer {
         .unwrap_or_else(|e| e.into_inner())
         .get(key)
         .map(|i| *i.phase.borrow());
+    // A download under way whose result will be shareable (its client may already have
+    // the whole body while it is being committed).
+    let filling = inner
+        .cache
+        .fill_in_progress(key)
+        .and_then(|f| f.head_now())
+        .is_some_and(|h| h.shareable);
     match phase {
+        _ if filling => Answer::Fetching,
         Some(Phase::Fetching) => Answer::Fetching,
         // Both are seeking: the smaller endpoint id fetches, the other waits for it.
         Some(Phase::Seeking) if inner.endpoint.id().as_bytes() < remote.as_bytes() => {
@@ -356,7 +385,10 @@ async fn settle(inner: &Inner, key: &str, deadline: Instant) {
             continue;
         }
         if let Some(fill) = inner.cache.fill_in_progress(key) {
-            if tokio::time::timeout_at(deadline, fill.finished()).await.is_err() {
+            if tokio::time::timeout_at(deadline, fill.finished())
+                .await
+                .is_err()
+            {
                 return;
             }
             continue;

@@ -32,7 +32,9 @@ impl ShareTicket {
         let raw = postcard::to_stdvec(self).unwrap_or_default();
         format!(
             "{PREFIX}{}",
-            data_encoding::BASE32_NOPAD.encode(&raw).to_ascii_lowercase()
+            data_encoding::BASE32_NOPAD
+                .encode(&raw)
+                .to_ascii_lowercase()
         )
     }
 
@@ -150,7 +152,9 @@ impl Mesh {
                 .map_err(|e| MeshError::Io(format!("tag shared file: {e}")))?;
             let conn = tokio::time::timeout(
                 crate::proto::HANDSHAKE_TIMEOUT,
-                inner.endpoint.connect(ticket.addr.clone(), iroh_blobs::ALPN),
+                inner
+                    .endpoint
+                    .connect(ticket.addr.clone(), iroh_blobs::ALPN),
             )
             .await
             .map_err(|_| MeshError::Transfer("the sharer did not answer".into()))?
@@ -203,7 +207,8 @@ pub async fn download(
     progress: impl FnMut(u64, u64),
 ) -> Result<(), MeshError> {
     let mut progress = progress;
-    let out = std::path::absolute(out).map_err(|e| MeshError::Io(format!("{}: {e}", out.display())))?;
+    let out =
+        std::path::absolute(out).map_err(|e| MeshError::Io(format!("{}: {e}", out.display())))?;
     let dir = out.parent().unwrap_or(Path::new("."));
     let tmp = tempdir_in(dir)?;
     let result = async {
@@ -228,7 +233,8 @@ pub async fn download(
             let total = ticket.size;
             run_transfer(stream, Duration::from_secs(30), |n| progress(n, total)).await?;
             match store.blobs().status(h).await {
-                Ok(iroh_blobs::api::proto::BlobStatus::Complete { size }) if size == ticket.size => {}
+                Ok(iroh_blobs::api::proto::BlobStatus::Complete { size })
+                    if size == ticket.size => {}
                 other => {
                     return Err(MeshError::Transfer(format!(
                         "the file is not complete: {other:?}"

@@ -11,14 +11,26 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_meshcache");
 pub struct Running {
     pub child: Child,
     pub addr: SocketAddr,
+    /// Its mesh endpoint id and ticket, when the mesh runs.
+    pub mesh: Option<(String, String)>,
 }
 
 impl Running {
     /// Starts `meshcache run` on a free loopback port with `dir` as its data directory and
     /// waits until it says where it listens.
+    /// The mesh endpoint is bound to loopback on a free port, without mDNS (tests never
+    /// send multicast onto the machine's network).
     pub fn start(dir: &Path, extra: &[&str]) -> Running {
         let mut child = Command::new(BIN)
-            .args(["run", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "run",
+                "--listen",
+                "127.0.0.1:0",
+                "--mesh-listen",
+                "127.0.0.1:0",
+                "--no-mdns",
+                "--data-dir",
+            ])
             .arg(dir)
             .args(extra)
             .env("RUST_LOG", "warn")
@@ -28,18 +40,25 @@ impl Running {
             .expect("spawn meshcache");
         let stderr = child.stderr.take().unwrap();
         let mut lines = BufReader::new(stderr).lines();
+        let mut mesh = None;
         let addr = loop {
             let line = lines
                 .next()
                 .expect("meshcache exited before listening")
                 .unwrap();
+            if let Some(rest) = line.split("mesh endpoint ").nth(1) {
+                let mut words = rest.split_whitespace();
+                let id = words.next().unwrap().to_string();
+                let ticket = words.nth(1).unwrap().to_string();
+                mesh = Some((id, ticket));
+            }
             if let Some(rest) = line.split("listening on http://").nth(1) {
                 break rest.split_whitespace().next().unwrap().parse().unwrap();
             }
         };
         // Keep draining stderr so the process never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Running { child, addr }
+        Running { child, addr, mesh }
     }
 
     /// SIGTERM, then wait: a clean shutdown.

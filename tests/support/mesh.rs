@@ -1,0 +1,95 @@
+//! Mesh devices for the tests: `meshcache run` processes that share a group and know each
+//! other by ticket, and helpers to read their status.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::binary::{run, Running};
+use super::client;
+
+/// Creates a group in `dir` (a data directory); returns its ticket.
+pub fn create_group(dir: &Path) -> String {
+    let out = run(&["group", "create", "--data-dir", dir.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+pub fn join_group(dir: &Path, ticket: &str) {
+    let out = run(&["group", "join", ticket, "--data-dir", dir.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A device: a `meshcache run` process with the mesh on loopback.
+pub struct Device {
+    pub run: Running,
+    pub id: String,
+    pub ticket: String,
+}
+
+impl Device {
+    /// Starts a device whose data directory is `dir` (already in its groups), with these
+    /// peers.
+    pub fn start(dir: &Path, peers: &[&str]) -> Device {
+        let mut args: Vec<&str> = Vec::new();
+        for p in peers {
+            args.push("--peer");
+            args.push(p);
+        }
+        let run = Running::start(dir, &args);
+        let (id, ticket) = run.mesh.clone().expect("the mesh runs");
+        Device { run, id, ticket }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.run.addr
+    }
+
+    /// `/status.json` as text.
+    pub async fn status(&self) -> String {
+        client::get(self.addr(), "http://meshcache.local/status.json", &[])
+            .await
+            .text()
+    }
+
+    /// A number from `/status.json`.
+    pub async fn figure(&self, name: &str) -> u64 {
+        figure(&self.status().await, name)
+    }
+
+    /// Waits until at least `n` peers are connected (the handshake done); panics after
+    /// 30 s with the status page.
+    pub async fn wait_peers(&self, n: u64) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let s = self.status().await;
+            if figure(&s, "mesh_peers_connected") >= n {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{n} peers never connected: {s}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn stop(self) {
+        self.run.stop()
+    }
+}
+
+pub fn figure(status: &str, name: &str) -> u64 {
+    let key = format!("\"{name}\":");
+    status
+        .split(&key)
+        .nth(1)
+        .and_then(|r| r.split([',', '}']).next())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {status}"))
+}
