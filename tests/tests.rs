@@ -24,3 +24,5 @@ mod browser;
 mod gateway;
 // Nearby devices: peers, groups, privacy, one download per carriage, shared files.
 mod mesh;
+// Members that lie: forged attestations, corrupted bytes.
+mod hostile;

@@ -1,0 +1,217 @@
+//! Hostile peers: a member of the group that lies. It runs in this process on a real iroh
+//! endpoint, speaking the real handshake (it knows the group secret), and answers every
+//! lookup with an attestation that is forged, or true but backed by corrupted bytes. The
+//! victim is a `meshcache run` process: it must ban the liar and still hand its client
+//! the right body, from the origin.
+
+use std::time::{Duration, SystemTime};
+
+use iroh::endpoint::Connection;
+use iroh::protocol::{AcceptError, ProtocolHandler, Router};
+use iroh::{Endpoint, SecretKey};
+use mesh::attest::{Attestation, Claim};
+use mesh::proto::{self, Answer, Hello, HelloAck, Proofs, Request, Welcome};
+
+use crate::support::get;
+use crate::support::mesh::{create_group, Device};
+use crate::support::{pattern, Origin, Reply};
+
+const LEN: u64 = 1 << 20;
+
+#[derive(Debug, Clone, Copy)]
+enum Lie {
+    /// A valid attestation with one byte of its signature flipped.
+    ForgedSignature,
+    /// A valid attestation of the true hash, but the bytes served do not match it.
+    CorruptBytes,
+}
+
+#[derive(Debug, Clone)]
+struct Liar {
+    key: SecretKey,
+    group: mesh::Group,
+    attestation: Vec<u8>,
+}
+
+impl ProtocolHandler for Liar {
+    async fn accept(&self, conn: Connection) -> Result<(), AcceptError> {
+        let me = *self.key.public().as_bytes();
+        let them = *conn.remote_id().as_bytes();
+        let (mut send, mut recv) = conn.accept_bi().await.map_err(AcceptError::from_err)?;
+        let hello: Hello = proto::read_msg(&mut recv)
+            .await
+            .map_err(AcceptError::from_err)?;
+        let g = &self.group;
+        let ack = HelloAck {
+            version: proto::VERSION,
+            nonce: [5; 32],
+            proofs: vec![proto::Proof {
+                group: g.id(),
+                mac: g.membership_mac(b"acceptor", &me, &them, &hello.nonce),
+            }],
+        };
+        proto::write_msg(&mut send, &ack)
+            .await
+            .map_err(AcceptError::from_err)?;
+        let _: Proofs = proto::read_msg(&mut recv)
+            .await
+            .map_err(AcceptError::from_err)?;
+        let welcome = Welcome {
+            groups: vec![g.id()],
+            peers: vec![],
+        };
+        proto::write_msg(&mut send, &welcome)
+            .await
+            .map_err(AcceptError::from_err)?;
+        let _ = send.finish();
+        while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+            let Ok(Request::Lookup { .. }) = proto::read_msg::<Request>(&mut recv).await else {
+                break;
+            };
+            let answer = Answer::Offers(vec![self.attestation.clone()]);
+            if proto::write_msg(&mut send, &answer).await.is_err() {
+                break;
+            }
+            let _ = send.finish();
+        }
+        Ok(())
+    }
+}
+
+async fn liar_run(lie: Lie) {
+    let origin = Origin::builder()
+        .route("/video.mp4", |_| {
+            Reply::generated(LEN).header("cache-control", "max-age=600")
+        })
+        .run()
+        .await;
+    let url = origin.url("/video.mp4");
+    let key = url.clone(); // the normalized key of an http://127.0.0.1:PORT/ URL is the URL itself
+    let dir = tempfile::tempdir().unwrap();
+    let group_ticket = create_group(dir.path());
+    let group = mesh::Group::from_ticket(&group_ticket).unwrap();
+
+    // The liar's store holds the true body; for CorruptBytes its file is then damaged.
+    let body: Vec<u8> = (0..LEN).map(pattern).collect();
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = iroh_blobs::store::fs::FsStore::load(store_dir.path())
+        .await
+        .unwrap();
+    let tag = store.blobs().add_bytes(body.clone()).await.unwrap();
+    let hash = tag.hash;
+    if let Lie::CorruptBytes = lie {
+        let path = store_dir
+            .path()
+            .join("data")
+            .join(format!("{}.data", hash.to_hex()));
+        let mut bytes = std::fs::read(&path).expect("the body is a plain file in the store");
+        bytes[600_000] ^= 0xff;
+        std::fs::write(&path, bytes).unwrap();
+    }
+    let secret = SecretKey::generate();
+    let claim = Claim {
+        version: 1,
+        signer: *secret.public().as_bytes(),
+        key: key.clone(),
+        vary: vec![],
+        variant: String::new(),
+        status: 200,
+        headers: vec![
+            ("cache-control".into(), b"max-age=600".to_vec()),
+            ("content-length".into(), LEN.to_string().into_bytes()),
+        ],
+        hash: hash.into(),
+        size: LEN,
+        fetched_at_ms: SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64,
+    };
+    let mut attestation = Attestation::sign(&secret, &claim, std::slice::from_ref(&group));
+    if let Lie::ForgedSignature = lie {
+        let mut a: Attestation = postcard::from_bytes(&attestation).unwrap();
+        a.signature[10] ^= 1;
+        attestation = postcard::to_stdvec(&a).unwrap();
+    }
+    let ep = Endpoint::builder(iroh::endpoint::presets::Minimal)
+        .secret_key(secret.clone())
+        .relay_mode(iroh::RelayMode::Disabled)
+        .clear_ip_transports()
+        .bind_addr("127.0.0.1:0")
+        .unwrap()
+        .bind()
+        .await
+        .unwrap();
+    let router = Router::builder(ep.clone())
+        .accept(
+            proto::ALPN,
+            Liar {
+                key: secret,
+                group,
+                attestation,
+            },
+        )
+        .accept(
+            iroh_blobs::ALPN,
+            iroh_blobs::BlobsProtocol::new(&store, None),
+        )
+        .spawn();
+    let liar_ticket = {
+        use iroh_tickets::Ticket;
+        iroh_tickets::endpoint::EndpointTicket::new(ep.addr()).encode_string()
+    };
+
+    let victim = Device::start(dir.path(), &[&liar_ticket]);
+    victim.wait_peers(1).await;
+    let r = get(victim.addr(), &url, &[]).await;
+    assert_eq!(r.status, 200);
+    assert!(r.body == body, "{lie:?}: the client got the wrong bytes");
+    assert!(
+        !r.cache_status().contains("peer="),
+        "{lie:?}: {}",
+        r.cache_status()
+    );
+    assert_eq!(
+        origin.hits("/video.mp4"),
+        1,
+        "{lie:?}: the origin filled in"
+    );
+    let status = victim.status().await;
+    assert!(
+        crate::support::mesh::figure(&status, "mesh_bans") >= 1,
+        "{lie:?}: not banned: {status}"
+    );
+    // The status page says why.
+    let page = get(victim.addr(), "http://meshcache.local/", &[])
+        .await
+        .text();
+    let why = match lie {
+        Lie::ForgedSignature => "attestation that does not check",
+        Lie::CorruptBytes => "bytes that do not match the hash",
+    };
+    assert!(
+        page.contains(why),
+        "{lie:?}: the status page does not say {why:?}: {page}"
+    );
+    // Banned: it is disconnected, and no longer asked.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while victim.figure("mesh_peers_connected").await != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the liar is still connected"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    victim.stop();
+    router.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_with_a_forged_attestation_is_banned_and_the_client_gets_the_right_body() {
+    liar_run(Lie::ForgedSignature).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_serving_bytes_that_do_not_match_is_banned_and_the_client_gets_the_right_body() {
+    liar_run(Lie::CorruptBytes).await;
+}
