@@ -161,7 +161,8 @@ pub fn origin_digest(headers: &[(String, Vec<u8>)]) -> Option<OriginDigest> {
     let mut best: Option<OriginDigest> = None;
     for (name, value) in headers {
         let name = name.to_ascii_lowercase();
-        if name != "content-digest" && !(name == "repr-digest" && !encoded) {
+        let usable = name == "content-digest" || (name == "repr-digest" && !encoded);
+        if !usable {
             continue;
         }
         let Ok(value) = std::str::from_utf8(value) else {
