@@ -232,6 +232,20 @@ async fn miss(
             .unwrap_or(0)
             + limit;
         if first > reach {
+            // A seek far ahead: a peer holding the object sends just those bytes.
+            let mesh = state
+                .mesh
+                .as_ref()
+                .filter(|_| mesh_eligible(&parts) && !parts.headers.contains_key(header::IF_RANGE));
+            if let Some(m) = mesh {
+                let want = |len| match crate::range::parse(&parts.headers, len) {
+                    crate::range::Ranges::Partial(list) => list,
+                    _ => Vec::new(),
+                };
+                if let Some(p) = m.find_ranges(&key, &parts, want).await {
+                    return from_peer_ranges(state, &parts, p);
+                }
+            }
             return uncached_miss(state, &parts, vary_miss, "range-forwarded").await;
         }
     }
@@ -320,6 +334,18 @@ fn from_peer(state: &State, parts: &request::Parts, found: mesh::Found) -> Outco
         .cache
         .touch(&primary_key(&parts.uri).unwrap_or_default(), found.entry.id);
     serve_entry(state, parts, found.entry, phase, None)
+}
+
+/// Serves byte ranges a peer just sent (nothing is stored).
+fn from_peer_ranges(state: &State, parts: &request::Parts, p: mesh::PartialBody) -> Outcome {
+    state.counters.peer_hits.fetch_add(1, Ordering::Relaxed);
+    let headers = entry_headers(&p.entry, state.cache.now());
+    let (status, len) = (p.entry.status_code(), Some(p.entry.len));
+    let phase = Phase::PeerRange {
+        peer: p.peer.clone(),
+    };
+    let res = respond::respond(parts, status, headers, len, Source::Peer(Arc::new(p)));
+    Outcome::new(res, phase, None)
 }
 
 /// May this request take the response of a fill under way? Only the variant it selects,

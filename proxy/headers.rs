@@ -90,6 +90,8 @@ pub enum Phase {
     /// Fetched from a peer (and now stored); `stale` when served because the origin is
     /// unreachable.
     Peer { peer: String, stale: bool },
+    /// Byte ranges fetched from a peer for this request only (nothing stored).
+    PeerRange { peer: String },
     /// Not cacheable by method; forwarded.
     Bypass(&'static str),
     /// Answered by the proxy itself (status page, errors).
@@ -107,7 +109,7 @@ impl Phase {
             Phase::Revalidated => "revalidated",
             Phase::Miss { .. } => "miss",
             Phase::StaleReplaced { .. } => "stale-miss",
-            Phase::Peer { .. } => "peer",
+            Phase::Peer { .. } | Phase::PeerRange { .. } => "peer",
             Phase::Bypass(_) => "bypass",
             Phase::Local(_) => "local",
         }
@@ -158,6 +160,11 @@ impl Phase {
                     "; fwd=miss; stored"
                 });
                 s.push_str("; peer=\"");
+                s.push_str(peer);
+                s.push('"');
+            }
+            Phase::PeerRange { peer } => {
+                s.push_str("; fwd=miss; detail=peer-range; peer=\"");
                 s.push_str(peer);
                 s.push('"');
             }

@@ -24,6 +24,8 @@ pub enum Source {
     Fill(Arc<Fill>),
     /// A body streamed straight from the origin, not stored.
     Stream(BoxStream<'static, Result<Bytes, BoxError>>),
+    /// Ranges of a peer's body, fetched for this request (only those may be read).
+    Peer(Arc<mesh::PartialBody>),
 }
 
 impl Source {
@@ -32,6 +34,16 @@ impl Source {
             Source::Entry(cache, e) => cache.body(&e, r).map_err(BoxError::from).boxed(),
             Source::Fill(f) => f.read(r).map_err(BoxError::from).boxed(),
             Source::Stream(s) => skip_take(s, r).boxed(),
+            Source::Peer(p) => {
+                // The stream keeps the partial body (and its hold in the store) alive.
+                let keep = p.clone();
+                p.read(r)
+                    .map(move |item| {
+                        let _ = &keep;
+                        item.map_err(BoxError::from)
+                    })
+                    .boxed()
+            }
         }
     }
 
@@ -40,6 +52,7 @@ impl Source {
             Source::Entry(c, e) => Some(Source::Entry(c.clone(), e.clone())),
             Source::Fill(f) => Some(Source::Fill(f.clone())),
             Source::Stream(_) => None,
+            Source::Peer(p) => Some(Source::Peer(p.clone())),
         }
     }
 }

@@ -306,3 +306,65 @@ async fn a_shared_file_reaches_a_friend_by_ticket_and_through_a_proxy() {
     sharer.stop();
     friend.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seek_far_into_a_peers_video_moves_only_those_bytes() {
+    const LEN: u64 = 40 << 20;
+    let origin = Origin::builder()
+        .route("/film.mp4", |_| {
+            Reply::generated(LEN).header("cache-control", "max-age=600")
+        })
+        .run()
+        .await;
+    let url = origin.url("/film.mp4");
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let group = create_group(dirs[0].path());
+    join_group(dirs[1].path(), &group);
+    let a = Device::start(dirs[0].path(), &[]);
+    let b = Device::start(dirs[1].path(), &[&a.ticket]);
+    a.wait_peers(1).await;
+    b.wait_peers(1).await;
+    let (parts, body) = open(a.addr(), &url).await;
+    assert_eq!(parts.status, 200);
+    assert_eq!(check_pattern(body, 0).await.unwrap(), LEN);
+    // Wait until A has stored it (the body reaches the client as the store commits).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !get(a.addr(), &url, &[("cache-control", "only-if-cached")])
+        .await
+        .status
+        .is_success()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "A never stored the film"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    // B's player seeks to 30 MB: beyond range_offset_limit, so only the range is wanted.
+    let r = get(b.addr(), &url, &[("range", "bytes=30000000-30000999")]).await;
+    assert_eq!(r.status, 206, "{}", r.cache_status());
+    assert_eq!(
+        r.header("content-range"),
+        Some(format!("bytes 30000000-30000999/{LEN}").as_str())
+    );
+    let want: Vec<u8> = (30_000_000..30_001_000).map(pattern).collect();
+    assert_eq!(r.body, want);
+    assert!(
+        r.cache_status().contains("peer-range") && r.cache_status().contains(&a.id),
+        "{}",
+        r.cache_status()
+    );
+    assert_eq!(
+        origin.hits("/film.mp4"),
+        1,
+        "the origin was not asked again"
+    );
+    let sent = a.figure("mesh_bytes_to_peers").await;
+    assert!(
+        (1000..1 << 20).contains(&sent),
+        "A sent {sent} bytes for a 1000-byte range"
+    );
+    a.stop();
+    b.stop();
+}

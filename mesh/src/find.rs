@@ -48,52 +48,7 @@ impl Mesh {
     /// the origin is unreachable, so an entry this device would consider stale will do.
     pub async fn find(&self, key: &str, req: &request::Parts, allow_stale: bool) -> Option<Found> {
         let inner = &self.inner;
-        let conns = inner.peers.connected();
-        if conns.is_empty() {
-            return None;
-        }
-        inner.bump(&inner.counters().lookups, 1);
-        let timeout = inner.opts.lookup_timeout;
-        let mut asks: FuturesUnordered<_> = conns
-            .into_iter()
-            .map(|(id, conn)| async move {
-                (
-                    id,
-                    conn.clone(),
-                    proto::within(timeout, ask(&conn, key, 0)).await,
-                )
-            })
-            .collect();
-        let mut candidates = Vec::new();
-        let mut fetching: Vec<(EndpointId, Connection)> = Vec::new();
-        // Answers arrive fastest first: the first offer comes from the fastest peer.
-        while let Some((id, conn, res)) = asks.next().await {
-            match res {
-                Ok(Answer::Offers(offers)) => {
-                    candidates.extend(judge_all(inner, id, key, req, &offers, allow_stale))
-                }
-                Ok(Answer::Fetching) => fetching.push((id, conn)),
-                Ok(Answer::NotFound) => {}
-                Err(e) if e.is_violation() => peers::ban(inner, id, &e.to_string()),
-                Err(e) => tracing::debug!(peer = %id, %key, "lookup: {e}"),
-            }
-        }
-        if candidates.is_empty() {
-            // One download per carriage: a peer fetching it right now will have it soon.
-            if let Some((id, conn)) = fetching.into_iter().min_by_key(|(id, _)| *id.as_bytes()) {
-                let wait = inner.opts.peer_fill_wait;
-                tracing::debug!(peer = %id, %key, "a peer is fetching it: waiting");
-                let wait_ms = wait.as_millis().min(u32::MAX as u128) as u32;
-                match proto::within(wait + Duration::from_secs(2), ask(&conn, key, wait_ms)).await {
-                    Ok(Answer::Offers(offers)) => {
-                        candidates.extend(judge_all(inner, id, key, req, &offers, allow_stale))
-                    }
-                    Ok(_) => {}
-                    Err(e) if e.is_violation() => peers::ban(inner, id, &e.to_string()),
-                    Err(e) => tracing::debug!(peer = %id, %key, "waiting for a peer: {e}"),
-                }
-            }
-        }
+        let mut candidates = candidates(inner, key, req, allow_stale, true).await;
         // Fresh before stale; among equals, the order of arrival.
         candidates.sort_by_key(|c| c.stale);
         let mut tried: Vec<([u8; 32], EndpointId)> = Vec::new();
@@ -116,6 +71,64 @@ impl Mesh {
         }
         None
     }
+}
+
+/// Asks every connected peer about `key` and judges the offers; with `wait`, a peer that
+/// is fetching it is waited for when nobody has it yet.
+async fn candidates(
+    inner: &Inner,
+    key: &str,
+    req: &request::Parts,
+    allow_stale: bool,
+    wait: bool,
+) -> Vec<Candidate> {
+    let conns = inner.peers.connected();
+    if conns.is_empty() {
+        return Vec::new();
+    }
+    inner.bump(&inner.counters().lookups, 1);
+    let timeout = inner.opts.lookup_timeout;
+    let mut asks: FuturesUnordered<_> = conns
+        .into_iter()
+        .map(|(id, conn)| async move {
+            (
+                id,
+                conn.clone(),
+                proto::within(timeout, ask(&conn, key, 0)).await,
+            )
+        })
+        .collect();
+    let mut candidates = Vec::new();
+    let mut fetching: Vec<(EndpointId, Connection)> = Vec::new();
+    // Answers arrive fastest first: the first offer comes from the fastest peer.
+    while let Some((id, conn, res)) = asks.next().await {
+        match res {
+            Ok(Answer::Offers(offers)) => {
+                candidates.extend(judge_all(inner, id, key, req, &offers, allow_stale))
+            }
+            Ok(Answer::Fetching) => fetching.push((id, conn)),
+            Ok(Answer::NotFound) => {}
+            Err(e) if e.is_violation() => peers::ban(inner, id, &e.to_string()),
+            Err(e) => tracing::debug!(peer = %id, %key, "lookup: {e}"),
+        }
+    }
+    if candidates.is_empty() && wait {
+        // One download per carriage: a peer fetching it right now will have it soon.
+        if let Some((id, conn)) = fetching.into_iter().min_by_key(|(id, _)| *id.as_bytes()) {
+            let wait = inner.opts.peer_fill_wait;
+            tracing::debug!(peer = %id, %key, "a peer is fetching it: waiting");
+            let wait_ms = wait.as_millis().min(u32::MAX as u128) as u32;
+            match proto::within(wait + Duration::from_secs(2), ask(&conn, key, wait_ms)).await {
+                Ok(Answer::Offers(offers)) => {
+                    candidates.extend(judge_all(inner, id, key, req, &offers, allow_stale))
+                }
+                Ok(_) => {}
+                Err(e) if e.is_violation() => peers::ban(inner, id, &e.to_string()),
+                Err(e) => tracing::debug!(peer = %id, %key, "waiting for a peer: {e}"),
+            }
+        }
+    }
+    candidates
 }
 
 async fn ask(conn: &Connection, key: &str, wait_ms: u32) -> Result<Answer, ProtoError> {
@@ -281,10 +294,21 @@ async fn fetch(inner: &Inner, key: &str, c: &Candidate) -> Result<Entry, String>
 async fn transfer(inner: &Inner, c: &Candidate) -> Result<(), String> {
     let conn = peers::blobs_conn(inner, c.peer).await?;
     let store = inner.cache.blobs();
-    let mut progress = store
+    let progress = store
         .remote()
         .fetch(conn, Hash::from_bytes(c.entry.hash))
         .stream();
+    run(inner, c, progress).await
+}
+
+/// Drives a transfer from a peer: bounded by `fetch_idle_timeout` between progress
+/// reports; bytes that do not match the hash ban the peer.
+async fn run(
+    inner: &Inner,
+    c: &Candidate,
+    progress: impl futures_util::Stream<Item = GetProgressItem>,
+) -> Result<(), String> {
+    let mut progress = std::pin::pin!(progress);
     let mut got = 0u64;
     let idle = inner.opts.fetch_idle_timeout;
     let started = std::time::Instant::now();
@@ -338,4 +362,137 @@ async fn check_and_store(inner: &Inner, key: &str, c: &Candidate) -> Result<Entr
         .insert_entry(key, c.entry.clone())
         .await
         .map_err(|e| e.to_string())
+}
+
+/// Byte ranges of a peer's body, fetched (verified) into the local store without storing
+/// an entry: a seek far into a video someone nearby holds moves only what is watched.
+pub struct PartialBody {
+    /// The entry as the peer attested it (not stored here; `id` is 0).
+    pub entry: Entry,
+    pub peer: String,
+    /// The byte ranges fetched (rounded out to BLAKE3's 1 KiB chunks); only these may be
+    /// read.
+    pub ranges: Vec<std::ops::Range<u64>>,
+    store: iroh_blobs::api::Store,
+    held: Held,
+}
+
+/// Keeps a partly fetched body from garbage collection while it is being served.
+struct Held {
+    cache: cache::Cache,
+    hash: [u8; 32],
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let (cache, hash) = (self.cache.clone(), self.hash);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move { cache.unhold(&hash).await });
+        }
+    }
+}
+
+impl PartialBody {
+    /// Streams `r` (which must lie within the fetched ranges), clipped exactly.
+    pub fn read(
+        &self,
+        r: std::ops::Range<u64>,
+    ) -> futures_util::stream::BoxStream<'static, Result<bytes::Bytes, String>> {
+        use iroh_blobs::api::proto::ExportRangesItem;
+        if !self
+            .ranges
+            .iter()
+            .any(|f| f.start <= r.start && r.end <= f.end)
+        {
+            let msg = format!("bytes {}..{} were not fetched", r.start, r.end);
+            return futures_util::stream::once(async move { Err(msg) }).boxed();
+        }
+        let (start, end) = (r.start, r.end);
+        self.store
+            .blobs()
+            .export_ranges(Hash::from_bytes(self.held.hash), r)
+            .stream()
+            .filter_map(move |item| async move {
+                match item {
+                    ExportRangesItem::Size(_) => None,
+                    ExportRangesItem::Data(leaf) => {
+                        let leaf_end = leaf.offset + leaf.data.len() as u64;
+                        let (s, e) = (start.max(leaf.offset), end.min(leaf_end));
+                        (s < e).then(|| {
+                            Ok(leaf
+                                .data
+                                .slice((s - leaf.offset) as usize..(e - leaf.offset) as usize))
+                        })
+                    }
+                    ExportRangesItem::Error(e) => Some(Err(e.to_string())),
+                }
+            })
+            .boxed()
+    }
+}
+
+impl Mesh {
+    /// Like [`Mesh::find`], but fetches only the byte ranges `want(len)` picks for the
+    /// body's length, and stores no entry. `None` when no peer has it or `want` picks
+    /// nothing.
+    pub async fn find_ranges(
+        &self,
+        key: &str,
+        req: &request::Parts,
+        want: impl Fn(u64) -> Vec<std::ops::Range<u64>>,
+    ) -> Option<PartialBody> {
+        use iroh_blobs::protocol::{ChunkRanges, ChunkRangesExt, GetRequest};
+        let inner = &self.inner;
+        let mut candidates = candidates(inner, key, req, false, false).await;
+        candidates.sort_by_key(|c| c.stale);
+        for c in candidates {
+            // Without a trusted signer, only a digest of the whole body could vouch.
+            if c.digest.is_some() || inner.peers.banned(&c.peer) {
+                continue;
+            }
+            let ranges = want(c.entry.len);
+            if ranges.is_empty() {
+                return None;
+            }
+            let mut chunks = ChunkRanges::empty();
+            for r in &ranges {
+                chunks |= ChunkRanges::bytes(r.clone());
+            }
+            let hash = c.entry.hash;
+            if inner.cache.hold(&hash).await.is_err() {
+                return None;
+            }
+            let held = Held {
+                cache: inner.cache.clone(),
+                hash,
+            };
+            let store = inner.cache.blobs();
+            let result = async {
+                let conn = peers::blobs_conn(inner, c.peer).await?;
+                let progress = store
+                    .remote()
+                    .execute_get(
+                        conn,
+                        GetRequest::blob_ranges(Hash::from_bytes(hash), chunks),
+                    )
+                    .stream();
+                run(inner, &c, progress).await
+            }
+            .await;
+            match result {
+                Ok(()) => {
+                    inner.bump(&inner.counters().peer_hits, 1);
+                    return Some(PartialBody {
+                        peer: c.peer.to_string(),
+                        entry: c.entry,
+                        ranges,
+                        store,
+                        held,
+                    });
+                }
+                Err(e) => tracing::info!(peer = %c.peer, %key, "ranges from peer failed: {e}"),
+            }
+        }
+        None
+    }
 }

@@ -42,7 +42,7 @@ use iroh::{Endpoint, EndpointAddr, EndpointId, RelayMode};
 
 use cache::Cache;
 
-pub use find::Found;
+pub use find::{Found, PartialBody};
 pub use group::{Group, Groups};
 pub use server::SeekGuard;
 

@@ -156,6 +156,11 @@ impl ProtocolHandler for Lookup {
                 Ok(s) => s,
                 Err(_) => break,
             };
+            // A peer banned meanwhile (for what it sent on another connection) is done.
+            if self.0.upgrade().is_none_or(|i| i.peers.banned(&remote)) {
+                conn.close(close::BANNED.into(), b"banned");
+                break;
+            }
             let Ok(permit) = limit.clone().try_acquire_owned() else {
                 // Too many requests at once from one peer: refuse this one.
                 drop((send, recv));
