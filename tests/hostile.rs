@@ -24,6 +24,8 @@ enum Lie {
     ForgedSignature,
     /// A valid attestation of the true hash, but the bytes served do not match it.
     CorruptBytes,
+    /// Signed by a stranger (no group), with a `Content-Digest` of other bytes.
+    StrangerWrongDigest,
 }
 
 #[derive(Debug, Clone)]
@@ -109,17 +111,29 @@ async fn liar_run(lie: Lie) {
         std::fs::write(&path, bytes).unwrap();
     }
     let secret = SecretKey::generate();
+    let mut headers = vec![
+        ("cache-control".to_string(), b"max-age=600".to_vec()),
+        ("content-length".to_string(), LEN.to_string().into_bytes()),
+    ];
+    let stranger = SecretKey::generate();
+    let signer = match lie {
+        Lie::StrangerWrongDigest => {
+            headers.push((
+                "content-digest".into(),
+                content_digest(b"other bytes").into_bytes(),
+            ));
+            &stranger
+        }
+        _ => &secret,
+    };
     let claim = Claim {
         version: 1,
-        signer: *secret.public().as_bytes(),
+        signer: *signer.public().as_bytes(),
         key: key.clone(),
         vary: vec![],
         variant: String::new(),
         status: 200,
-        headers: vec![
-            ("cache-control".into(), b"max-age=600".to_vec()),
-            ("content-length".into(), LEN.to_string().into_bytes()),
-        ],
+        headers,
         hash: hash.into(),
         size: LEN,
         fetched_at_ms: SystemTime::now()
@@ -127,7 +141,11 @@ async fn liar_run(lie: Lie) {
             .unwrap()
             .as_millis() as u64,
     };
-    let mut attestation = Attestation::sign(&secret, &claim, std::slice::from_ref(&group));
+    let groups = match lie {
+        Lie::StrangerWrongDigest => vec![],
+        _ => vec![group.clone()],
+    };
+    let mut attestation = Attestation::sign(signer, &claim, &groups);
     if let Lie::ForgedSignature = lie {
         let mut a: Attestation = postcard::from_bytes(&attestation).unwrap();
         a.signature[10] ^= 1;
@@ -188,6 +206,7 @@ async fn liar_run(lie: Lie) {
     let why = match lie {
         Lie::ForgedSignature => "attestation that does not check",
         Lie::CorruptBytes => "bytes that do not match the hash",
+        Lie::StrangerWrongDigest => "does not match the origin",
     };
     assert!(
         page.contains(why),
@@ -202,6 +221,97 @@ async fn liar_run(lie: Lie) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    victim.stop();
+    router.shutdown().await.unwrap();
+}
+
+fn content_digest(body: &[u8]) -> String {
+    use base64::Engine;
+    let d = ring::digest::digest(&ring::digest::SHA256, body);
+    format!(
+        "sha-256=:{}:",
+        base64::engine::general_purpose::STANDARD.encode(d.as_ref())
+    )
+}
+
+/// A stranger's attestation is only as good as the origin's digest: one that does not
+/// match the bytes gets the relaying peer banned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_strangers_entry_whose_origin_digest_does_not_match_is_refused() {
+    liar_run(Lie::StrangerWrongDigest).await;
+}
+
+/// The good case of the same path: an entry signed by nobody we trust, accepted because
+/// the origin's `Content-Digest` matches the bytes (RFC 9530).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_strangers_entry_is_accepted_when_the_origin_digest_matches() {
+    let origin = Origin::builder().run().await; // knows no route: it must not be needed
+    let url = origin.url("/doc.pdf");
+    let dir = tempfile::tempdir().unwrap();
+    let group = mesh::Group::from_ticket(&create_group(dir.path())).unwrap();
+    let body: Vec<u8> = (0..LEN).map(pattern).collect();
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = iroh_blobs::store::fs::FsStore::load(store_dir.path())
+        .await
+        .unwrap();
+    let hash = store.blobs().add_bytes(body.clone()).await.unwrap().hash;
+    let stranger = SecretKey::generate();
+    let claim = Claim {
+        version: 1,
+        signer: *stranger.public().as_bytes(),
+        key: url.clone(),
+        vary: vec![],
+        variant: String::new(),
+        status: 200,
+        headers: vec![
+            ("cache-control".into(), b"max-age=600".to_vec()),
+            ("content-digest".into(), content_digest(&body).into_bytes()),
+        ],
+        hash: hash.into(),
+        size: LEN,
+        fetched_at_ms: SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64,
+    };
+    let secret = SecretKey::generate();
+    let relay = Liar {
+        key: secret.clone(),
+        group,
+        attestation: Attestation::sign(&stranger, &claim, &[]),
+    };
+    let ep = Endpoint::builder(iroh::endpoint::presets::Minimal)
+        .secret_key(secret.clone())
+        .relay_mode(iroh::RelayMode::Disabled)
+        .clear_ip_transports()
+        .bind_addr("127.0.0.1:0")
+        .unwrap()
+        .bind()
+        .await
+        .unwrap();
+    let router = Router::builder(ep.clone())
+        .accept(proto::ALPN, relay)
+        .accept(
+            iroh_blobs::ALPN,
+            iroh_blobs::BlobsProtocol::new(&store, None),
+        )
+        .spawn();
+    let ticket = {
+        use iroh_tickets::Ticket;
+        iroh_tickets::endpoint::EndpointTicket::new(ep.addr()).encode_string()
+    };
+    let victim = Device::start(dir.path(), &[&ticket]);
+    victim.wait_peers(1).await;
+    let r = get(victim.addr(), &url, &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.body == body);
+    assert!(
+        r.cache_status().contains(&format!("peer=\"{}\"", ep.id())),
+        "{}",
+        r.cache_status()
+    );
+    assert_eq!(origin.hits("/doc.pdf"), 0);
+    assert_eq!(victim.figure("mesh_bans").await, 0);
     victim.stop();
     router.shutdown().await.unwrap();
 }
