@@ -114,7 +114,21 @@ async fn candidates(
     }
     if candidates.is_empty() && wait {
         // One download per carriage: a peer fetching it right now will have it soon.
-        if let Some((id, conn)) = fetching.into_iter().min_by_key(|(id, _)| *id.as_bytes()) {
+        // Else, a device that asked us while we were both seeking, and goes first.
+        let deferred = inner
+            .inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .and_then(|i| i.defer_to);
+        let target = fetching
+            .into_iter()
+            .min_by_key(|(id, _)| *id.as_bytes())
+            .or_else(|| {
+                let d = deferred?;
+                inner.peers.connected().into_iter().find(|(id, _)| *id == d)
+            });
+        if let Some((id, conn)) = target {
             let wait = inner.opts.peer_fill_wait;
             tracing::debug!(peer = %id, %key, "a peer is fetching it: waiting");
             let wait_ms = wait.as_millis().min(u32::MAX as u128) as u32;

@@ -33,6 +33,10 @@ pub(crate) enum Phase {
 
 pub(crate) struct Inflight {
     phase: tokio::sync::watch::Sender<Phase>,
+    /// The smallest endpoint id seen seeking the same key while this device was seeking
+    /// it: if nobody has it, this device waits for that one instead of downloading too
+    /// (closes the race where each asked the other before the other had started).
+    pub(crate) defer_to: Option<EndpointId>,
 }
 
 /// Registration of a key this device is seeking, then fetching. Dropping it tells the
@@ -74,7 +78,13 @@ impl Mesh {
             .inflight
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(key.to_string(), Inflight { phase: tx.clone() });
+            .insert(
+                key.to_string(),
+                Inflight {
+                    phase: tx.clone(),
+                    defer_to: None,
+                },
+            );
         SeekGuard {
             inner: Arc::downgrade(&self.inner),
             key: key.to_string(),
@@ -343,12 +353,21 @@ fn answer(inner: &Inner, remote: EndpointId, key: &str) -> Answer {
         set.extend(hashes);
         return Answer::Offers(offers);
     }
-    let phase = inner
-        .inflight
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(key)
-        .map(|i| *i.phase.borrow());
+    let me_first = inner.endpoint.id().as_bytes() < remote.as_bytes();
+    let phase = {
+        let mut map = inner.inflight.lock().unwrap_or_else(|e| e.into_inner());
+        map.get_mut(key).map(|i| {
+            let phase = *i.phase.borrow();
+            if phase == Phase::Seeking && !me_first {
+                // The asker is seeking too (it asks only while it seeks), and goes first.
+                let smaller = i.defer_to.is_none_or(|d| remote.as_bytes() < d.as_bytes());
+                if smaller {
+                    i.defer_to = Some(remote);
+                }
+            }
+            phase
+        })
+    };
     // A download under way whose result will be shareable (its client may already have
     // the whole body while it is being committed).
     let filling = inner
@@ -360,9 +379,7 @@ fn answer(inner: &Inner, remote: EndpointId, key: &str) -> Answer {
         _ if filling => Answer::Fetching,
         Some(Phase::Fetching) => Answer::Fetching,
         // Both are seeking: the smaller endpoint id fetches, the other waits for it.
-        Some(Phase::Seeking) if inner.endpoint.id().as_bytes() < remote.as_bytes() => {
-            Answer::Fetching
-        }
+        Some(Phase::Seeking) if me_first => Answer::Fetching,
         _ => Answer::NotFound,
     }
 }

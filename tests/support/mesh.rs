@@ -39,7 +39,11 @@ impl Device {
     /// Starts a device whose data directory is `dir` (already in its groups), with these
     /// peers.
     pub fn start(dir: &Path, peers: &[&str]) -> Device {
-        let mut args: Vec<&str> = Vec::new();
+        // Tests share two cores with many processes: a generous lookup deadline keeps a
+        // slow answer from looking like no answer (the default is 50 ms, for a LAN).
+        let config = dir.join("test-mesh.toml");
+        std::fs::write(&config, "[mesh]\nlookup_timeout = \"1s\"\n").unwrap();
+        let mut args: Vec<&str> = vec!["--config", config.to_str().unwrap()];
         for p in peers {
             args.push("--peer");
             args.push(p);
