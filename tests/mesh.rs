@@ -192,6 +192,19 @@ async fn a_device_outside_the_group_gets_neither_lookups_nor_bodies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_devices_asking_at_once_cost_the_origin_one_request() {
+    carriage(std::time::Duration::ZERO).await;
+}
+
+/// Requests a few milliseconds apart: each device may ask another before that one has
+/// started looking (regression: both then went to the origin).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_devices_asking_a_few_milliseconds_apart_cost_the_origin_one_request() {
+    carriage(std::time::Duration::from_millis(3)).await;
+}
+
+/// N devices whose clients ask for the same new 5 MiB object, the k-th `stagger * k`
+/// after the first; the origin must see one request.
+async fn carriage(stagger: std::time::Duration) {
     const N: usize = 10;
     const LEN: u64 = 5 << 20;
     let origin = Origin::builder()
@@ -217,9 +230,12 @@ async fn ten_devices_asking_at_once_cost_the_origin_one_request() {
     let url = origin.url("/new-video");
     let done = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
-    for d in &devices {
+    let start = tokio::time::Instant::now();
+    for (k, d) in devices.iter().enumerate() {
         let (addr, url, done) = (d.addr(), url.clone(), done.clone());
+        let at = start + stagger * k as u32;
         tasks.push(tokio::spawn(async move {
+            tokio::time::sleep_until(at).await;
             let (parts, body) = open(addr, &url).await;
             assert_eq!(parts.status, 200);
             let n = check_pattern(body, 0).await.expect("right bytes");
