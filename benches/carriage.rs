@@ -18,6 +18,7 @@
 //!
 //! `cargo bench --bench carriage`: N = 10, M = 200, R = 600; `MESHCACHE_BENCH_QUICK=1`:
 //! M = 60, R = 200; `MESHCACHE_CARRIAGE_N=<devices>` overrides N.
+//! `RUST_LOG` (e.g. `meshcache_mesh=debug`) logs the proxies and meshes to stderr.
 
 mod common;
 use common::devices::{get_once, Device, Origin, Route, Source};
@@ -45,6 +46,7 @@ struct Config {
 }
 
 fn main() {
+    common::init_log();
     let quick = common::quick();
     let devices = match std::env::var("MESHCACHE_CARRIAGE_N") {
         Ok(v) => v

@@ -21,6 +21,7 @@
 //!
 //! `cargo bench --bench mesh_transfer`. Large body: 200 MiB and K = 200, or 32 MiB and
 //! K = 50 with `MESHCACHE_BENCH_QUICK=1`; `MESHCACHE_BENCH_SIZE=<bytes>` sets the body.
+//! `RUST_LOG` (e.g. `meshcache_mesh=debug`) logs the proxies and meshes to stderr.
 
 mod common;
 use common::devices::{get_once, wait_hit, Conn, Device, Origin, Route};
@@ -40,6 +41,7 @@ const PEER_WAIT: Duration = Duration::from_secs(20);
 const STORE_WAIT: Duration = Duration::from_secs(60);
 
 fn main() {
+    common::init_log();
     let quick = common::quick();
     let size: u64 = match std::env::var("MESHCACHE_BENCH_SIZE") {
         Ok(v) => v.parse().expect("MESHCACHE_BENCH_SIZE: a byte count"),

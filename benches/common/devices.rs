@@ -117,7 +117,7 @@ fn answer(
             let n = (size - pos).min(CHUNK as u64) as usize;
             let mut v = base[..n].to_vec();
             // Stamp the id and the chunk number, so bodies and chunks differ.
-            let stamp = (id << 32 | pos / CHUNK as u64).to_le_bytes();
+            let stamp = ((id << 32) | (pos / CHUNK as u64)).to_le_bytes();
             for (b, s) in v.iter_mut().zip(stamp) {
                 *b ^= s;
             }

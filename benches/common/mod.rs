@@ -29,6 +29,17 @@ pub fn load_duration(quick: bool) -> Duration {
     Duration::from_secs(if quick { 2 } else { 5 })
 }
 
+/// With `RUST_LOG` set, logs of the in-process proxies and meshes go to stderr (e.g.
+/// `RUST_LOG=meshcache_mesh=debug`); without, nothing is logged.
+pub fn init_log() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+}
+
 /// Runs a bench's async body on a runtime with one worker per core.
 pub fn block_on<F: std::future::Future>(cores: usize, f: F) -> F::Output {
     tokio::runtime::Builder::new_multi_thread()
