@@ -260,8 +260,7 @@ async fn miss(
             let seek = mesh.map(|m| m.seek(&key));
             if let Some(m) = mesh {
                 if let Some(found) = m.find(&key, &parts, false).await {
-                    drop(leader);
-                    return from_peer(state, &parts, found);
+                    return from_peer(state, &parts, leader, found);
                 }
             }
             if let Some(s) = &seek {
@@ -323,17 +322,54 @@ fn mesh_eligible(parts: &request::Parts) -> bool {
         && !policy::request_no_store(&parts.headers)
 }
 
-/// Serves an entry that a peer's body just filled.
-fn from_peer(state: &State, parts: &request::Parts, found: mesh::Found) -> Outcome {
+/// Serves what a peer has: an entry already stored, or a body streaming in, which is
+/// stored through this key's fill (so other clients of this device join it).
+fn from_peer(
+    state: &Arc<State>,
+    parts: &request::Parts,
+    leader: Leader,
+    found: mesh::Found,
+) -> Outcome {
     state.counters.peer_hits.fetch_add(1, Ordering::Relaxed);
     let phase = Phase::Peer {
         peer: found.peer,
         stale: found.stale,
     };
-    state
-        .cache
-        .touch(&primary_key(&parts.uri).unwrap_or_default(), found.entry.id);
-    serve_entry(state, parts, found.entry, phase, None)
+    let e = found.entry;
+    let Some(body) = found.body else {
+        drop(leader);
+        state
+            .cache
+            .touch(&primary_key(&parts.uri).unwrap_or_default(), e.id);
+        return serve_entry(state, parts, e, phase, None);
+    };
+    let now = state.cache.now();
+    let head = Head {
+        policy: Some(Box::new(e.policy.clone())),
+        status: e.status_code(),
+        headers: e.header_map(),
+        len: Some(e.len),
+        vary: e.vary.clone(),
+        variant: e.variant.clone(),
+        shareable: true,
+    };
+    let pending = Pending {
+        policy: e.policy.clone(),
+        shareable: true,
+        fresh_until: std::time::UNIX_EPOCH + std::time::Duration::from_millis(e.fresh_until_ms),
+        fetched_at: now,
+        from_peer: e.attestation.clone().map(|a| (a, e.hash)),
+    };
+    let body = crate::peer_body::whole(state.clone(), parts, &e, body);
+    let fill = state.cache.start_fill(leader, head, pending, body);
+    let res = respond::respond(
+        parts,
+        e.status_code(),
+        entry_headers(&e, now),
+        Some(e.len),
+        Source::Fill(fill),
+    );
+    Outcome::new(res, phase, None)
 }
 
 /// Serves byte ranges a peer just sent (nothing is stored).
@@ -405,10 +441,10 @@ async fn lead(
     let res = match state.send(oreq, empty()).await {
         Ok(r) => r,
         Err(e) => {
-            drop(leader);
             if let Some(s) = stale {
                 let disconnected = e.unreachable() || matches!(e, OriginError::Protocol(_));
                 if s.serve_on_error || (disconnected && may_serve_disconnected(&s.entry)) {
+                    drop(leader);
                     tracing::info!(%key, "origin failed ({e}); serving stale");
                     let why = if disconnected {
                         "origin-unreachable"
@@ -432,9 +468,10 @@ async fn lead(
             {
                 if let Some(found) = m.find(&key, &parts, true).await {
                     tracing::info!(%key, peer = %found.peer, "origin unreachable; served from a peer");
-                    return from_peer(state, &parts, found);
+                    return from_peer(state, &parts, leader, found);
                 }
             }
+            drop(leader);
             return origin_error(&e, &parts.uri);
         }
     };
@@ -494,6 +531,7 @@ async fn lead(
                     shareable,
                     fresh_until,
                     fetched_at: now,
+                    from_peer: None,
                 },
                 body,
             );

@@ -20,6 +20,7 @@ pub mod headers;
 pub mod local;
 pub mod mesh_pages;
 pub mod origin;
+pub mod peer_body;
 pub mod range;
 pub mod respond;
 pub mod server;

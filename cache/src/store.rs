@@ -117,6 +117,9 @@ pub struct Pending {
     pub fresh_until: SystemTime,
     /// When the response arrived from the origin (what an attestation records).
     pub fetched_at: SystemTime,
+    /// A body from a peer: the attestation it came with (stored as is: trust stays with
+    /// its signer) and the hash it attests, which the complete body must have.
+    pub from_peer: Option<(Vec<u8>, [u8; 32])>,
 }
 
 /// Signs the binding of a URL to a stored response, for the mesh. The cache calls it for
@@ -635,6 +638,13 @@ impl Cache {
                 imported.size
             )));
         }
+        if let Some((_, hash)) = &pending.from_peer {
+            if *hash != imported.hash {
+                return Err(StoreError::Body(
+                    "the body from a peer does not have the attested hash".into(),
+                ));
+            }
+        }
         let now = unix_ms(self.now());
         let mut entry = Entry {
             id: 0,
@@ -649,9 +659,9 @@ impl Cache {
             fresh_until_ms: unix_ms(pending.fresh_until),
             last_used_ms: now,
             shareable: pending.shareable,
-            attestation: None,
+            attestation: pending.from_peer.map(|(a, _)| a),
         };
-        if entry.shareable {
+        if entry.shareable && entry.attestation.is_none() {
             if let Some(a) = i.attester.get() {
                 entry.attestation = a.attest(&fill.key, &entry, pending.fetched_at);
             }

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use futures_util::stream::FuturesUnordered;
+use futures_util::stream::{BoxStream, FuturesUnordered};
 use futures_util::StreamExt;
 use http::request;
 use iroh::endpoint::Connection;
@@ -23,15 +23,18 @@ use crate::peers;
 use crate::proto::{self, Answer, ProtoError, Request};
 use crate::{Inner, Mesh};
 
-/// An entry fetched from a peer and now stored locally.
-#[derive(Debug)]
+/// An entry a peer has: already stored here (`body` is `None`), or streaming in.
 pub struct Found {
+    /// With `body`, the entry as attested (not stored yet: `id` 0, store it through a
+    /// fill with its attestation); without, the stored entry.
     pub entry: Entry,
-    /// Endpoint id of the peer the body came from.
+    /// Endpoint id of the peer the body (first) came from.
     pub peer: String,
     /// The entry is stale by this device's judgment (served only when the origin is
     /// unreachable).
     pub stale: bool,
+    /// The body, verified as it arrives (see `stream.rs`).
+    pub body: Option<BoxStream<'static, Result<bytes::Bytes, String>>>,
 }
 
 struct Candidate {
@@ -51,12 +54,42 @@ impl Mesh {
         let mut candidates = candidates(inner, key, req, allow_stale, true).await;
         // Fresh before stale; among equals, the order of arrival.
         candidates.sort_by_key(|c| c.stale);
-        let mut tried: Vec<([u8; 32], EndpointId)> = Vec::new();
+        let mut tried: Vec<[u8; 32]> = Vec::new();
         for c in &candidates {
-            if tried.contains(&(c.entry.hash, c.peer)) || inner.peers.banned(&c.peer) {
+            if tried.contains(&c.entry.hash) || inner.peers.banned(&c.peer) {
                 continue;
             }
-            tried.push((c.entry.hash, c.peer));
+            tried.push(c.entry.hash);
+            // Trusted signer and not here yet: stream it from every peer that offered
+            // this hash, fastest first, into the caller's fill.
+            if c.digest.is_none() && !inner.cache.has_body(&c.entry.hash, c.entry.len).await {
+                let sources: Vec<EndpointId> = candidates
+                    .iter()
+                    .filter(|o| o.entry.hash == c.entry.hash && o.digest.is_none())
+                    .map(|o| o.peer)
+                    .fold(Vec::new(), |mut v, p| {
+                        if !v.contains(&p) {
+                            v.push(p);
+                        }
+                        v
+                    });
+                match crate::stream::start(self.inner.clone(), c.entry.hash, c.entry.len, sources)
+                    .await
+                {
+                    Some((peer, body)) => {
+                        inner.bump(&inner.counters().peer_hits, 1);
+                        return Some(Found {
+                            entry: c.entry.clone(),
+                            peer: peer.to_string(),
+                            stale: c.stale,
+                            body: Some(body),
+                        });
+                    }
+                    None => continue,
+                }
+            }
+            // A stranger's entry vouched for by the origin's digest is fetched whole and
+            // checked before anyone sees a byte (and one already here is just stored).
             match fetch(inner, key, c).await {
                 Ok(entry) => {
                     inner.bump(&inner.counters().peer_hits, 1);
@@ -64,6 +97,7 @@ impl Mesh {
                         entry,
                         peer: c.peer.to_string(),
                         stale: c.stale,
+                        body: None,
                     });
                 }
                 Err(e) => tracing::info!(peer = %c.peer, %key, "body from peer failed: {e}"),

@@ -28,6 +28,7 @@ mod peers;
 pub mod proto;
 mod server;
 pub mod share;
+mod stream;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
