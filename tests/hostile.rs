@@ -80,6 +80,43 @@ impl ProtocolHandler for Liar {
     }
 }
 
+/// A blobs provider that answers any request with the whole blob, bao-encoded as iroh-blobs
+/// does, and (with `flip`) one byte changed in the middle of the stream.
+#[derive(Debug, Clone)]
+struct LyingBlobs {
+    store: iroh_blobs::api::Store,
+    flip: bool,
+}
+
+impl ProtocolHandler for LyingBlobs {
+    async fn accept(&self, conn: Connection) -> Result<(), AcceptError> {
+        while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+            let req = recv
+                .read_to_end(64 * 1024)
+                .await
+                .map_err(AcceptError::from_err)?;
+            let Ok(iroh_blobs::protocol::Request::Get(get)) = postcard::from_bytes(&req) else {
+                break;
+            };
+            let mut encoded = self
+                .store
+                .export_bao(get.hash, iroh_blobs::protocol::ChunkRanges::all())
+                .bao_to_vec()
+                .await
+                .map_err(AcceptError::from_err)?;
+            if self.flip {
+                let mid = encoded.len() / 2;
+                encoded[mid] ^= 0x55;
+            }
+            send.write_all(&encoded)
+                .await
+                .map_err(AcceptError::from_err)?;
+            let _ = send.finish();
+        }
+        Ok(())
+    }
+}
+
 async fn liar_run(lie: Lie) {
     let origin = Origin::builder()
         .route("/video.mp4", |_| {
@@ -93,7 +130,7 @@ async fn liar_run(lie: Lie) {
     let group_ticket = create_group(dir.path());
     let group = mesh::Group::from_ticket(&group_ticket).unwrap();
 
-    // The liar's store holds the true body; for CorruptBytes its file is then damaged.
+    // The liar's store holds the true body (for CorruptBytes, it flips a byte on the wire).
     let body: Vec<u8> = (0..LEN).map(pattern).collect();
     let store_dir = tempfile::tempdir().unwrap();
     let store = iroh_blobs::store::fs::FsStore::load(store_dir.path())
@@ -101,15 +138,6 @@ async fn liar_run(lie: Lie) {
         .unwrap();
     let tag = store.blobs().add_bytes(body.clone()).await.unwrap();
     let hash = tag.hash;
-    if let Lie::CorruptBytes = lie {
-        let path = store_dir
-            .path()
-            .join("data")
-            .join(format!("{}.data", hash.to_hex()));
-        let mut bytes = std::fs::read(&path).expect("the body is a plain file in the store");
-        bytes[600_000] ^= 0xff;
-        std::fs::write(&path, bytes).unwrap();
-    }
     let secret = SecretKey::generate();
     let mut headers = vec![
         ("cache-control".to_string(), b"max-age=600".to_vec()),
@@ -171,7 +199,10 @@ async fn liar_run(lie: Lie) {
         )
         .accept(
             iroh_blobs::ALPN,
-            iroh_blobs::BlobsProtocol::new(&store, None),
+            LyingBlobs {
+                store: (*store).clone(),
+                flip: matches!(lie, Lie::CorruptBytes),
+            },
         )
         .spawn();
     let liar_ticket = {

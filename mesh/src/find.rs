@@ -367,7 +367,8 @@ async fn run(
             Ok(Some(GetProgressItem::Progress(n))) => got = n,
             Ok(Some(GetProgressItem::Done(_))) => break,
             Ok(Some(GetProgressItem::Error(e))) => {
-                if matches!(e, iroh_blobs::get::GetError::Decode { .. }) {
+                if matches!(&e, iroh_blobs::get::GetError::Decode { source, .. } if crate::stream::is_lie(source))
+                {
                     peers::ban(
                         inner,
                         c.peer,

@@ -102,6 +102,14 @@ pub(crate) async fn start(
     None
 }
 
+/// True when the bytes themselves were wrong (as opposed to the transfer failing).
+pub(crate) fn is_lie(e: &fsm::DecodeError) -> bool {
+    matches!(
+        e,
+        fsm::DecodeError::LeafHashMismatch { .. } | fsm::DecodeError::ParentHashMismatch { .. }
+    )
+}
+
 async fn step(mut st: State) -> Option<(Result<Bytes, String>, State)> {
     loop {
         if st.failed || st.pos >= st.size {
@@ -155,11 +163,16 @@ async fn step(mut st: State) -> Option<(Result<Bytes, String>, State)> {
                 return Some((Ok(data), st));
             }
             Ok(BlobContentNext::More((_, Err(e)))) => {
-                peers::ban(
-                    &st.inner,
-                    peer,
-                    &format!("sent bytes that do not match the hash ({e})"),
-                );
+                if is_lie(&e) {
+                    peers::ban(
+                        &st.inner,
+                        peer,
+                        &format!("sent bytes that do not match the hash ({e})"),
+                    );
+                } else {
+                    // Gone, reset, out of data: not a lie, just not a source any more.
+                    tracing::info!(%peer, at = st.pos, "peer stopped sending: {e}");
+                }
             }
             Ok(BlobContentNext::Done(_)) => {
                 if st.pos < st.size {
