@@ -26,6 +26,8 @@ enum Lie {
     CorruptBytes,
     /// Signed by a stranger (no group), with a `Content-Digest` of other bytes.
     StrangerWrongDigest,
+    /// Not a lie: an honest member that stops sending half-way (it left the carriage).
+    WalksAway,
 }
 
 #[derive(Debug, Clone)]
@@ -86,6 +88,8 @@ impl ProtocolHandler for Liar {
 struct LyingBlobs {
     store: iroh_blobs::api::Store,
     flip: bool,
+    /// Send only the first half of the stream, then end it.
+    half: bool,
 }
 
 impl ProtocolHandler for LyingBlobs {
@@ -107,6 +111,9 @@ impl ProtocolHandler for LyingBlobs {
             if self.flip {
                 let mid = encoded.len() / 2;
                 encoded[mid] ^= 0x55;
+            }
+            if self.half {
+                encoded.truncate(encoded.len() / 2);
             }
             send.write_all(&encoded)
                 .await
@@ -202,6 +209,7 @@ async fn liar_run(lie: Lie) {
             LyingBlobs {
                 store: (*store).clone(),
                 flip: matches!(lie, Lie::CorruptBytes),
+                half: matches!(lie, Lie::WalksAway),
             },
         )
         .spawn();
@@ -215,7 +223,7 @@ async fn liar_run(lie: Lie) {
     let r = get(victim.addr(), &url, &[]).await;
     assert_eq!(r.status, 200);
     assert!(r.body == body, "{lie:?}: the client got the wrong bytes");
-    if let Lie::CorruptBytes = lie {
+    if let Lie::CorruptBytes | Lie::WalksAway = lie {
         // The body had started to stream from the liar: its verified bytes were kept, the
         // origin sent the rest (`Range`), and the whole was checked against the attested
         // hash before the last byte went out.
@@ -244,6 +252,22 @@ async fn liar_run(lie: Lie) {
         );
     }
     let status = victim.status().await;
+    if let Lie::WalksAway = lie {
+        // Stopping is not lying: no ban, still connected.
+        assert_eq!(
+            crate::support::mesh::figure(&status, "mesh_bans"),
+            0,
+            "{status}"
+        );
+        assert_eq!(
+            crate::support::mesh::figure(&status, "mesh_peers_connected"),
+            1,
+            "{status}"
+        );
+        victim.stop();
+        router.shutdown().await.unwrap();
+        return;
+    }
     assert!(
         crate::support::mesh::figure(&status, "mesh_bans") >= 1,
         "{lie:?}: not banned: {status}"
@@ -256,6 +280,7 @@ async fn liar_run(lie: Lie) {
         Lie::ForgedSignature => "attestation that does not check",
         Lie::CorruptBytes => "bytes that do not match the hash",
         Lie::StrangerWrongDigest => "does not match the origin",
+        Lie::WalksAway => unreachable!(),
     };
     assert!(
         page.contains(why),
@@ -272,6 +297,13 @@ async fn liar_run(lie: Lie) {
     }
     victim.stop();
     router.shutdown().await.unwrap();
+}
+
+/// A member that stops half-way is not banned; the origin sends the rest (`Range`), and the
+/// client gets the whole, checked body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stops_half_way_is_not_banned_and_the_origin_sends_the_rest() {
+    liar_run(Lie::WalksAway).await;
 }
 
 fn content_digest(body: &[u8]) -> String {
