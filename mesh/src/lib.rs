@@ -334,22 +334,8 @@ pub fn offline_ticket(dir: &std::path::Path, bind: SocketAddr) -> Result<String,
     use iroh_tickets::Ticket;
     let key = identity::load_or_create(dir)?;
     let mut addr = EndpointAddr::new(key.public());
-    if bind.ip().is_unspecified() {
-        for ip in interface_addrs() {
-            if ip.is_ipv4() == bind.is_ipv4() && !ip.is_loopback() {
-                addr = addr.with_ip_addr(SocketAddr::new(ip, bind.port()));
-            }
-        }
-        addr = addr.with_ip_addr(SocketAddr::new(
-            if bind.is_ipv4() {
-                [127, 0, 0, 1].into()
-            } else {
-                std::net::Ipv6Addr::LOCALHOST.into()
-            },
-            bind.port(),
-        ));
-    } else {
-        addr = addr.with_ip_addr(bind);
+    for a in concrete(bind) {
+        addr = addr.with_ip_addr(a);
     }
     Ok(iroh_tickets::endpoint::EndpointTicket::new(addr).encode_string())
 }
@@ -416,16 +402,23 @@ pub(crate) fn addr_of(ep: &Endpoint) -> EndpointAddr {
     addr
 }
 
-/// A bound socket as an address to dial: a wildcard becomes loopback (the endpoint's own
-/// address list adds the interfaces' addresses).
+/// A bound socket as addresses to dial: a wildcard stands for every address of the
+/// machine's interfaces in its family (loopback included).
 fn concrete(s: SocketAddr) -> Vec<SocketAddr> {
     if !s.ip().is_unspecified() {
         return vec![s];
     }
-    if s.is_ipv6() {
-        return vec![SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, s.port()))];
-    }
-    vec![SocketAddr::from(([127, 0, 0, 1], s.port()))]
+    let mut out: Vec<SocketAddr> = interface_addrs()
+        .into_iter()
+        .filter(|ip| ip.is_ipv4() == s.is_ipv4() && !ip.is_loopback())
+        .map(|ip| SocketAddr::new(ip, s.port()))
+        .collect();
+    out.push(if s.is_ipv4() {
+        SocketAddr::from(([127, 0, 0, 1], s.port()))
+    } else {
+        SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, s.port()))
+    });
+    out
 }
 
 pub(crate) fn hex(b: &[u8]) -> String {
@@ -449,5 +442,31 @@ impl Inner {
 
     pub(crate) fn is_shutting_down(&self) -> bool {
         *self.shutdown.borrow()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wildcard_bind_stands_for_the_interface_addresses() {
+        let got = concrete("0.0.0.0:4919".parse().unwrap());
+        assert!(got.contains(&"127.0.0.1:4919".parse().unwrap()), "{got:?}");
+        let ifs = interface_addrs();
+        for ip in ifs.iter().filter(|ip| ip.is_ipv4() && !ip.is_loopback()) {
+            assert!(
+                got.contains(&SocketAddr::new(*ip, 4919)),
+                "{got:?} lacks {ip}"
+            );
+        }
+        assert_eq!(
+            concrete("10.1.2.3:5".parse().unwrap()),
+            vec!["10.1.2.3:5".parse().unwrap()]
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let t = offline_ticket(dir.path(), "0.0.0.0:4919".parse().unwrap()).unwrap();
+        let addr = parse_peer(&t).unwrap();
+        assert_eq!(addr.ip_addrs().count(), got.len(), "{t} {got:?} {ifs:?}");
     }
 }
