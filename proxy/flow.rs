@@ -260,7 +260,7 @@ async fn miss(
             let seek = mesh.map(|m| m.seek(&key));
             if let Some(m) = mesh {
                 if let Some(found) = m.find(&key, &parts, false).await {
-                    return from_peer(state, &parts, leader, found);
+                    return from_peer(state, &parts, &key, leader, found);
                 }
             }
             if let Some(s) = &seek {
@@ -327,6 +327,7 @@ fn mesh_eligible(parts: &request::Parts) -> bool {
 fn from_peer(
     state: &Arc<State>,
     parts: &request::Parts,
+    key: &str,
     leader: Leader,
     found: mesh::Found,
 ) -> Outcome {
@@ -338,9 +339,7 @@ fn from_peer(
     let e = found.entry;
     let Some(body) = found.body else {
         drop(leader);
-        state
-            .cache
-            .touch(&primary_key(&parts.uri).unwrap_or_default(), e.id);
+        state.cache.touch(key, e.id);
         return serve_entry(state, parts, e, phase, None);
     };
     let now = state.cache.now();
@@ -420,14 +419,7 @@ async fn lead(
     let mut oreq = parts.clone();
     // The fill fetches the whole representation for everyone: the client's range and its
     // own validators are answered locally from it.
-    for h in [
-        header::RANGE,
-        header::IF_RANGE,
-        header::IF_NONE_MATCH,
-        header::IF_MODIFIED_SINCE,
-        header::IF_MATCH,
-        header::IF_UNMODIFIED_SINCE,
-    ] {
+    for h in crate::headers::CLIENT_CONDITIONALS {
         oreq.headers.remove(h);
     }
     if let Some(s) = &stale {
@@ -468,7 +460,7 @@ async fn lead(
             {
                 if let Some(found) = m.find(&key, &parts, true).await {
                     tracing::info!(%key, peer = %found.peer, "origin unreachable; served from a peer");
-                    return from_peer(state, &parts, leader, found);
+                    return from_peer(state, &parts, &key, leader, found);
                 }
             }
             drop(leader);

@@ -17,6 +17,17 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
+/// A client's range and validators: a fill asks the origin for the whole representation
+/// and answers these locally, so they are removed from what goes upstream.
+pub const CLIENT_CONDITIONALS: [HeaderName; 6] = [
+    http::header::RANGE,
+    http::header::IF_RANGE,
+    http::header::IF_NONE_MATCH,
+    http::header::IF_MODIFIED_SINCE,
+    http::header::IF_MATCH,
+    http::header::IF_UNMODIFIED_SINCE,
+];
+
 /// Removes hop-by-hop fields, including those the `Connection` field names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers

@@ -50,14 +50,7 @@ pub fn whole(
         .cloned();
     let mut parts = parts.clone();
     parts.method = Method::GET;
-    for h in [
-        header::RANGE,
-        header::IF_RANGE,
-        header::IF_NONE_MATCH,
-        header::IF_MODIFIED_SINCE,
-        header::IF_MATCH,
-        header::IF_UNMODIFIED_SINCE,
-    ] {
+    for h in crate::headers::CLIENT_CONDITIONALS {
         parts.headers.remove(h);
     }
     let st = St {

@@ -124,6 +124,58 @@ impl ProtocolHandler for LyingBlobs {
     }
 }
 
+/// A claim by `signer` that `key` is a 200 with `headers` and body `hash` of `LEN` bytes,
+/// fetched now.
+fn claim(
+    signer: &SecretKey,
+    key: &str,
+    hash: iroh_blobs::Hash,
+    headers: Vec<(String, Vec<u8>)>,
+) -> Claim {
+    Claim {
+        version: 1,
+        signer: *signer.public().as_bytes(),
+        key: key.to_string(),
+        vary: vec![],
+        variant: String::new(),
+        status: 200,
+        headers,
+        hash: hash.into(),
+        size: LEN,
+        fetched_at_ms: SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64,
+    }
+}
+
+/// A real iroh endpoint on loopback with key `secret`, serving `lookup` and `blobs`;
+/// returns it, its router and its ticket.
+async fn hostile_endpoint(
+    secret: SecretKey,
+    lookup: Liar,
+    blobs: impl ProtocolHandler,
+) -> (Endpoint, Router, String) {
+    let ep = Endpoint::builder(iroh::endpoint::presets::Minimal)
+        .secret_key(secret)
+        .relay_mode(iroh::RelayMode::Disabled)
+        .clear_ip_transports()
+        .bind_addr("127.0.0.1:0")
+        .unwrap()
+        .bind()
+        .await
+        .unwrap();
+    let router = Router::builder(ep.clone())
+        .accept(proto::ALPN, lookup)
+        .accept(iroh_blobs::ALPN, blobs)
+        .spawn();
+    let ticket = {
+        use iroh_tickets::Ticket;
+        iroh_tickets::endpoint::EndpointTicket::new(ep.addr()).encode_string()
+    };
+    (ep, router, ticket)
+}
+
 async fn liar_run(lie: Lie) {
     let origin = Origin::builder()
         .route("/video.mp4", |_| {
@@ -161,21 +213,7 @@ async fn liar_run(lie: Lie) {
         }
         _ => &secret,
     };
-    let claim = Claim {
-        version: 1,
-        signer: *signer.public().as_bytes(),
-        key: key.clone(),
-        vary: vec![],
-        variant: String::new(),
-        status: 200,
-        headers,
-        hash: hash.into(),
-        size: LEN,
-        fetched_at_ms: SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64,
-    };
+    let claim = claim(signer, &key, hash, headers);
     let groups = match lie {
         Lie::StrangerWrongDigest => vec![],
         _ => vec![group.clone()],
@@ -186,37 +224,17 @@ async fn liar_run(lie: Lie) {
         a.signature[10] ^= 1;
         attestation = postcard::to_stdvec(&a).unwrap();
     }
-    let ep = Endpoint::builder(iroh::endpoint::presets::Minimal)
-        .secret_key(secret.clone())
-        .relay_mode(iroh::RelayMode::Disabled)
-        .clear_ip_transports()
-        .bind_addr("127.0.0.1:0")
-        .unwrap()
-        .bind()
-        .await
-        .unwrap();
-    let router = Router::builder(ep.clone())
-        .accept(
-            proto::ALPN,
-            Liar {
-                key: secret,
-                group,
-                attestation,
-            },
-        )
-        .accept(
-            iroh_blobs::ALPN,
-            LyingBlobs {
-                store: (*store).clone(),
-                flip: matches!(lie, Lie::CorruptBytes),
-                half: matches!(lie, Lie::WalksAway),
-            },
-        )
-        .spawn();
-    let liar_ticket = {
-        use iroh_tickets::Ticket;
-        iroh_tickets::endpoint::EndpointTicket::new(ep.addr()).encode_string()
+    let liar = Liar {
+        key: secret.clone(),
+        group,
+        attestation,
     };
+    let blobs = LyingBlobs {
+        store: (*store).clone(),
+        flip: matches!(lie, Lie::CorruptBytes),
+        half: matches!(lie, Lie::WalksAway),
+    };
+    let (_ep, router, liar_ticket) = hostile_endpoint(secret, liar, blobs).await;
 
     let victim = Device::start(dir.path(), &[&liar_ticket]);
     victim.wait_peers(1).await;
@@ -337,50 +355,19 @@ async fn a_strangers_entry_is_accepted_when_the_origin_digest_matches() {
         .unwrap();
     let hash = store.blobs().add_bytes(body.clone()).await.unwrap().hash;
     let stranger = SecretKey::generate();
-    let claim = Claim {
-        version: 1,
-        signer: *stranger.public().as_bytes(),
-        key: url.clone(),
-        vary: vec![],
-        variant: String::new(),
-        status: 200,
-        headers: vec![
-            ("cache-control".into(), b"max-age=600".to_vec()),
-            ("content-digest".into(), content_digest(&body).into_bytes()),
-        ],
-        hash: hash.into(),
-        size: LEN,
-        fetched_at_ms: SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64,
-    };
+    let headers = vec![
+        ("cache-control".into(), b"max-age=600".to_vec()),
+        ("content-digest".into(), content_digest(&body).into_bytes()),
+    ];
+    let claim = claim(&stranger, &url, hash, headers);
     let secret = SecretKey::generate();
     let relay = Liar {
         key: secret.clone(),
         group,
         attestation: Attestation::sign(&stranger, &claim, &[]),
     };
-    let ep = Endpoint::builder(iroh::endpoint::presets::Minimal)
-        .secret_key(secret.clone())
-        .relay_mode(iroh::RelayMode::Disabled)
-        .clear_ip_transports()
-        .bind_addr("127.0.0.1:0")
-        .unwrap()
-        .bind()
-        .await
-        .unwrap();
-    let router = Router::builder(ep.clone())
-        .accept(proto::ALPN, relay)
-        .accept(
-            iroh_blobs::ALPN,
-            iroh_blobs::BlobsProtocol::new(&store, None),
-        )
-        .spawn();
-    let ticket = {
-        use iroh_tickets::Ticket;
-        iroh_tickets::endpoint::EndpointTicket::new(ep.addr()).encode_string()
-    };
+    let blobs = iroh_blobs::BlobsProtocol::new(&store, None);
+    let (ep, router, ticket) = hostile_endpoint(secret, relay, blobs).await;
     let victim = Device::start(dir.path(), &[&ticket]);
     victim.wait_peers(1).await;
     let r = get(victim.addr(), &url, &[]).await;

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::support::binary::run;
-use crate::support::mesh::{create_group, figure, join_group, Device};
+use crate::support::mesh::{create_group, figure, grouped, Device};
 use crate::support::{check_pattern, get, open, pattern, Origin, Reply};
 
 fn expected(len: u64) -> Vec<u8> {
@@ -23,10 +23,7 @@ async fn a_peer_serves_what_another_fetched_and_keeps_serving_with_the_origin_go
         .run()
         .await;
     let url = origin.url("/photo.jpg");
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let group = create_group(dirs[0].path());
-    join_group(dirs[1].path(), &group);
-    join_group(dirs[2].path(), &group);
+    let (dirs, _) = grouped(3);
     let a = Device::start(dirs[0].path(), &[]);
     let b = Device::start(dirs[1].path(), &[&a.ticket]);
     // C knows only A; it learns B from A.
@@ -100,9 +97,7 @@ async fn private_and_authorized_responses_are_never_served_by_a_peer() {
         })
         .run()
         .await;
-    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
-    let group = create_group(dirs[0].path());
-    join_group(dirs[1].path(), &group);
+    let (dirs, _) = grouped(2);
     let a = Device::start(dirs[0].path(), &[]);
     let b = Device::start(dirs[1].path(), &[&a.ticket]);
     a.wait_peers(1).await;
@@ -213,11 +208,7 @@ async fn carriage(stagger: std::time::Duration) {
         })
         .run()
         .await;
-    let dirs: Vec<_> = (0..N).map(|_| tempfile::tempdir().unwrap()).collect();
-    let group = create_group(dirs[0].path());
-    for d in &dirs[1..] {
-        join_group(d.path(), &group);
-    }
+    let (dirs, _) = grouped(N);
     let first = Device::start(dirs[0].path(), &[]);
     let mut devices = vec![first];
     for d in &dirs[1..] {
@@ -333,9 +324,7 @@ async fn a_seek_far_into_a_peers_video_moves_only_those_bytes() {
         .run()
         .await;
     let url = origin.url("/film.mp4");
-    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
-    let group = create_group(dirs[0].path());
-    join_group(dirs[1].path(), &group);
+    let (dirs, _) = grouped(2);
     let a = Device::start(dirs[0].path(), &[]);
     let b = Device::start(dirs[1].path(), &[&a.ticket]);
     a.wait_peers(1).await;

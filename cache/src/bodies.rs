@@ -228,7 +228,9 @@ impl Bodies {
     }
 
     /// Streams `range` of a body through the store's API, clipped exactly to the range.
-    fn read_range_via_store(
+    /// Unlike [`Bodies::read_range`] this never reads the data file directly, so it is
+    /// right for a partial body (only its fetched, verified ranges may be asked for).
+    pub fn read_range_via_store(
         &self,
         hash: &[u8; 32],
         range: Range<u64>,

@@ -456,6 +456,16 @@ impl Cache {
         self.inner.bodies.read_range(hash, range)
     }
 
+    /// Streams `range` of a partially stored body (fetched ranges only) through the
+    /// body store, which knows which ranges it holds.
+    pub fn partial_body(
+        &self,
+        hash: &[u8; 32],
+        range: Range<u64>,
+    ) -> BoxStream<'static, Result<Bytes, StoreError>> {
+        self.inner.bodies.read_range_via_store(hash, range).boxed()
+    }
+
     /// Becomes the leader of a fill for `key`, or follows the one under way.
     pub fn join_fill(&self, key: &str) -> Join {
         self.inner.fills.join(key)

@@ -79,20 +79,19 @@ pub(crate) fn events(inner: Weak<Inner>) -> EventSender {
                         // Count what goes out, per peer.
                         let mut updates = msg.rx;
                         let weak = Arc::downgrade(&inner);
-                        let id = who;
                         tokio::spawn(async move {
                             while let Ok(Some(u)) = updates.recv().await {
                                 if let RequestUpdate::Completed(c) = u {
-                                    if let (Some(inner), Some(id)) = (weak.upgrade(), id) {
+                                    if let (Some(inner), Some(id)) = (weak.upgrade(), who) {
                                         let n = c.stats.payload_bytes_sent;
-                                        inner.bump(&inner.counters().bytes_to_peers, n);
+                                        inner.bump(&inner.counters.bytes_to_peers, n);
                                         inner.peers.add_given(&id, n);
                                     }
                                 }
                             }
                         });
                     } else {
-                        inner.bump(&inner.counters().refused, 1);
+                        inner.bump(&inner.counters.refused, 1);
                         tracing::info!(peer = ?who, hash = %msg.request.hash, "refused a body request: not offered to this peer");
                         msg.tx.send(Err(AbortReason::Permission)).await.ok();
                     }

@@ -77,7 +77,7 @@ impl Mesh {
                     .await
                 {
                     Some((peer, body)) => {
-                        inner.bump(&inner.counters().peer_hits, 1);
+                        inner.bump(&inner.counters.peer_hits, 1);
                         return Some(Found {
                             entry: c.entry.clone(),
                             peer: peer.to_string(),
@@ -92,7 +92,7 @@ impl Mesh {
             // checked before anyone sees a byte (and one already here is just stored).
             match fetch(inner, key, c).await {
                 Ok(entry) => {
-                    inner.bump(&inner.counters().peer_hits, 1);
+                    inner.bump(&inner.counters.peer_hits, 1);
                     return Some(Found {
                         entry,
                         peer: c.peer.to_string(),
@@ -120,7 +120,7 @@ async fn candidates(
     if conns.is_empty() {
         return Vec::new();
     }
-    inner.bump(&inner.counters().lookups, 1);
+    inner.bump(&inner.counters.lookups, 1);
     let timeout = inner.opts.lookup_timeout;
     let mut asks: FuturesUnordered<_> = conns
         .into_iter()
@@ -380,7 +380,7 @@ async fn run(
             }
         }
     }
-    inner.bump(&inner.counters().bytes_from_peers, got);
+    inner.bump(&inner.counters.bytes_from_peers, got);
     inner.peers.add_taken(&c.peer, got);
     tracing::debug!(peer = %c.peer, bytes = got, elapsed = ?started.elapsed(), "body from peer");
     Ok(())
@@ -422,7 +422,6 @@ pub struct PartialBody {
     /// The byte ranges fetched (rounded out to BLAKE3's 1 KiB chunks); only these may be
     /// read.
     pub ranges: Vec<std::ops::Range<u64>>,
-    store: iroh_blobs::api::Store,
     held: Held,
 }
 
@@ -447,7 +446,6 @@ impl PartialBody {
         &self,
         r: std::ops::Range<u64>,
     ) -> futures_util::stream::BoxStream<'static, Result<bytes::Bytes, String>> {
-        use iroh_blobs::api::proto::ExportRangesItem;
         if !self
             .ranges
             .iter()
@@ -456,26 +454,10 @@ impl PartialBody {
             let msg = format!("bytes {}..{} were not fetched", r.start, r.end);
             return futures_util::stream::once(async move { Err(msg) }).boxed();
         }
-        let (start, end) = (r.start, r.end);
-        self.store
-            .blobs()
-            .export_ranges(Hash::from_bytes(self.held.hash), r)
-            .stream()
-            .filter_map(move |item| async move {
-                match item {
-                    ExportRangesItem::Size(_) => None,
-                    ExportRangesItem::Data(leaf) => {
-                        let leaf_end = leaf.offset + leaf.data.len() as u64;
-                        let (s, e) = (start.max(leaf.offset), end.min(leaf_end));
-                        (s < e).then(|| {
-                            Ok(leaf
-                                .data
-                                .slice((s - leaf.offset) as usize..(e - leaf.offset) as usize))
-                        })
-                    }
-                    ExportRangesItem::Error(e) => Some(Err(e.to_string())),
-                }
-            })
+        self.held
+            .cache
+            .partial_body(&self.held.hash, r)
+            .map(|item| item.map_err(|e| e.to_string()))
             .boxed()
     }
 }
@@ -530,12 +512,11 @@ impl Mesh {
             .await;
             match result {
                 Ok(()) => {
-                    inner.bump(&inner.counters().peer_hits, 1);
+                    inner.bump(&inner.counters.peer_hits, 1);
                     return Some(PartialBody {
                         peer: c.peer.to_string(),
                         entry: c.entry,
                         ranges,
-                        store,
                         held,
                     });
                 }

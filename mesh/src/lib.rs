@@ -143,7 +143,6 @@ pub(crate) struct Inner {
     shared: Mutex<HashSet<[u8; 32]>>,
     counters: Counters,
     shutdown: tokio::sync::watch::Sender<bool>,
-    started: Instant,
 }
 
 impl Mesh {
@@ -194,7 +193,6 @@ impl Mesh {
             shared: Mutex::new(HashSet::new()),
             counters: Counters::default(),
             shutdown,
-            started: Instant::now(),
             opts: opts.clone(),
         });
         let mesh = Mesh { inner };
@@ -302,10 +300,6 @@ impl Mesh {
     /// The mesh's directory (key, groups, uploads being shared).
     pub fn dir(&self) -> &std::path::Path {
         &self.inner.opts.dir
-    }
-
-    pub fn uptime(&self) -> Duration {
-        self.inner.started.elapsed()
     }
 
     /// Closes every connection and the endpoint. The body store stays open (it is the
@@ -432,10 +426,6 @@ pub(crate) fn unix_ms(t: SystemTime) -> u64 {
 }
 
 impl Inner {
-    pub(crate) fn counters(&self) -> &Counters {
-        &self.counters
-    }
-
     pub(crate) fn bump(&self, c: &AtomicU64, n: u64) {
         c.fetch_add(n, Ordering::Relaxed);
     }

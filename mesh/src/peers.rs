@@ -146,7 +146,7 @@ pub(crate) fn ban(inner: &Inner, id: EndpointId, reason: &str) {
         b.count += 1;
         b.count
     };
-    inner.bump(&inner.counters().bans, 1);
+    inner.bump(&inner.counters.bans, 1);
     tracing::warn!(peer = %id, count, "banned for {:?}: {reason}", inner.opts.ban_duration);
     let conns: Vec<Connection> = {
         let mut map = lock(&inner.peers.map);

@@ -134,13 +134,13 @@ impl ProtocolHandler for Lookup {
             match proto::within(proto::HANDSHAKE_TIMEOUT, accept_handshake(&inner, &conn)).await {
                 Ok(Some(g)) => g,
                 Ok(None) => {
-                    inner.bump(&inner.counters().refused, 1);
+                    inner.bump(&inner.counters.refused, 1);
                     tracing::debug!(peer = %remote, "refused: shares no group with us");
                     conn.close(close::NOT_MEMBER.into(), b"not a member");
                     return Ok(());
                 }
                 Err(e) => {
-                    inner.bump(&inner.counters().refused, 1);
+                    inner.bump(&inner.counters.refused, 1);
                     if e.is_violation() {
                         peers::ban(&inner, remote, &e.to_string());
                     }
@@ -318,7 +318,7 @@ async fn serve_request(
             answer(inner, remote, &key)
         }
     };
-    inner.bump(&inner.counters().answers, 1);
+    inner.bump(&inner.counters.answers, 1);
     proto::write_msg(&mut send, &answer).await?;
     let _ = send.finish();
     Ok(())

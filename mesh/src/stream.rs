@@ -158,7 +158,7 @@ async fn step(mut st: State) -> Option<(Result<Bytes, String>, State)> {
                 let data = leaf.data.slice(skip..);
                 st.pos = end;
                 let n = data.len() as u64;
-                st.inner.bump(&st.inner.counters().bytes_from_peers, n);
+                st.inner.bump(&st.inner.counters.bytes_from_peers, n);
                 st.inner.peers.add_taken(&peer, n);
                 return Some((Ok(data), st));
             }

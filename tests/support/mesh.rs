@@ -19,6 +19,16 @@ pub fn create_group(dir: &Path) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
+/// `n` data directories in one new group; returns them and the group's ticket.
+pub fn grouped(n: usize) -> (Vec<tempfile::TempDir>, String) {
+    let dirs: Vec<_> = (0..n).map(|_| tempfile::tempdir().unwrap()).collect();
+    let group = create_group(dirs[0].path());
+    for d in &dirs[1..] {
+        join_group(d.path(), &group);
+    }
+    (dirs, group)
+}
+
 pub fn join_group(dir: &Path, ticket: &str) {
     let out = run(&["group", "join", ticket, "--data-dir", dir.to_str().unwrap()]);
     assert!(

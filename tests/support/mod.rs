@@ -11,3 +11,20 @@ pub mod proxy;
 pub use client::{check_pattern, get, open, request, Resp};
 pub use origin::{pattern, Origin, Reply};
 pub use proxy::TestProxy;
+
+/// Runs a command (`args[0]` with the rest as arguments); its stderr is the error.
+pub fn sh(args: &[&str]) -> Result<(), String> {
+    let out = std::process::Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .map_err(|e| format!("{}: {e}", args[0]))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
