@@ -142,6 +142,7 @@ async fn candidates(
             }
             Ok(Answer::Fetching) => fetching.push((id, conn)),
             Ok(Answer::NotFound) => {}
+            Ok(Answer::Peers(_)) => peers::ban(inner, id, "answered a lookup with a peer list"),
             Err(e) if e.is_violation() => peers::ban(inner, id, &e.to_string()),
             Err(e) => tracing::debug!(peer = %id, %key, "lookup: {e}"),
         }

@@ -214,9 +214,19 @@ async fn dial_loop(weak: Weak<Inner>, id: EndpointId) {
                 Ok(conn) => {
                     backoff = Duration::from_millis(500);
                     drop(inner);
-                    tokio::select! {
-                        _ = conn.closed() => {}
-                        _ = stop.wait_for(|s| *s) => return,
+                    // Connected: ask now and then which members it knows (new ones
+                    // join the carriage after our handshake), until it closes.
+                    loop {
+                        let tick = tokio::select! {
+                            _ = conn.closed() => false,
+                            _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
+                            _ = tokio::time::sleep(proto::GOSSIP_INTERVAL) => true,
+                        };
+                        if !tick {
+                            break;
+                        }
+                        let Some(inner) = weak.upgrade() else { return };
+                        refresh(&inner, id, &conn).await;
                     }
                     let Some(inner) = weak.upgrade() else { return };
                     if let Some(p) = lock(&inner.peers.map).get_mut(&id) {
@@ -285,13 +295,7 @@ async fn dial(inner: &Arc<Inner>, id: EndpointId) -> Result<Connection, (String,
             }
             inner.peers.notify();
             tracing::info!(peer = %id, groups = groups.len(), "mesh peer connected");
-            for info in welcome.peers.into_iter().take(proto::MAX_GOSSIP) {
-                if let Ok(pid) = EndpointId::from_bytes(&info.id) {
-                    let addr = EndpointAddr::new(pid)
-                        .with_addrs(info.addrs.into_iter().map(iroh::TransportAddr::Ip));
-                    add(inner, addr, "gossip");
-                }
-            }
+            learn(inner, welcome.peers);
             Ok(conn)
         }
         Err(e) => {
@@ -304,6 +308,36 @@ async fn dial(inner: &Arc<Inner>, id: EndpointId) -> Result<Connection, (String,
             conn.close(close::PROTOCOL.into(), b"handshake failed");
             Err((e.to_string(), not_member))
         }
+    }
+}
+
+/// Adds the peers another member listed.
+fn learn(inner: &Arc<Inner>, list: Vec<proto::PeerInfo>) {
+    for info in list.into_iter().take(proto::MAX_GOSSIP) {
+        if let Ok(pid) = EndpointId::from_bytes(&info.id) {
+            let addr = EndpointAddr::new(pid)
+                .with_addrs(info.addrs.into_iter().map(iroh::TransportAddr::Ip));
+            add(inner, addr, "gossip");
+        }
+    }
+}
+
+/// Asks a connected peer which members it knows.
+async fn refresh(inner: &Arc<Inner>, id: EndpointId, conn: &Connection) {
+    let ask = async {
+        let (mut send, mut recv) = conn
+            .open_bi()
+            .await
+            .map_err(|e| ProtoError::Io(e.to_string()))?;
+        proto::write_msg(&mut send, &proto::Request::Peers).await?;
+        let _ = send.finish();
+        proto::read_msg::<proto::Answer>(&mut recv).await
+    };
+    match proto::within(proto::HANDSHAKE_TIMEOUT, ask).await {
+        Ok(proto::Answer::Peers(list)) if list.len() <= proto::MAX_GOSSIP => learn(inner, list),
+        Ok(_) => ban(inner, id, "answered a peer list with something else"),
+        Err(e) if e.is_violation() => ban(inner, id, &e.to_string()),
+        Err(e) => tracing::debug!(peer = %id, "peer list: {e}"),
     }
 }
 

@@ -16,7 +16,9 @@
 //!
 //! Each proof is a MAC keyed by the group secret over the prover's role, both endpoint ids
 //! (which QUIC's TLS already authenticates) and the other side's fresh nonce. After the
-//! handshake the dialer opens one stream per [`Request`] and reads one [`Answer`].
+//! handshake the dialer opens one stream per [`Request`] and reads one [`Answer`]: lookups,
+//! and every [`GOSSIP_INTERVAL`] a [`Request::Peers`], so members that joined later are
+//! learned (a `Welcome` only lists those connected at handshake time).
 //!
 //! Every message is a 4-byte big-endian length and a postcard body, at most
 //! [`MAX_MESSAGE`] bytes; anything larger or malformed is a protocol violation.
@@ -38,6 +40,8 @@ pub const MAX_MESSAGE: usize = 256 * 1024;
 pub const MAX_OFFERS: usize = 8;
 /// Most peers listed in a [`Welcome`].
 pub const MAX_GOSSIP: usize = 64;
+/// How often a connected peer is asked which other members it knows.
+pub const GOSSIP_INTERVAL: Duration = Duration::from_secs(3);
 /// The whole handshake must finish within this.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -94,6 +98,9 @@ pub enum Request {
     /// Do you have `key`? With `wait_ms > 0`: if you are fetching it right now, answer
     /// when that is done (at most `wait_ms`).
     Lookup { key: String, wait_ms: u32 },
+    /// Which members of our common groups are you connected to? (Asked every
+    /// [`GOSSIP_INTERVAL`]: a member that joined after our handshake is learned this way.)
+    Peers,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -103,6 +110,8 @@ pub enum Answer {
     /// Not stored, but this device is fetching it now: ask again with `wait_ms`.
     Fetching,
     NotFound,
+    /// The answer to [`Request::Peers`], at most [`MAX_GOSSIP`].
+    Peers(Vec<PeerInfo>),
 }
 
 /// A protocol failure, and whose fault it is.

@@ -317,6 +317,17 @@ async fn serve_request(
             }
             answer(inner, remote, &key)
         }
+        Request::Peers => {
+            let groups = inner
+                .peers
+                .members
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&remote)
+                .map(|(g, _)| g.clone())
+                .unwrap_or_default();
+            Answer::Peers(peers::gossip(inner, &remote, &groups))
+        }
     };
     inner.bump(&inner.counters.answers, 1);
     proto::write_msg(&mut send, &answer).await?;
