@@ -1,81 +1,50 @@
-//! meshcache: an on-device HTTP caching proxy (and, later, its mesh of nearby devices).
+//! meshcache: an on-device HTTP caching proxy that shares what it has cached with nearby
+//! devices.
 //!
-//! This crate is the HTTP front and the glue. [`Proxy`] is the running server: start it
-//! with [`Proxy::start`] on [`Settings`] (or on a bound listener with
-//! [`Proxy::start_on`]), read its [`Proxy::addr`], stop it with [`Proxy::shutdown`].
+//! This crate is the HTTP front and the glue. Embedding it takes an [`App`] (mini-redis
+//! style): give it [`Settings`] (from a `config::Config` with [`Settings::from_config`], or
+//! [`Settings::new`] for every default), optionally bound listeners and a [`Clock`], then
+//! [`App::start`] returns the running [`Proxy`] (its addresses, [`Proxy::shutdown`]) or
+//! [`App::run`] serves until a shutdown future completes.
 //!
-//! Modules, in the order a request meets them: [`server`] (accept, `listen.allow`,
-//! limits, keep-alive) or [`transparent`] (redirected connections on a gateway),
-//! [`deadline`] (request-head deadline), [`edge`] (rescue, `Cache-Status`, `Via`, access
-//! log), [`connect`] (CONNECT) and [`tls`] (interception with the local CA, passthrough),
-//! [`local`] (status page, CA download, PAC), [`flow`] (the cache flow), [`respond`]
-//! (conditionals, HEAD, ranges), [`origin`] (the origin client, http and https).
-//! [`settings`] resolves a `config::Config`; `main.rs` is the command line.
+//! Modules, in the order a request meets them:
+//! - `listen/`: the front door — accept, `listen.allow`, connection permits (all and per
+//!   client), the one server stack (HTTP/1.1 and h2 with their limits), the forward and
+//!   transparent listeners, `CONNECT` tunnels, interception with the local CA, passthrough;
+//!   the edge (routing, rescue, `Cache-Status`, `Via`, access log).
+//! - `admin/`: requests for the proxy itself — CA pages, install steps, PAC, the public
+//!   summary for everyone; the full status, group tickets and `/share` for admin clients.
+//! - `flow/`: the cache flow, a [`Decision`](flow) then its execution: lookup, miss, lead,
+//!   peers, revalidation, invalidation; `Phase` says how a response was produced.
+//! - `http/`: stateless helpers — the body type, headers, ranges, building responses.
+//! - `origin/`: the origin client and the destination policy it dials through.
+//! - `state`, `client`: what handlers share; who sent a request.
+//! - [`settings`]: `config::Config` → the options of each part. `main.rs` and `cli/` are the
+//!   command line (bin only).
 
-pub mod connect;
-pub mod deadline;
-pub mod edge;
-pub mod flow;
-pub mod headers;
-pub mod local;
-pub mod mesh_pages;
-pub mod origin;
-pub mod peer_body;
-pub mod range;
-pub mod respond;
-pub mod server;
+mod admin;
+mod client;
+mod flow;
+mod http;
+mod listen;
+mod origin;
 pub mod settings;
-pub mod state;
-pub mod tls;
-pub mod transparent;
+mod state;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
-use http::{Response, StatusCode};
-use http_body_util::BodyExt;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
+pub use admin::LOCAL_HOST;
 pub use cache::{Cache, Clock, ManualClock, SystemClock};
-pub use settings::Settings;
-
-/// Errors crossing the body boundary.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-/// The body type of every response and origin request.
-pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
-
-/// An empty body.
-pub fn empty() -> Body {
-    http_body_util::Empty::new()
-        .map_err(|never| match never {})
-        .boxed_unsync()
-}
-
-/// A body streamed from chunks.
-pub fn stream_body<S, E>(s: S) -> Body
-where
-    S: Stream<Item = Result<Bytes, E>> + Send + 'static,
-    E: Into<BoxError>,
-{
-    BodyExt::boxed_unsync(http_body_util::StreamBody::new(
-        s.map(|r| r.map(hyper::body::Frame::data).map_err(Into::into)),
-    ))
-}
-
-/// A plain-text response.
-pub fn text(status: StatusCode, msg: String) -> Response<Body> {
-    let mut res = Response::new(flow::full(msg));
-    *res.status_mut() = status;
-    res.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    res
-}
+pub use listen::ServerOptions;
+pub use origin::destination::DestinationOptions;
+pub use origin::OriginOptions;
+pub use settings::{Settings, TlsSettings};
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -88,47 +57,84 @@ pub enum StartError {
     Tls(#[from] certs::CertError),
 }
 
-/// A running proxy.
-pub struct Proxy {
-    addr: SocketAddr,
-    transparent_addr: Option<SocketAddr>,
-    transparent_task: Option<tokio::task::JoinHandle<()>>,
-    state: Arc<state::State>,
-    shutdown: watch::Sender<bool>,
-    limit: Arc<Semaphore>,
-    max_connections: usize,
-    task: tokio::task::JoinHandle<()>,
+/// How long [`Proxy::shutdown`] waits for open connections (tunnels included).
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// Builds and starts a proxy.
+pub struct App {
+    settings: Settings,
+    clock: Arc<dyn Clock>,
+    forward: Option<TcpListener>,
+    transparent: Option<TcpListener>,
 }
 
-impl Proxy {
-    /// Binds `settings.listen` and starts serving.
-    pub async fn start(settings: Settings) -> Result<Proxy, StartError> {
-        let listener = TcpListener::bind(settings.listen)
-            .await
-            .map_err(|e| StartError::Bind(settings.listen, e))?;
-        Self::start_on(settings, listener, Arc::new(SystemClock)).await
+impl App {
+    /// A proxy on `settings`, with the system clock; listeners are bound at start from
+    /// `settings.listen` and `settings.transparent` unless given.
+    pub fn new(settings: Settings) -> Self {
+        Self {
+            settings,
+            clock: Arc::new(SystemClock),
+            forward: None,
+            transparent: None,
+        }
     }
 
-    /// Starts serving on an already bound listener (tests bind port 0), with a clock.
-    pub async fn start_on(
-        settings: Settings,
-        listener: TcpListener,
-        clock: Arc<dyn Clock>,
-    ) -> Result<Proxy, StartError> {
-        let addr = listener
+    /// The clock the cache reads (tests move a [`ManualClock`]).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Serves forward-proxy clients on this already bound listener (tests bind port 0).
+    pub fn forward_listener(mut self, listener: TcpListener) -> Self {
+        self.forward = Some(listener);
+        self
+    }
+
+    /// Serves redirected connections on this already bound listener.
+    pub fn transparent_listener(mut self, listener: TcpListener) -> Self {
+        self.transparent = Some(listener);
+        self
+    }
+
+    /// Starts serving; the returned [`Proxy`] runs until [`Proxy::shutdown`].
+    pub async fn start(self) -> Result<Proxy, StartError> {
+        let App {
+            settings,
+            clock,
+            forward,
+            transparent,
+        } = self;
+        let forward = match forward {
+            Some(l) => l,
+            None => bind(settings.listen).await?,
+        };
+        let transparent = match (transparent, settings.transparent) {
+            (Some(l), _) => Some(l),
+            (None, Some(at)) => Some(bind(at).await?),
+            (None, None) => None,
+        };
+        let addr = forward
             .local_addr()
             .map_err(|e| StartError::Bind(settings.listen, e))?;
-        let origin = origin::Origin::new(settings.origin.clone())?;
+        let transparent_addr = transparent.as_ref().and_then(|l| l.local_addr().ok());
+        let own = own_addresses(addr, transparent_addr);
+        let destinations = origin::destination::Destinations::new(
+            settings.destinations.clone(),
+            settings.cache.shared,
+            own,
+        );
+        let origin = origin::Origin::new(settings.origin.clone(), &destinations)?;
         let ca = Arc::new(certs::Ca::load_or_create(&settings::ca_dir(
             &settings.data_dir,
         ))?);
-        let learned = settings.data_dir.join("learned-passthrough.txt");
         let t = &settings.tls;
-        let tls = tls::Tls::new(
+        let tls = listen::passthrough::Tls::new(
             t.intercept,
             ca,
             t.passthrough.clone(),
-            learned,
+            settings.data_dir.join("learned-passthrough.txt"),
             t.learned_ttl,
         );
         let cache = Cache::open(settings.cache.clone(), clock)
@@ -145,45 +151,34 @@ impl Proxy {
                 }
             },
         };
+        let (tx, rx) = watch::channel(false);
+        let opts = settings.server.clone();
+        let permits = listen::Permits::new(opts.max_connections, opts.max_connections_per_client);
         let state = Arc::new(state::State {
             mesh,
             cache,
             origin,
             tls: Some(tls),
-            via: headers::Via::new(instance_id()),
+            via: http::headers::Via::new(http::random_u64() as u32),
             counters: Default::default(),
             started: Instant::now(),
             listen: addr,
             access_log: settings.access_log,
+            destinations,
+            server: opts.clone(),
+            shutdown: rx.clone(),
+            permits: permits.clone(),
         });
-        let (tx, rx) = watch::channel(false);
-        let max_connections = settings.server.max_connections;
-        let limit = Arc::new(Semaphore::new(max_connections));
-        let (transparent_addr, transparent_task) = match settings.transparent {
-            None => (None, None),
-            Some(at) => {
-                let l = TcpListener::bind(at)
-                    .await
-                    .map_err(|e| StartError::Bind(at, e))?;
-                let a = l.local_addr().map_err(|e| StartError::Bind(at, e))?;
-                let t = tokio::spawn(transparent::serve(
-                    l,
-                    state.clone(),
-                    settings.server.clone(),
-                    limit.clone(),
-                    rx.clone(),
-                ));
-                tracing::info!(addr = %a, "transparent listener");
-                (Some(a), Some(t))
-            }
+        let front = listen::Front {
+            opts,
+            permits: permits.clone(),
+            shutdown: rx,
         };
-        let task = tokio::spawn(server::serve(
-            listener,
-            state.clone(),
-            settings.server.clone(),
-            limit.clone(),
-            rx,
-        ));
+        let transparent_task = transparent.map(|l| {
+            tracing::info!(addr = ?transparent_addr, "transparent listener");
+            tokio::spawn(listen::transparent::serve(l, state.clone(), front.clone()))
+        });
+        let task = tokio::spawn(listen::forward::serve(forward, state.clone(), front));
         tracing::info!(%addr, dir = %settings.cache.dir.display(), "meshcache listening");
         Ok(Proxy {
             addr,
@@ -191,10 +186,68 @@ impl Proxy {
             transparent_task,
             state,
             shutdown: tx,
-            limit,
-            max_connections,
+            permits,
             task,
         })
+    }
+
+    /// Serves until `shutdown` completes, then shuts down cleanly.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+        let proxy = self.start().await?;
+        shutdown.await;
+        proxy.shutdown().await;
+        Ok(())
+    }
+}
+
+async fn bind(at: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(at)
+        .await
+        .map_err(|e| StartError::Bind(at, e))
+}
+
+/// The proxy's own addresses, which clients that are not admins may not make it connect
+/// to: its listeners' and every interface's (a gateway's LAN address and its services).
+fn own_addresses(forward: SocketAddr, transparent: Option<SocketAddr>) -> Vec<std::net::IpAddr> {
+    let mut own = mesh::interface_addrs();
+    for a in std::iter::once(forward).chain(transparent) {
+        if !a.ip().is_unspecified() {
+            own.push(a.ip());
+        }
+    }
+    own.sort();
+    own.dedup();
+    own
+}
+
+/// A running proxy.
+pub struct Proxy {
+    addr: SocketAddr,
+    transparent_addr: Option<SocketAddr>,
+    transparent_task: Option<tokio::task::JoinHandle<()>>,
+    state: Arc<state::State>,
+    shutdown: watch::Sender<bool>,
+    permits: Arc<listen::Permits>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    /// Binds `settings.listen` and starts serving (`App::new(settings).start()`).
+    pub async fn start(settings: Settings) -> Result<Proxy, StartError> {
+        App::new(settings).start().await
+    }
+
+    /// Starts serving on an already bound listener, with a clock.
+    pub async fn start_on(
+        settings: Settings,
+        listener: TcpListener,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Proxy, StartError> {
+        App::new(settings)
+            .forward_listener(listener)
+            .clock(clock)
+            .start()
+            .await
     }
 
     /// The address the proxy listens on.
@@ -217,40 +270,29 @@ impl Proxy {
         self.state.mesh.as_ref()
     }
 
-    /// Stops accepting, lets open connections finish (up to 10 s), then closes the mesh
-    /// and the cache.
+    /// Client connections open now, tunnels and interceptions included.
+    pub fn connections(&self) -> usize {
+        self.permits.in_use()
+    }
+
+    /// Stops accepting, lets open connections finish — keep-alive connections end after
+    /// their request in flight, tunnels are closed after a short grace — waiting up to 10 s
+    /// in all, then closes the mesh and the cache.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         let _ = self.task.await;
         if let Some(t) = self.transparent_task {
             let _ = t.await;
         }
-        let _ = tokio::time::timeout(
-            Duration::from_secs(10),
-            self.limit.acquire_many(self.max_connections as u32),
-        )
-        .await;
+        if !self.permits.drain(DRAIN).await {
+            tracing::warn!(
+                open = self.permits.in_use(),
+                "connections still open after {DRAIN:?}; closing anyway"
+            );
+        }
         if let Some(m) = &self.state.mesh {
             m.shutdown().await;
         }
         self.state.cache.shutdown().await;
     }
-}
-
-/// A random number, good enough for identifiers (multipart boundaries, the `Via`
-/// pseudonym), not for secrets: std's per-process random hash keys, mixed with the time.
-pub(crate) fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.finish()
-}
-
-fn instance_id() -> u32 {
-    random_u64() as u32
 }

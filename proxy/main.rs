@@ -2,16 +2,17 @@
 //! `mesh addr`, `group create|join|list|leave`, `share FILE`, `get TICKET`.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 
 use meshcache::settings::{default_data_dir, Settings};
-use meshcache::{Cache, Proxy, SystemClock};
+use meshcache::App;
 
-mod share;
+mod cli;
+
+use cli::share;
 
 #[derive(Parser)]
 #[command(name = "meshcache", version, about = "An on-device HTTP caching proxy")]
@@ -150,7 +151,7 @@ enum GroupCommand {
 }
 
 #[derive(Subcommand)]
-enum CacheCommand {
+pub(crate) enum CacheCommand {
     /// Entry count and sizes.
     Stats,
     /// Every stored entry.
@@ -230,7 +231,7 @@ async fn run(cli: Cli) -> Result<()> {
             cfg.validate()?;
             init_logs(&cfg.log.level);
             let settings = Settings::from_config(&cfg, data_dir(&cfg));
-            let proxy = Proxy::start(settings).await?;
+            let proxy = App::new(settings).start().await?;
             if let Some(m) = proxy.mesh() {
                 eprintln!("meshcache: mesh endpoint {} ticket {}", m.id(), m.ticket());
             }
@@ -238,7 +239,7 @@ async fn run(cli: Cli) -> Result<()> {
                 "meshcache: proxy listening on http://{} (Ctrl-C to stop)",
                 proxy.addr()
             );
-            wait_for_signal().await;
+            cli::wait_for_signal().await;
             tracing::info!("shutting down");
             proxy.shutdown().await;
             Ok(())
@@ -354,89 +355,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Cache { common, command } => {
             let cfg = load_config(&common)?;
             let settings = Settings::from_config(&cfg, data_dir(&cfg));
-            cache_command(&settings.cache.dir, settings.cache.clone(), command).await
+            cli::cache::run(&settings.cache.dir, settings.cache.clone(), command).await
         }
-    }
-}
-
-async fn cache_command(dir: &Path, opts: cache::Options, command: CacheCommand) -> Result<()> {
-    if !dir.exists() {
-        bail!(
-            "no cache in {} (has the proxy run with this data directory?)",
-            dir.display()
-        );
-    }
-    let cache = Cache::open(opts, Arc::new(SystemClock))
-        .await
-        .with_context(|| {
-            format!(
-                "opening the cache in {} (is the proxy running? stop it first)",
-                dir.display()
-            )
-        })?;
-    let result = async {
-        match command {
-            CacheCommand::Stats => {
-                let s = cache.stats().await?;
-                println!("directory:  {}", dir.display());
-                println!("urls:       {}", s.urls);
-                println!("variants:   {}", s.variants);
-                println!(
-                    "bytes:      {} of {} ({:.1}%)",
-                    s.bytes,
-                    s.max_bytes,
-                    100.0 * s.bytes as f64 / s.max_bytes.max(1) as f64
-                );
-            }
-            CacheCommand::List => {
-                for (key, e) in cache.list().await? {
-                    println!(
-                        "{}\t{}\t{}\t{}{}",
-                        e.status,
-                        e.len,
-                        e.hash_hex(),
-                        key,
-                        if e.shareable { "" } else { "\t(private)" }
-                    );
-                }
-            }
-            CacheCommand::Purge { url } => {
-                let uri: http::Uri = url.parse().with_context(|| format!("not a URL: {url}"))?;
-                let key = cache::key::primary_key(&uri)
-                    .with_context(|| format!("not an http(s) URL: {url}"))?;
-                let n = cache.invalidate(&key).await?;
-                println!("purged {n} variant(s) of {key}");
-            }
-            CacheCommand::Clear => {
-                let n = cache.clear().await?;
-                println!("removed {n} entries");
-            }
-        }
-        anyhow::Ok(())
-    }
-    .await;
-    cache.shutdown().await;
-    result
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -1,11 +1,16 @@
-//! Turns a parsed [`config::Config`] into the options of each part (ripgrep's
-//! low-args → high-args step). The library crates never see the config crate.
+//! Turns a parsed [`config::Config`] into the options of each part (ripgrep's low-args →
+//! high-args step). The library crates never see the config crate, and there is one set of
+//! defaults: the config's. [`Settings::new`] is [`Settings::from_config`] on the default
+//! configuration (with the mesh off, so an embedding app opts in).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use ipnet::IpNet;
+
+use crate::listen::ServerOptions;
+use crate::origin::destination::DestinationOptions;
 use crate::origin::OriginOptions;
-use crate::server::ServerOptions;
 
 /// Everything needed to start a proxy.
 #[derive(Debug, Clone)]
@@ -15,66 +20,57 @@ pub struct Settings {
     pub cache: cache::Options,
     pub origin: OriginOptions,
     pub server: ServerOptions,
+    /// Where clients may make the proxy connect (`origin.allow`, `deny`, `connect_ports`).
+    pub destinations: DestinationOptions,
     pub access_log: bool,
     pub tls: TlsSettings,
-    /// The transparent listener's address (gateways). Default none.
+    /// The transparent listener's address (gateways), if any.
     pub transparent: Option<SocketAddr>,
-    /// The mesh. Default none (off) here; the configuration file turns it on.
+    /// The mesh; `None` when off.
     pub mesh: Option<mesh::Options>,
 }
 
-/// HTTPS interception settings. Every field documents its default.
+/// HTTPS interception settings (`[tls]`).
 #[derive(Debug, Clone)]
 pub struct TlsSettings {
-    /// Intercept CONNECT with the local CA. Default true.
+    /// Intercept CONNECT with the local CA.
     pub intercept: bool,
-    /// Host patterns always tunnelled blindly. Default none.
+    /// Host patterns always tunnelled blindly.
     pub passthrough: Vec<String>,
-    /// How long a host whose client refused our certificate is tunnelled. Default 7 days.
+    /// How long a host whose client refused our certificate is tunnelled for that client.
     pub learned_ttl: std::time::Duration,
 }
 
-impl Default for TlsSettings {
-    fn default() -> Self {
-        Self {
-            intercept: true,
-            passthrough: Vec::new(),
-            learned_ttl: std::time::Duration::from_secs(7 * 86400),
-        }
-    }
+fn networks(list: &[String]) -> Vec<IpNet> {
+    // The config was validated: every entry parses.
+    list.iter().filter_map(|a| config::parse_cidr(a)).collect()
 }
 
 impl Settings {
-    /// Settings with every default, storing in `data_dir`, listening on `listen`.
+    /// Settings with every default, storing in `data_dir`, listening on `listen`, without
+    /// the mesh.
     pub fn new(listen: SocketAddr, data_dir: PathBuf) -> Self {
-        Self {
-            listen,
-            cache: cache::Options::new(data_dir.join("cache")),
-            data_dir,
-            origin: OriginOptions::default(),
-            server: ServerOptions::default(),
-            access_log: true,
-            tls: TlsSettings::default(),
-            transparent: None,
-            mesh: None,
-        }
+        let mut s = Self::from_config(&config::Config::default(), data_dir);
+        s.listen = listen;
+        s.mesh = None;
+        s
     }
 
     /// Resolves a configuration; `data_dir` is the already-resolved data directory.
     pub fn from_config(cfg: &config::Config, data_dir: PathBuf) -> Self {
-        let mut s = Self::new(cfg.listen.forward, data_dir);
         let c = &cfg.cache;
-        s.cache.max_size = c.max_size.bytes();
-        s.cache.max_object_size = c.max_object_size.bytes();
-        s.cache.shared = c.shared;
-        s.cache.heuristic_fraction = c.heuristic_fraction as f32;
-        s.cache.range_offset_limit = c.range_offset_limit.bytes();
-        s.cache.background_fill_max = c.background_fill_max.bytes();
-        s.cache.memory_cache_size = c.memory_cache_size.bytes();
-        s.cache.memory_object_max = c.memory_object_max.bytes();
-        s.cache.min_free_space = c.min_free_space.bytes();
+        let mut cache = cache::Options::new(data_dir.join("cache"));
+        cache.max_size = c.max_size.bytes();
+        cache.max_object_size = c.max_object_size.bytes();
+        cache.shared = c.shared;
+        cache.heuristic_fraction = c.heuristic_fraction as f32;
+        cache.range_offset_limit = c.range_offset_limit.bytes();
+        cache.background_fill_max = c.background_fill_max.bytes();
+        cache.memory_cache_size = c.memory_cache_size.bytes();
+        cache.memory_object_max = c.memory_object_max.bytes();
+        cache.min_free_space = c.min_free_space.bytes();
         let o = &cfg.origin;
-        s.origin = OriginOptions {
+        let origin = OriginOptions {
             connect_timeout: o.connect_timeout,
             response_header_timeout: o.response_header_timeout,
             body_idle_timeout: o.body_idle_timeout,
@@ -82,28 +78,30 @@ impl Settings {
             pool_idle_timeout: o.pool_idle_timeout,
             extra_roots: cfg.tls.extra_roots.clone(),
         };
-        s.tls = TlsSettings {
+        let destinations = DestinationOptions {
+            allow: networks(&o.allow),
+            deny: networks(&o.deny),
+            connect_ports: o.connect_ports.clone(),
+        };
+        let tls = TlsSettings {
             intercept: cfg.tls.intercept,
             passthrough: cfg.tls.passthrough.clone(),
             learned_ttl: cfg.tls.learned_passthrough_ttl,
         };
         let l = &cfg.listen;
-        s.server = ServerOptions {
+        let server = ServerOptions {
             max_connections: l.max_connections,
+            max_connections_per_client: l.max_connections_per_client,
             max_header_bytes: l.max_header_bytes.bytes() as usize,
             header_read_timeout: l.header_read_timeout,
             idle_timeout: l.idle_timeout,
-            allow: l
-                .allow
-                .iter()
-                .filter_map(|a| config::parse_cidr(a))
-                .collect(),
+            h2_max_concurrent_streams: l.h2_max_concurrent_streams,
+            allow: networks(&l.allow),
+            admin: networks(&cfg.admin.allow),
         };
-        s.access_log = cfg.log.access;
-        s.transparent = cfg.listen.transparent;
         let m = &cfg.mesh;
-        s.mesh = m.enabled.then(|| {
-            let mut o = mesh::Options::new(s.data_dir.join("mesh"));
+        let mesh = m.enabled.then(|| {
+            let mut o = mesh::Options::new(data_dir.join("mesh"));
             o.bind = m.listen;
             o.relay = m.relay.clone();
             o.peers = m.peers.clone();
@@ -114,9 +112,22 @@ impl Settings {
             o.fetch_idle_timeout = m.fetch_idle_timeout;
             o.ban_duration = m.ban_duration;
             o.heuristic_fraction = c.heuristic_fraction as f32;
+            o.share_max_file = m.share_max_file.bytes();
+            o.share_max_size = m.share_max_size.bytes();
             o
         });
-        s
+        Self {
+            listen: l.forward,
+            data_dir,
+            cache,
+            origin,
+            server,
+            destinations,
+            access_log: cfg.log.access,
+            tls,
+            transparent: l.transparent,
+            mesh,
+        }
     }
 }
 
@@ -132,4 +143,50 @@ pub fn default_data_dir() -> PathBuf {
     dirs::data_dir()
         .map(|d| d.join("meshcache"))
         .unwrap_or_else(|| PathBuf::from("meshcache-data"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The library crates keep defaults of their own (they do not see the config crate);
+    /// they must be the config's.
+    #[test]
+    fn library_defaults_are_the_configs() {
+        let dir = PathBuf::from("/tmp/x");
+        let s = Settings::from_config(&config::Config::default(), dir.clone());
+        let lib = cache::Options::new(dir.join("cache"));
+        assert_eq!(s.cache.max_size, lib.max_size);
+        assert_eq!(s.cache.max_object_size, lib.max_object_size);
+        assert_eq!(s.cache.shared, lib.shared);
+        assert_eq!(s.cache.heuristic_fraction, lib.heuristic_fraction);
+        assert_eq!(s.cache.range_offset_limit, lib.range_offset_limit);
+        assert_eq!(s.cache.background_fill_max, lib.background_fill_max);
+        assert_eq!(s.cache.memory_cache_size, lib.memory_cache_size);
+        assert_eq!(s.cache.memory_object_max, lib.memory_object_max);
+        assert_eq!(s.cache.min_free_space, lib.min_free_space);
+        let m = s.mesh.expect("the mesh is on by default");
+        let lib = mesh::Options::new(dir.join("mesh"));
+        assert_eq!(m.bind, lib.bind);
+        assert_eq!(m.mdns, lib.mdns);
+        assert_eq!(m.lookup_timeout, lib.lookup_timeout);
+        assert_eq!(m.peer_fill_wait, lib.peer_fill_wait);
+        assert_eq!(m.fetch_idle_timeout, lib.fetch_idle_timeout);
+        assert_eq!(m.ban_duration, lib.ban_duration);
+        assert_eq!(m.heuristic_fraction, lib.heuristic_fraction);
+        assert_eq!(m.share_max_file, lib.share_max_file);
+        assert_eq!(m.share_max_size, lib.share_max_size);
+    }
+
+    #[test]
+    fn new_is_the_default_configuration_without_the_mesh() {
+        let s = Settings::new("127.0.0.1:9".parse().unwrap(), PathBuf::from("/tmp/y"));
+        assert!(s.mesh.is_none());
+        assert_eq!(s.server.admin.len(), 2);
+        assert!(!super::super::listen::allowed(
+            &s.server.admin,
+            "127.0.0.2".parse().unwrap()
+        ));
+        assert_eq!(s.destinations.connect_ports, vec![443]);
+    }
 }

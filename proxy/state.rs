@@ -1,7 +1,9 @@
-//! What every request handler shares: the cache, the origin client, counters.
+//! What every request handler shares: the cache, the origin client and destination policy,
+//! interception, the mesh, the listeners' options and shutdown signal, counters.
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 use std::time::Instant;
 
 use http::{request, Method, Request, Response, Version};
@@ -9,9 +11,13 @@ use hyper::body::Incoming;
 
 use cache::Cache;
 
-use crate::headers::Via;
+use crate::client::Client;
+use crate::http::headers::Via;
+use crate::http::Body;
+use crate::listen::passthrough::Tls;
+use crate::listen::{Permits, ServerOptions};
+use crate::origin::destination::Destinations;
 use crate::origin::{Origin, OriginError};
-use crate::Body;
 
 /// Request and byte counters for the status page.
 #[derive(Debug, Default)]
@@ -37,18 +43,34 @@ pub struct State {
     pub listen: SocketAddr,
     pub access_log: bool,
     /// HTTPS interception; `None` when no CA could be set up.
-    pub tls: Option<crate::tls::Tls>,
+    pub tls: Option<Tls>,
     /// Nearby devices; `None` when the mesh is off (or could not start).
     pub mesh: Option<mesh::Mesh>,
+    /// Where clients may make the proxy connect.
+    pub destinations: Destinations,
+    /// The client side's limits (tunnels and interceptions read them too).
+    pub server: ServerOptions,
+    /// Turns true when the proxy shuts down.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// The connection permits (for the count of open connections).
+    pub(crate) permits: Arc<Permits>,
 }
 
 impl State {
+    /// Client connections open now (tunnels included).
+    pub fn connections(&self) -> usize {
+        self.permits.in_use()
+    }
+
     /// Sends a request (already stripped of hop-by-hop fields) to its origin, adding `Via`.
+    /// The destination policy is the one of the request's [`Client`] (in its extensions;
+    /// without one, the stricter one).
     pub async fn send(
         &self,
         mut parts: request::Parts,
         body: Body,
     ) -> Result<Response<Incoming>, OriginError> {
+        let admin = parts.extensions.get::<Client>().is_some_and(|c| c.admin);
         self.via.append(&mut parts.headers);
         parts.version = Version::HTTP_11;
         // GET and HEAD go out without a body: if a pooled connection turns out to have
@@ -57,28 +79,24 @@ impl State {
         let retry =
             (parts.method == Method::GET || parts.method == Method::HEAD).then(|| parts.clone());
         match (
-            self.origin.send(Request::from_parts(parts, body)).await,
+            self.origin
+                .send(Request::from_parts(parts, body), admin)
+                .await,
             retry,
         ) {
-            (Err(OriginError::Protocol(msg)), Some(parts)) if stale_connection(&msg) => {
-                tracing::debug!("origin connection was closed under us ({msg}); retrying once");
+            (
+                Err(OriginError::Protocol {
+                    detail,
+                    dead_connection: true,
+                }),
+                Some(parts),
+            ) => {
+                tracing::debug!("origin connection was closed under us ({detail}); retrying once");
                 self.origin
-                    .send(Request::from_parts(parts, crate::empty()))
+                    .send(Request::from_parts(parts, crate::http::empty()), admin)
                     .await
             }
             (other, _) => other,
         }
     }
-}
-
-/// Errors that mean a reused connection was already dead, not that the origin failed.
-fn stale_connection(msg: &str) -> bool {
-    let msg = msg.to_ascii_lowercase();
-    [
-        "connection reset",
-        "broken pipe",
-        "connection closed before message completed",
-    ]
-    .iter()
-    .any(|m| msg.contains(m))
 }

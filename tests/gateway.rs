@@ -213,7 +213,9 @@ fn a_gateway_caches_redirected_http_and_https_for_clients_without_proxy_settings
             Box::pin(async move {
                 let p = TestProxy::start_in(data.clone(), |s| {
                     s.transparent = Some("0.0.0.0:3129".parse().unwrap());
-                    s.server.allow = vec![("10.77.1.2".parse().unwrap(), 32)];
+                    s.server.allow = vec!["10.77.1.2/32".parse().unwrap()];
+                    // The origin is on a private range, refused to passengers in shared mode.
+                    s.destinations.allow = vec!["10.77.2.2/32".parse().unwrap()];
                     s.origin.extra_roots = vec![oca];
                     s.cache.shared = true;
                 })

@@ -298,8 +298,7 @@ async fn a_full_disk_turns_the_proxy_into_a_pass_through() {
 
 #[tokio::test]
 async fn clients_outside_listen_allow_are_refused() {
-    let p =
-        TestProxy::start_with(|s| s.server.allow = vec![("10.0.0.0".parse().unwrap(), 8)]).await;
+    let p = TestProxy::start_with(|s| s.server.allow = vec!["10.0.0.0/8".parse().unwrap()]).await;
     let r = raw(
         p.addr(),
         b"GET http://meshcache.local/ HTTP/1.1\r\nHost: meshcache.local\r\n\r\n",

@@ -12,6 +12,8 @@ mod coalescing;
 mod ranges;
 // Bad clients, bad origins, limits.
 mod robustness;
+// The front door against a hostile passenger: limits, admin pages, destinations.
+mod frontdoor;
 // Restarts and kill -9 during a fill (through the binary).
 mod durability;
 // The command line, as a user runs it, with curl.

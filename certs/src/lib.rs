@@ -7,7 +7,10 @@
 //! - [`Leaves`]: mints leaf certificates signed by the CA and caches one rustls
 //!   [`ServerConfig`](rustls::ServerConfig) per host in a bounded map.
 //! - [`origin_client_config`]: the rustls [`ClientConfig`](rustls::ClientConfig) for origins,
-//!   always verifying (Mozilla's roots plus any private CAs given).
+//!   always verifying, against the operating system's trust store plus any private CAs
+//!   given: on Linux (and the other Unix systems) the system's certificates, honouring
+//!   `SSL_CERT_FILE` and `SSL_CERT_DIR`, with the bundled Mozilla roots when there are none;
+//!   on Android, iOS, macOS and Windows the platform's verifier.
 //! - [`CertError`]: every failure, naming the file at fault.
 //!
 //! Every configuration uses the ring crypto provider explicitly, never a process-wide default.

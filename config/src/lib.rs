@@ -3,8 +3,9 @@
 //! The file is TOML. [`Config`] is the whole file, one struct per table:
 //! [`Listen`] (`[listen]`, the client side), [`Data`] (`[data]`, where state
 //! is stored), [`Cache`] (`[cache]`, sizes and caching policy), [`Origin`]
-//! (`[origin]`, talking to origin servers), [`Tls`] (`[tls]`), [`Mesh`] (`[mesh]`,
-//! nearby devices) and [`Log`] (`[log]`). Every field
+//! (`[origin]`, talking to origin servers and where they may be), [`Tls`] (`[tls]`),
+//! [`Mesh`] (`[mesh]`, nearby devices), [`Admin`] (`[admin]`, admin clients) and [`Log`]
+//! (`[log]`). Every field
 //! is optional and has a default (an empty file is the default
 //! configuration); unknown fields are errors. Sizes are [`ByteSize`] values
 //! (`"64MiB"` or an integer of bytes) and durations are written as strings
@@ -48,6 +49,8 @@ pub struct Config {
     pub tls: Tls,
     /// `[mesh]`: nearby devices. Default: see [`Mesh`].
     pub mesh: Mesh,
+    /// `[admin]`: admin clients. Default: see [`Admin`].
+    pub admin: Admin,
 }
 
 /// `[listen]`: where and how the proxy accepts clients.
@@ -56,13 +59,23 @@ pub struct Config {
 pub struct Listen {
     /// Address of the forward-proxy listener. Default `127.0.0.1:3128`.
     pub forward: SocketAddr,
-    /// Most client connections served at once; must be above 0. Default 1024.
+    /// Most client connections served at once, all clients together (tunnels
+    /// and intercepted HTTPS included); must be above 0. Default 1024.
     pub max_connections: usize,
+    /// Most connections one client address may hold at once, so that one
+    /// client cannot take every connection; must be above 0. Default 256 (a
+    /// browser on a phone uses well under 100; a gateway raises
+    /// `max_connections`, not this).
+    pub max_connections_per_client: usize,
+    /// Most concurrent streams on one HTTP/2 connection; must be above 0.
+    /// Default 100.
+    pub h2_max_concurrent_streams: u32,
     /// Largest request head (request line and headers) accepted from a
     /// client; must be above 0. Default 64 KiB (`"64KiB"`, 65536 bytes).
     pub max_header_bytes: ByteSize,
-    /// A client must send a complete request head within this; non-zero.
-    /// Default `"10s"`.
+    /// A client must send a complete request head within this: the first
+    /// counted from accept (a connection that sends nothing is closed), later
+    /// ones from their first byte; non-zero. Default `"10s"`.
     #[serde(with = "duration_str")]
     pub header_read_timeout: Duration,
     /// Idle keep-alive client connections are kept at least this long;
@@ -83,6 +96,8 @@ impl Default for Listen {
         Listen {
             forward: SocketAddr::from(([127, 0, 0, 1], 3128)),
             max_connections: 1024,
+            max_connections_per_client: 256,
+            h2_max_concurrent_streams: 100,
             max_header_bytes: ByteSize(64 << 10),
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(75),
@@ -93,18 +108,34 @@ impl Default for Listen {
 }
 
 /// Parses a CIDR network such as `"10.0.0.0/8"`, `"::1/128"` or a bare address
-/// (a single host): the network address and the prefix length.
-pub fn parse_cidr(s: &str) -> Option<(std::net::IpAddr, u8)> {
-    let (addr, prefix) = match s.trim().split_once('/') {
-        Some((a, p)) => (
-            a.parse::<std::net::IpAddr>().ok()?,
-            Some(p.parse::<u8>().ok()?),
-        ),
-        None => (s.trim().parse::<std::net::IpAddr>().ok()?, None),
-    };
-    let max = if addr.is_ipv4() { 32 } else { 128 };
-    let prefix = prefix.unwrap_or(max);
-    (prefix <= max).then_some((addr, prefix))
+/// (a single host); host bits are cleared (`"10.1.2.3/8"` is `10.0.0.0/8`).
+pub fn parse_cidr(s: &str) -> Option<ipnet::IpNet> {
+    let s = s.trim();
+    match s.parse::<ipnet::IpNet>() {
+        Ok(net) => Some(net.trunc()),
+        Err(_) => s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from),
+    }
+}
+
+/// `[admin]`: who may see and change what passengers must not.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Admin {
+    /// Admin clients (CIDR): they alone get the pages that reveal secrets or
+    /// change state (group tickets, peer details, `/share`, the full status),
+    /// and may make the proxy connect to local destinations. Every other
+    /// allowed client gets the CA pages, the PAC file and a public summary.
+    /// Default this machine only: `["127.0.0.1/32", "::1/128"]` (`127.0.0.2`
+    /// is not an admin).
+    pub allow: Vec<String>,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Admin {
+            allow: vec!["127.0.0.1/32".into(), "::1/128".into()],
+        }
+    }
 }
 
 /// `[data]`: where meshcache keeps its state.
@@ -189,6 +220,17 @@ pub struct Origin {
     /// Default `"90s"`.
     #[serde(with = "duration_str")]
     pub pool_idle_timeout: Duration,
+    /// Destination networks (CIDR) every client may reach, even where the
+    /// built-in rules refuse them (loopback, link-local, the proxy's own
+    /// addresses, private ranges in shared mode) — not those in `deny`.
+    /// Default empty.
+    pub allow: Vec<String>,
+    /// Destination networks (CIDR) no client may reach, admins included.
+    /// Default empty.
+    pub deny: Vec<String>,
+    /// Ports a client that is not an admin may `CONNECT` to (Squid's
+    /// `SSL_ports`). Default `[443]`.
+    pub connect_ports: Vec<u16>,
 }
 
 impl Default for Origin {
@@ -199,6 +241,9 @@ impl Default for Origin {
             body_idle_timeout: Duration::from_secs(60),
             max_idle_per_host: 32,
             pool_idle_timeout: Duration::from_secs(90),
+            allow: Vec::new(),
+            deny: Vec::new(),
+            connect_ports: vec![443],
         }
     }
 }
@@ -216,10 +261,11 @@ pub struct Tls {
     /// (the domain and its subdomains). Default empty.
     pub passthrough: Vec<String>,
     /// PEM files of extra CA certificates trusted for origins (private CAs),
-    /// on top of the built-in roots. Default empty.
+    /// on top of the operating system's trust store. Default empty.
     pub extra_roots: Vec<PathBuf>,
     /// How long a host whose client refused our certificate (a pinned app) is
-    /// tunnelled blindly; non-zero. Default `"7d"`.
+    /// tunnelled blindly for that client (other clients are still
+    /// intercepted); non-zero. Default `"7d"`.
     #[serde(with = "duration_str")]
     pub learned_passthrough_ttl: Duration,
 }
@@ -270,6 +316,13 @@ pub struct Mesh {
     /// How long a misbehaving peer is banned; non-zero. Default `"10m"`.
     #[serde(with = "duration_str")]
     pub ban_duration: Duration,
+    /// Largest file that may be shared or fetched by share ticket; above 0.
+    /// Default `"512MiB"`.
+    pub share_max_file: ByteSize,
+    /// Most bytes all shared files together may hold (they are kept apart
+    /// from the cache's `max_size`); at least `share_max_file`.
+    /// Default `"2GiB"`.
+    pub share_max_size: ByteSize,
 }
 
 impl Default for Mesh {
@@ -285,6 +338,8 @@ impl Default for Mesh {
             peer_fill_wait: Duration::from_secs(30),
             fetch_idle_timeout: Duration::from_secs(10),
             ban_duration: Duration::from_secs(600),
+            share_max_file: ByteSize(512 << 20),
+            share_max_size: ByteSize(2 << 30),
         }
     }
 }
@@ -332,15 +387,23 @@ impl Config {
     /// empty; [`Config::from_toml_str`] fills it in.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let (listen, cache, origin) = (&self.listen, &self.cache, &self.origin);
-        for (i, a) in self.listen.allow.iter().enumerate() {
-            if parse_cidr(a).is_none() {
-                return Err(ConfigError::Invalid {
-                    path: PathBuf::new(),
-                    field: format!("listen.allow[{i}]"),
-                    message: format!(
-                        "{a:?} is not a network (\"10.0.0.0/8\", \"::1/128\" or an address)"
-                    ),
-                });
+        let networks = [
+            ("listen.allow", &self.listen.allow),
+            ("admin.allow", &self.admin.allow),
+            ("origin.allow", &self.origin.allow),
+            ("origin.deny", &self.origin.deny),
+        ];
+        for (name, list) in networks {
+            for (i, a) in list.iter().enumerate() {
+                if parse_cidr(a).is_none() {
+                    return Err(ConfigError::Invalid {
+                        path: PathBuf::new(),
+                        field: format!("{name}[{i}]"),
+                        message: format!(
+                            "{a:?} is not a network (\"10.0.0.0/8\", \"::1/128\" or an address)"
+                        ),
+                    });
+                }
             }
         }
         for (i, p) in self.tls.passthrough.iter().enumerate() {
@@ -399,6 +462,29 @@ impl Config {
             listen.max_connections > 0,
             "listen.max_connections",
             above_zero(),
+        )?;
+        check(
+            listen.max_connections_per_client > 0,
+            "listen.max_connections_per_client",
+            above_zero(),
+        )?;
+        check(
+            listen.h2_max_concurrent_streams > 0,
+            "listen.h2_max_concurrent_streams",
+            above_zero(),
+        )?;
+        check(
+            self.mesh.share_max_file.bytes() > 0,
+            "mesh.share_max_file",
+            above_zero(),
+        )?;
+        check(
+            self.mesh.share_max_file <= self.mesh.share_max_size,
+            "mesh.share_max_file",
+            format!(
+                "{} is larger than mesh.share_max_size ({})",
+                self.mesh.share_max_file, self.mesh.share_max_size
+            ),
         )?;
         check(
             listen.max_header_bytes.bytes() > 0,

@@ -60,6 +60,8 @@ header_read_timeout = "5s"
 idle_timeout = 120
 allow = ["10.0.0.0/8", "192.168.1.7"]
 transparent = "0.0.0.0:3129"
+max_connections_per_client = 4
+h2_max_concurrent_streams = 8
 
 [data]
 dir = "/var/lib/meshcache"
@@ -81,6 +83,12 @@ response_header_timeout = "1m"
 body_idle_timeout = "1h"
 max_idle_per_host = 0
 pool_idle_timeout = "1m30s"
+allow = ["10.9.0.0/16"]
+deny = ["10.9.9.0/24"]
+connect_ports = [443, 8443]
+
+[admin]
+allow = ["10.0.0.1"]
 
 [log]
 level = "warn,meshcache=debug"
@@ -103,6 +111,8 @@ lookup_timeout = "20ms"
 peer_fill_wait = "5s"
 fetch_idle_timeout = "3s"
 ban_duration = "1h"
+share_max_file = "1MiB"
+share_max_size = "10MiB"
 "#;
 
 fn full_expected() -> Config {
@@ -110,6 +120,8 @@ fn full_expected() -> Config {
         listen: Listen {
             forward: "0.0.0.0:8080".parse().expect("address"),
             max_connections: 10,
+            max_connections_per_client: 4,
+            h2_max_concurrent_streams: 8,
             max_header_bytes: ByteSize(32 * 1024),
             header_read_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(120),
@@ -136,6 +148,12 @@ fn full_expected() -> Config {
             body_idle_timeout: Duration::from_secs(3600),
             max_idle_per_host: 0,
             pool_idle_timeout: Duration::from_secs(90),
+            allow: vec!["10.9.0.0/16".into()],
+            deny: vec!["10.9.9.0/24".into()],
+            connect_ports: vec![443, 8443],
+        },
+        admin: Admin {
+            allow: vec!["10.0.0.1".into()],
         },
         log: Log {
             level: "warn,meshcache=debug".to_owned(),
@@ -160,6 +178,8 @@ fn full_expected() -> Config {
             peer_fill_wait: Duration::from_secs(5),
             fetch_idle_timeout: Duration::from_secs(3),
             ban_duration: Duration::from_secs(3600),
+            share_max_file: ByteSize(1 << 20),
+            share_max_size: ByteSize(10 << 20),
         },
     }
 }
@@ -172,12 +192,37 @@ fn bad_allow_network_and_passthrough_pattern_name_the_field() {
     let err =
         Config::from_toml_str("[tls]\npassthrough = [\"a b\"]\n", Path::new("g.toml")).unwrap_err();
     assert!(err.to_string().contains("tls.passthrough[0]"), "{err}");
+    assert_eq!(parse_cidr("10.1.2.3"), Some("10.1.2.3/32".parse().unwrap()));
     assert_eq!(
-        parse_cidr("10.1.2.3"),
-        Some(("10.1.2.3".parse().unwrap(), 32))
+        parse_cidr("10.1.2.3/8"),
+        Some("10.0.0.0/8".parse().unwrap())
     );
-    assert_eq!(parse_cidr("::1/128"), Some(("::1".parse().unwrap(), 128)));
+    assert_eq!(parse_cidr("::1/128"), Some("::1/128".parse().unwrap()));
     assert_eq!(parse_cidr("nope/8"), None);
+    for field in ["admin.allow", "origin.allow", "origin.deny"] {
+        let (table, key) = field.split_once('.').unwrap();
+        let text = format!("[{table}]\n{key} = [\"10.0.0.1\", \"300.0.0.0/8\"]\n");
+        let err = Config::from_toml_str(&text, Path::new("g.toml")).unwrap_err();
+        assert!(err.to_string().contains(&format!("{field}[1]")), "{err}");
+    }
+}
+
+#[test]
+fn admin_is_this_machine_only_and_connect_is_443_by_default() {
+    let c = Config::default();
+    assert_eq!(c.admin.allow, vec!["127.0.0.1/32", "::1/128"]);
+    assert_eq!(c.origin.connect_ports, vec![443]);
+    assert!(c.listen.max_connections_per_client < c.listen.max_connections);
+    let err = Config::from_toml_str(
+        "[listen]\nmax_connections_per_client = 0\n",
+        Path::new("g.toml"),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("listen.max_connections_per_client"),
+        "{err}"
+    );
 }
 
 #[test]

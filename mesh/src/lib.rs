@@ -74,6 +74,11 @@ pub struct Options {
     pub ban_duration: Duration,
     /// Heuristic freshness fraction used to judge peers' entries. Default 0.1.
     pub heuristic_fraction: f32,
+    /// Largest file shared or fetched by share ticket. Default 512 MiB.
+    pub share_max_file: u64,
+    /// Most bytes all shared files together may hold (apart from the cache's limit).
+    /// Default 2 GiB.
+    pub share_max_size: u64,
 }
 
 impl Options {
@@ -90,6 +95,8 @@ impl Options {
             fetch_idle_timeout: Duration::from_secs(10),
             ban_duration: Duration::from_secs(600),
             heuristic_fraction: 0.1,
+            share_max_file: 512 << 20,
+            share_max_size: 2 << 30,
         }
     }
 }
@@ -107,6 +114,9 @@ pub enum MeshError {
     Transfer(String),
     #[error("mesh storage: {0}")]
     Store(#[from] cache::StoreError),
+    /// A share beyond `share_max_file` or `share_max_size`.
+    #[error("{0}")]
+    ShareLimit(String),
 }
 
 /// Counters for the status page.
@@ -334,8 +344,8 @@ pub fn offline_ticket(dir: &std::path::Path, bind: SocketAddr) -> Result<String,
     Ok(iroh_tickets::endpoint::EndpointTicket::new(addr).encode_string())
 }
 
-/// The IP addresses of this machine's interfaces that are up.
-fn interface_addrs() -> Vec<std::net::IpAddr> {
+/// The IP addresses of this machine's interfaces that are up (IPv6 link-local left out).
+pub fn interface_addrs() -> Vec<std::net::IpAddr> {
     let mut out = Vec::new();
     #[cfg(unix)]
     // SAFETY: getifaddrs fills a linked list we only read, then free with freeifaddrs.

@@ -98,10 +98,62 @@ pub(crate) async fn load_shared(mesh: &Mesh) {
 }
 
 impl Mesh {
-    /// Shares a file (copied into the store); returns its ticket.
+    /// The largest shared file, and the most bytes all shares may hold.
+    pub fn share_limits(&self) -> (u64, u64) {
+        (
+            self.inner.opts.share_max_file,
+            self.inner.opts.share_max_size,
+        )
+    }
+
+    /// Bytes held by shared files (those complete in the store).
+    pub async fn shared_bytes(&self) -> u64 {
+        let hashes: Vec<[u8; 32]> = self
+            .inner
+            .shared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .copied()
+            .collect();
+        let store = self.inner.cache.blobs();
+        let mut total = 0;
+        for h in hashes {
+            if let Ok(iroh_blobs::api::proto::BlobStatus::Complete { size }) =
+                store.blobs().status(Hash::from_bytes(h)).await
+            {
+                total += size;
+            }
+        }
+        total
+    }
+
+    /// Fails when a new share of `size` bytes would go beyond the limits.
+    async fn check_share_room(&self, size: u64) -> Result<(), MeshError> {
+        let (max_file, max_total) = self.share_limits();
+        if size > max_file {
+            return Err(MeshError::ShareLimit(format!(
+                "{size} bytes is more than mesh.share_max_file ({max_file} bytes)"
+            )));
+        }
+        let held = self.shared_bytes().await;
+        if held.saturating_add(size) > max_total {
+            return Err(MeshError::ShareLimit(format!(
+                "shared files hold {held} bytes; {size} more would pass mesh.share_max_size ({max_total} bytes)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Shares a file (copied into the store); returns its ticket. Fails if the file is
+    /// larger than `share_max_file`, or the shares would pass `share_max_size`.
     pub async fn share_path(&self, path: &Path, name: &str) -> Result<ShareTicket, MeshError> {
         let abs = std::path::absolute(path)
             .map_err(|e| MeshError::Io(format!("{}: {e}", path.display())))?;
+        let len = std::fs::metadata(&abs)
+            .map_err(|e| MeshError::Io(format!("{}: {e}", abs.display())))?
+            .len();
+        self.check_share_room(len).await?;
         let store = self.inner.cache.blobs();
         let tt = store
             .blobs()
@@ -141,6 +193,7 @@ impl Mesh {
         let store = inner.cache.blobs();
         let h = Hash::from_bytes(ticket.hash);
         if !inner.cache.has_body(&ticket.hash, ticket.size).await {
+            self.check_share_room(ticket.size).await?;
             if inner.peers.banned(&ticket.addr.id) {
                 return Err(MeshError::Transfer("the sharer is banned".into()));
             }

@@ -21,7 +21,17 @@ impl Running {
     /// The mesh endpoint is bound to loopback on a free port, without mDNS (tests never
     /// send multicast onto the machine's network).
     pub fn start(dir: &Path, extra: &[&str]) -> Running {
-        let mut child = Command::new(BIN)
+        Self::start_with_env(dir, extra, &[])
+    }
+
+    /// [`Running::start`] with extra environment variables for the process (the test's
+    /// own environment is never changed).
+    pub fn start_with_env(dir: &Path, extra: &[&str], env: &[(&str, &Path)]) -> Running {
+        let mut cmd = Command::new(BIN);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
             .args([
                 "run",
                 "--listen",

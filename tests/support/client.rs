@@ -1,6 +1,6 @@
 //! A client that sends absolute-form requests to the proxy over a real TCP connection.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
@@ -28,6 +28,16 @@ impl Resp {
     }
 }
 
+/// A TCP connection to the proxy from a given loopback source address (`127.0.0.2`,
+/// `127.0.0.3`, … are distinct clients to the proxy).
+pub async fn tcp_from(proxy: SocketAddr, source: IpAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(SocketAddr::new(source, 0))
+        .expect("bind the source address");
+    socket.connect(proxy).await.expect("connect to proxy")
+}
+
 /// A new HTTP/1.1 connection to the proxy, driven in the background.
 async fn connect<B>(proxy: SocketAddr) -> hyper::client::conn::http1::SendRequest<B>
 where
@@ -35,7 +45,22 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let stream = TcpStream::connect(proxy).await.expect("connect to proxy");
+    connect_from(proxy, None).await
+}
+
+async fn connect_from<B>(
+    proxy: SocketAddr,
+    source: Option<IpAddr>,
+) -> hyper::client::conn::http1::SendRequest<B>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = match source {
+        Some(ip) => tcp_from(proxy, ip).await,
+        None => TcpStream::connect(proxy).await.expect("connect to proxy"),
+    };
     let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .expect("handshake");
@@ -48,6 +73,12 @@ pub async fn get(proxy: SocketAddr, url: &str, headers: &[(&str, &str)]) -> Resp
     request(proxy, Method::GET, url, headers, None).await
 }
 
+/// GET `url` through the proxy from the loopback address `source`.
+pub async fn get_from(proxy: SocketAddr, source: &str, url: &str) -> Resp {
+    let ip = source.parse().expect("source address");
+    request_from(proxy, Some(ip), Method::GET, url, &[], None).await
+}
+
 /// Any request through the proxy, on a new connection.
 pub async fn request(
     proxy: SocketAddr,
@@ -56,7 +87,19 @@ pub async fn request(
     headers: &[(&str, &str)],
     body: Option<Bytes>,
 ) -> Resp {
-    let mut send = connect(proxy).await;
+    request_from(proxy, None, method, url, headers, body).await
+}
+
+/// Any request through the proxy, on a new connection from `source` (default 127.0.0.1).
+pub async fn request_from(
+    proxy: SocketAddr,
+    source: Option<IpAddr>,
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<Bytes>,
+) -> Resp {
+    let mut send = connect_from(proxy, source).await;
     let uri: http::Uri = url.parse().expect("url");
     let mut b = Request::builder().method(method).uri(&uri);
     if let Some(a) = uri.authority() {

@@ -1,6 +1,10 @@
-//! The edge of the stack: routes a request, turns every failure (a panic included) into a
-//! response — hyper drops the connection when a service fails — adds `Cache-Status` and
-//! `Via`, and writes one access-log line when the response body ends.
+//! The edge of the stack: puts the request's target in absolute form (intercepted and
+//! redirected requests arrive in origin form), routes it, turns every failure (a panic
+//! included) into a response — hyper drops the connection when a service fails — adds
+//! `Cache-Status` and `Via`, and writes one access-log line when the response body ends.
+//!
+//! DESIGN.md sketches these as tower layers; with one service and a few steps, a plain
+//! async function does the same with less machinery.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -16,16 +20,74 @@ use http::{Method, Request, Response, StatusCode};
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 
+use super::stack::Handler;
+use crate::client::Client;
 use crate::flow::{self, local_error, Outcome};
+use crate::http::{Body, BoxError};
 use crate::state::State;
-use crate::{Body, BoxError};
 
-pub async fn handle(state: Arc<State>, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+/// Where the requests of a connection go.
+#[derive(Clone, Debug)]
+pub(crate) enum Target {
+    /// Forward-proxy requests: absolute-form (or origin-form, for the proxy itself).
+    AsSent,
+    /// Decrypted requests of an intercepted tunnel to this authority, under `https://`.
+    Https(http::uri::Authority),
+    /// Redirected plain requests: their `Host`, else the address the client meant.
+    Redirected(SocketAddr),
+}
+
+/// The handler a connection's stack calls for each request.
+pub(crate) fn handler(state: Arc<State>, target: Target) -> Handler {
+    Arc::new(move |mut req: Request<Incoming>| {
+        absolute(&target, &mut req);
+        Box::pin(handle(state.clone(), req))
+    })
+}
+
+/// Rewrites the request target to absolute form for its connection's [`Target`].
+fn absolute<B>(target: &Target, req: &mut Request<B>) {
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let uri = match target {
+        Target::AsSent => return,
+        // Inside the tunnel requests are origin-form (HTTP/1.1) or carry :authority
+        // (HTTP/2); the tunnel's target is where they go, under https.
+        Target::Https(authority) => format!("https://{authority}{pq}"),
+        Target::Redirected(dst) => {
+            let host = req
+                .headers()
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+                .unwrap_or_else(|| dst.to_string());
+            format!("http://{host}{pq}")
+        }
+    };
+    if let Ok(uri) = uri.parse() {
+        *req.uri_mut() = uri;
+    }
+}
+
+/// Serves one request: route, rescue, `Cache-Status`, `Via`, access log.
+pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
+    let Some(client) = req.extensions().get::<Client>().cloned() else {
+        // Every listener inserts the client; a request without one is a bug, not a client's.
+        tracing::error!("request without a client");
+        return crate::http::text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "meshcache: internal error\n".into(),
+        );
+    };
+    let peer = client.addr;
     let start = Instant::now();
     state.counters.requests.fetch_add(1, Ordering::Relaxed);
     let method = req.method().clone();
     let uri = req.uri().to_string();
-    let outcome = std::panic::AssertUnwindSafe(route(&state, peer, req))
+    let outcome = std::panic::AssertUnwindSafe(route(&state, &client, req))
         .catch_unwind()
         .await;
     let Outcome {
@@ -62,22 +124,13 @@ pub async fn handle(state: Arc<State>, peer: SocketAddr, req: Request<Incoming>)
     response.map(|b| http_body_util::BodyExt::boxed_unsync(Logged { inner: b, log }))
 }
 
-/// [`handle`] behind a boxed future: interception serves requests from inside a task
-/// that `handle` itself spawned (CONNECT), and the box breaks that type cycle.
-pub fn handle_boxed(
-    state: Arc<State>,
-    peer: SocketAddr,
-    req: Request<Incoming>,
-) -> futures_util::future::BoxFuture<'static, Response<Body>> {
-    Box::pin(handle(state, peer, req))
-}
-
-async fn route(state: &Arc<State>, peer: SocketAddr, req: Request<Incoming>) -> Outcome {
+async fn route(state: &Arc<State>, client: &Client, req: Request<Incoming>) -> Outcome {
     if req.method() == Method::CONNECT {
-        return crate::connect::handle(state, peer, req).await;
+        // The handler maker is passed in, so that `connect` needs no import of this module.
+        return super::connect::handle(state, client, req, handler).await;
     }
-    if crate::local::is_for_us(state, &req) {
-        return crate::local::handle(state, req).await;
+    if crate::admin::is_for_us(&req) {
+        return crate::admin::handle(state, client, req).await;
     }
     if state.via.is_loop(req.headers()) {
         return local_error(

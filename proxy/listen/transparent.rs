@@ -2,42 +2,37 @@
 //! (iptables/nftables `REDIRECT`). The original destination comes from `SO_ORIGINAL_DST`;
 //! TLS is recognised by its first byte and its server name read from the ClientHello
 //! (peeked, not consumed), then intercepted or tunnelled blindly as for CONNECT; plain
-//! HTTP is served by its `Host`. Clients outside `listen.allow` are refused.
+//! HTTP is served by its `Host`. Clients outside `listen.allow` are refused, and the
+//! original destination is checked against the destination policy as a `CONNECT` would be.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::Request;
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
 
-use crate::server::{accept_loop, ServerOptions};
+use super::edge::{self, Target};
+use super::stack::{self, Conn};
+use super::{accept_loop, Front};
+use crate::client::Client;
 use crate::state::State;
 
-/// Accepts redirected connections until `shutdown` turns true.
-pub async fn serve(
-    listener: TcpListener,
-    state: Arc<State>,
-    opts: ServerOptions,
-    limit: Arc<Semaphore>,
-    shutdown: watch::Receiver<bool>,
-) {
-    let o = opts.clone();
-    accept_loop(
-        listener,
-        &opts,
-        limit,
-        shutdown,
-        false,
-        move |stream, peer| handle(stream, peer, state.clone(), o.clone()),
-    )
+/// Accepts redirected connections until the proxy shuts down.
+pub(crate) async fn serve(listener: TcpListener, state: Arc<State>, front: Front) {
+    let (opts, shutdown) = (front.opts.clone(), front.shutdown.clone());
+    accept_loop(listener, front, false, move |stream, client| {
+        let conn = Conn {
+            client,
+            opts: opts.clone(),
+            shutdown: shutdown.clone(),
+        };
+        handle(stream, state.clone(), conn)
+    })
     .await
 }
 
-async fn handle(stream: TcpStream, peer: SocketAddr, state: Arc<State>, opts: ServerOptions) {
+async fn handle(stream: TcpStream, state: Arc<State>, conn: Conn) {
+    let peer = conn.client.addr;
     let Some(dst) = original_dst(&stream) else {
         tracing::warn!(%peer, "transparent: no original destination (was the connection redirected?)");
         return;
@@ -46,40 +41,44 @@ async fn handle(stream: TcpStream, peer: SocketAddr, state: Arc<State>, opts: Se
         tracing::warn!(%peer, "transparent: connection made to the listener itself, not redirected; closing");
         return;
     }
+    // The client meant to reach `dst`: the destination policy applies as for CONNECT.
+    if let Err(r) = state
+        .destinations
+        .for_client(conn.client.admin)
+        .check_ip(dst.ip())
+    {
+        tracing::warn!(%peer, %dst, rule = r.rule_name(), "transparent: destination refused: {r}");
+        return;
+    }
     let _ = stream.set_nodelay(true);
     let mut first = [0u8; 1];
-    match tokio::time::timeout(opts.header_read_timeout, stream.peek(&mut first)).await {
+    match tokio::time::timeout(conn.opts.header_read_timeout, stream.peek(&mut first)).await {
         Ok(Ok(1)) => {}
         _ => return,
     }
     if first[0] == 0x16 {
-        tls(stream, peer, dst, state, opts).await
+        tls(stream, dst, state, conn).await
     } else {
-        plain(stream, peer, dst, state, opts).await
+        let handler = edge::handler(state, Target::Redirected(dst));
+        stack::http1(stream, conn, handler).await
     }
 }
 
-async fn tls(
-    stream: TcpStream,
-    peer: SocketAddr,
-    dst: SocketAddr,
-    state: Arc<State>,
-    opts: ServerOptions,
-) {
-    let name = peek_server_name(&stream, opts.header_read_timeout).await;
+async fn tls(stream: TcpStream, dst: SocketAddr, state: Arc<State>, conn: Conn) {
+    let name = peek_server_name(&stream, conn.opts.header_read_timeout).await;
     let host = name.unwrap_or_else(|| dst.ip().to_string());
     let Some(tls) = state.tls.as_ref() else {
         return;
     };
-    if tls.is_passthrough(&host) {
-        tunnel(stream, dst).await;
+    if tls.is_passthrough(&host, conn.client.ip()) {
+        tunnel(stream, dst, &state, &conn.client).await;
         return;
     }
-    let authority = match authority_for(&host, dst.port()) {
-        Some(a) => a,
-        None => return,
+    let Some(authority) = authority_for(&host, dst.port()) else {
+        return;
     };
-    crate::tls::intercept(state, peer, stream, authority).await;
+    let handler = edge::handler(state.clone(), Target::Https(authority.clone()));
+    super::intercept::intercept(&state, stream, authority, conn, handler).await;
 }
 
 fn authority_for(host: &str, port: u16) -> Option<http::uri::Authority> {
@@ -91,10 +90,15 @@ fn authority_for(host: &str, port: u16) -> Option<http::uri::Authority> {
     format!("{host}:{port}").parse().ok()
 }
 
-async fn tunnel(mut client: TcpStream, dst: SocketAddr) {
-    match tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(dst)).await {
-        Ok(Ok(mut upstream)) => {
-            let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+async fn tunnel(client: TcpStream, dst: SocketAddr, state: &State, who: &Client) {
+    let timeout = state.origin.options().connect_timeout;
+    match tokio::time::timeout(timeout, TcpStream::connect(dst)).await {
+        Ok(Ok(upstream)) => {
+            let _ = upstream.set_nodelay(true);
+            let (idle, shutdown) = (state.server.idle_timeout, state.shutdown.clone());
+            if let Err(e) = stack::tunnel(client, upstream, idle, shutdown).await {
+                tracing::debug!(%dst, client = %who.addr, "transparent tunnel: {e}");
+            }
         }
         _ => tracing::info!(%dst, "transparent tunnel: origin unreachable"),
     }
@@ -124,49 +128,6 @@ async fn peek_server_name(stream: &TcpStream, limit: Duration) -> Option<String>
         }
         // The rest of the ClientHello is still in flight; peek has no "wait for more".
         tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
-
-async fn plain(
-    stream: TcpStream,
-    peer: SocketAddr,
-    dst: SocketAddr,
-    state: Arc<State>,
-    opts: ServerOptions,
-) {
-    let io = TokioIo::new(crate::deadline::HeadDeadline::new(
-        stream,
-        opts.header_read_timeout,
-    ));
-    let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-        let state = state.clone();
-        async move {
-            // Redirected requests are origin-form: the target is their Host, else the
-            // address the client meant to reach.
-            let host = req
-                .headers()
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_owned)
-                .unwrap_or_else(|| dst.to_string());
-            let pq = req
-                .uri()
-                .path_and_query()
-                .map(|p| p.as_str())
-                .unwrap_or("/");
-            if let Ok(uri) = format!("http://{host}{pq}").parse() {
-                *req.uri_mut() = uri;
-            }
-            Ok::<_, std::convert::Infallible>(crate::edge::handle_boxed(state, peer, req).await)
-        }
-    });
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(opts.idle_timeout)
-        .keep_alive(true);
-    if let Err(e) = builder.serve_connection(io, svc).await {
-        tracing::debug!(%peer, "transparent connection: {e}");
     }
 }
 

@@ -31,19 +31,13 @@ pub async fn upload(proxy: SocketAddr, file: &Path, name: &str) -> Result<String
             Err(e) => Some((Err(e), f)),
         }
     });
-    let query: String = name
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect();
+    let query: String = url::form_urlencoded::byte_serialize(name.as_bytes()).collect();
     let req = http::Request::post(format!("/share?name={query}"))
         .header(http::header::HOST, proxy.to_string())
         .header(http::header::CONTENT_LENGTH, len)
-        .body(meshcache::stream_body(chunks))?;
+        .body(http_body_util::StreamBody::new(
+            futures_util::StreamExt::map(chunks, |r| r.map(hyper::body::Frame::data)),
+        ))?;
     let res = sender.send_request(req).await?;
     let status = res.status();
     let body = res.into_body().collect().await?.to_bytes();

@@ -14,8 +14,8 @@ use http::{request, Method, StatusCode};
 
 use cache::Entry;
 
+use crate::http::{empty, BoxError};
 use crate::state::State;
-use crate::{empty, BoxError};
 
 enum Source {
     Peers(BoxStream<'static, Result<Bytes, String>>),
@@ -50,7 +50,7 @@ pub fn whole(
         .cloned();
     let mut parts = parts.clone();
     parts.method = Method::GET;
-    for h in crate::headers::CLIENT_CONDITIONALS {
+    for h in crate::http::headers::CLIENT_CONDITIONALS {
         parts.headers.remove(h);
     }
     let st = St {
@@ -155,7 +155,7 @@ async fn continue_from_origin(
         .await
         .map_err(|e| format!("origin: {e}"))?;
     let (mut rparts, body) = res.into_parts();
-    crate::headers::strip_hop_by_hop(&mut rparts.headers);
+    crate::http::headers::strip_hop_by_hop(&mut rparts.headers);
     let skip = match rparts.status {
         StatusCode::PARTIAL_CONTENT => {
             let starts_here = rparts

@@ -13,8 +13,8 @@ use http::{request, HeaderMap, Method, Response, StatusCode};
 
 use cache::{Cache, Entry, Fill};
 
-use crate::range::{self, Ranges};
-use crate::{stream_body, Body, BoxError};
+use super::body::{empty, stream_body, Body, BoxError};
+use super::range::{self, Ranges};
 
 /// Where the body bytes come from.
 pub enum Source {
@@ -140,7 +140,7 @@ pub fn respond(
                 h.append(*name, v.clone());
             }
         }
-        return build(StatusCode::NOT_MODIFIED, h, crate::empty());
+        return build(StatusCode::NOT_MODIFIED, h, empty());
     }
     if let Some(len) = len {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
@@ -167,7 +167,7 @@ pub fn respond(
     match ranges {
         Ranges::Full => {
             let body = if is_head {
-                crate::empty()
+                empty()
             } else {
                 stream_body(source.range(0..len.unwrap_or(u64::MAX)))
             };
@@ -177,7 +177,7 @@ pub fn respond(
             let mut h = HeaderMap::new();
             h.insert(header::CONTENT_RANGE, hv(format!("bytes */{len_v}")));
             h.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
-            build(StatusCode::RANGE_NOT_SATISFIABLE, h, crate::empty())
+            build(StatusCode::RANGE_NOT_SATISFIABLE, h, empty())
         }
         Ranges::Partial(list) if list.len() == 1 => {
             let r = list[0].clone();
@@ -187,7 +187,7 @@ pub fn respond(
             );
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(r.end - r.start));
             let body = if is_head {
-                crate::empty()
+                empty()
             } else {
                 stream_body(source.range(r))
             };
@@ -204,7 +204,7 @@ fn multipart(
     source: Source,
     is_head: bool,
 ) -> Response<Body> {
-    let boundary = format!("meshcache{:016x}", crate::random_u64());
+    let boundary = format!("meshcache{:016x}", super::random_u64());
     let ctype = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -235,7 +235,7 @@ fn multipart(
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(total));
     headers.remove(header::CONTENT_RANGE);
     let body = if is_head {
-        crate::empty()
+        empty()
     } else {
         stream_body(futures_util::stream::iter(parts).flatten())
     };

@@ -1,0 +1,74 @@
+//! The mesh section of the status page, for admin clients: this device's id and ticket,
+//! counters, group tickets as text and QR code (they are the groups' secrets), the peer
+//! table with bans and their reasons.
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+
+use super::html_escape;
+use crate::state::State;
+
+/// The mesh section of the status page.
+pub(super) fn status_html(state: &State, s: &mut String) {
+    let Some(mesh) = state.mesh.as_ref() else {
+        s.push_str("<h2>Mesh</h2><p>The mesh is off.</p>");
+        return;
+    };
+    let m = mesh.counters();
+    let _ = write!(
+        s,
+        "<h2>Mesh</h2><p>This device: <code>{}</code><br>Ticket (<code>--peer</code>): <code>{}</code></p>\
+         <p>lookups {} · bodies from peers {} · bytes from peers {} · bytes to peers {} · answers {} · refused {} · bans {}</p>",
+        mesh.id(),
+        mesh.ticket(),
+        m.lookups.load(Ordering::Relaxed),
+        m.peer_hits.load(Ordering::Relaxed),
+        m.bytes_from_peers.load(Ordering::Relaxed),
+        m.bytes_to_peers.load(Ordering::Relaxed),
+        m.answers.load(Ordering::Relaxed),
+        m.refused.load(Ordering::Relaxed),
+        m.bans.load(Ordering::Relaxed),
+    );
+    let groups = mesh.groups();
+    if groups.is_empty() {
+        s.push_str("<p>In no group: nothing is shared. <code>meshcache group create</code>, or <code>meshcache group join TICKET</code>.</p>");
+    } else {
+        s.push_str("<p>Groups (hand the ticket, or show the code, to someone next to you to let them join):</p><ul>");
+        for g in groups {
+            let t = g.ticket();
+            let _ = write!(s, "<li><code>{t}</code><br>{}</li>", qr_svg(&t));
+        }
+        s.push_str("</ul>");
+    }
+    s.push_str("<table><tr><th>peer</th><th>addresses</th><th>found by</th><th>state</th><th>groups</th><th>bytes given</th><th>bytes taken</th><th>bans</th></tr>");
+    for p in mesh.peer_status() {
+        let ban = match (p.banned_for, &p.ban_reason) {
+            (Some(d), Some(r)) => format!("{} (banned {}s more: {r})", p.bans, d.as_secs()),
+            _ => p.bans.to_string(),
+        };
+        let _ = write!(
+            s,
+            "<tr><td><code>{}</code></td><td>{:?}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            p.id,
+            p.addrs,
+            p.source,
+            html_escape(&p.state),
+            p.groups.join(", "),
+            p.given,
+            p.taken,
+            html_escape(&ban)
+        );
+    }
+    s.push_str("</table>");
+}
+
+/// A QR code of `text` as inline SVG.
+fn qr_svg(text: &str) -> String {
+    match qrcode::QrCode::new(text.as_bytes()) {
+        Ok(code) => code
+            .render::<qrcode::render::svg::Color<'_>>()
+            .min_dimensions(160, 160)
+            .build(),
+        Err(_) => String::new(),
+    }
+}

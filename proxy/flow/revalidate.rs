@@ -1,0 +1,94 @@
+//! A 304 for a stale entry (RFC 9111 4.3.4): the stored headers are updated and the entry is
+//! served; a 304 that names another validator means the stored body is not the current one.
+
+use std::sync::Arc;
+
+use http::{header, request, Method};
+use http_cache_semantics::AfterResponse;
+
+use cache::policy;
+use cache::{Entry, Leader};
+
+use super::{forward_uncached, serve_entry, Outcome, Phase, Stale};
+use crate::state::State;
+
+/// A 304 for a stale entry: update its stored headers and serve it (RFC 9111 4.3.4).
+pub(super) async fn revalidated(
+    state: &Arc<State>,
+    parts: &request::Parts,
+    key: &str,
+    leader: Leader,
+    stale: &Stale,
+    rparts: &http::response::Parts,
+    sent_at: std::time::SystemTime,
+) -> Outcome {
+    let cache = &state.cache;
+    let mut as_get = parts.clone();
+    as_get.method = Method::GET;
+    // We asked with this entry's own validators, so a 304 that carries none is about
+    // this entry (many servers send bare 304s): lend it the stored ones, so that only a
+    // 304 naming a different validator counts as "modified".
+    let mut rparts = rparts.clone();
+    let stored = stale.entry.header_map();
+    for h in [header::ETAG, header::LAST_MODIFIED] {
+        if !rparts.headers.contains_key(&h) {
+            if let Some(v) = stored.get(&h) {
+                rparts.headers.insert(h, v.clone());
+            }
+        }
+    }
+    let rparts = &rparts;
+    let (mut req_view, mut res_view) = (as_get.clone(), rparts.clone());
+    req_view.headers = policy::normalized(&as_get.headers);
+    res_view.headers = policy::normalized(&rparts.headers);
+    match stale
+        .entry
+        .policy
+        .after_response(&req_view, &res_view, sent_at)
+    {
+        AfterResponse::NotModified(new_policy, _) => {
+            let mut entry = stale.entry.clone();
+            let mut headers = entry.header_map();
+            for (name, value) in rparts.headers.iter() {
+                // RFC 9111 3.2: the 304's fields replace the stored ones, except framing.
+                if matches!(
+                    name.as_str(),
+                    "content-length" | "content-encoding" | "content-range" | "transfer-encoding"
+                ) {
+                    continue;
+                }
+                headers.insert(name.clone(), value.clone());
+            }
+            let now = cache.now();
+            let fresh_until = now + new_policy.time_to_live(now);
+            if let Err(e) = cache
+                .freshen(
+                    key,
+                    entry.id,
+                    new_policy.clone(),
+                    headers.clone(),
+                    fresh_until,
+                )
+                .await
+            {
+                tracing::warn!(%key, "could not record revalidation: {e}");
+            }
+            drop(leader);
+            entry.policy = new_policy;
+            entry.headers = Entry::headers_from_map(&headers);
+            entry.fresh_until_ms = cache::clock::unix_ms(fresh_until);
+            cache.touch(key, entry.id);
+            serve_entry(state, parts, entry, Phase::Revalidated, Some(304))
+        }
+        AfterResponse::Modified(..) => {
+            // The 304 does not match what is stored (RFC 9111 4.3.4): fetch it whole.
+            drop(leader);
+            let _ = cache.invalidate(key).await;
+            let mut plain = parts.clone();
+            for h in [header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE] {
+                plain.headers.remove(h);
+            }
+            forward_uncached(state, &plain, Phase::StaleReplaced { stored: false }).await
+        }
+    }
+}
