@@ -30,6 +30,7 @@ mod listen;
 mod origin;
 pub mod settings;
 mod state;
+mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -41,9 +42,9 @@ use tokio::sync::watch;
 
 pub use admin::LOCAL_HOST;
 pub use cache::{Cache, Clock, ManualClock, SystemClock};
-pub use listen::ServerOptions;
 pub use origin::destination::DestinationOptions;
 pub use origin::OriginOptions;
+pub use settings::ServerOptions;
 pub use settings::{Settings, TlsSettings};
 
 /// Why the proxy could not start.
@@ -130,7 +131,7 @@ impl App {
             &settings.data_dir,
         ))?);
         let t = &settings.tls;
-        let tls = listen::passthrough::Tls::new(
+        let tls = tls::Tls::new(
             t.intercept,
             ca,
             t.passthrough.clone(),
@@ -153,7 +154,7 @@ impl App {
         };
         let (tx, rx) = watch::channel(false);
         let opts = settings.server.clone();
-        let permits = listen::Permits::new(opts.max_connections, opts.max_connections_per_client);
+        let permits = client::Permits::new(opts.max_connections, opts.max_connections_per_client);
         let state = Arc::new(state::State {
             mesh,
             cache,
@@ -227,7 +228,7 @@ pub struct Proxy {
     transparent_task: Option<tokio::task::JoinHandle<()>>,
     state: Arc<state::State>,
     shutdown: watch::Sender<bool>,
-    permits: Arc<listen::Permits>,
+    permits: Arc<client::Permits>,
     task: tokio::task::JoinHandle<()>,
 }
 

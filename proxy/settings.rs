@@ -5,10 +5,10 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use ipnet::IpNet;
 
-use crate::listen::ServerOptions;
 use crate::origin::destination::DestinationOptions;
 use crate::origin::OriginOptions;
 
@@ -131,6 +131,29 @@ impl Settings {
     }
 }
 
+/// Limits of the client side. The defaults are those of `config::Listen`.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Connections served at once, all clients together; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// Connections one client address may hold at once; more are answered 503.
+    pub max_connections_per_client: usize,
+    /// Largest request head; larger gets 431. Also h2's header list limit.
+    pub max_header_bytes: usize,
+    /// A connection must deliver a whole request head within this of being accepted (and
+    /// each later head within this of its first byte); else it is closed.
+    pub header_read_timeout: Duration,
+    /// How long an idle keep-alive connection is kept.
+    pub idle_timeout: Duration,
+    /// Concurrent streams on one h2 connection.
+    pub h2_max_concurrent_streams: u32,
+    /// Client networks served; others are refused with 403.
+    pub allow: Vec<IpNet>,
+    /// Admin clients: the pages that reveal secrets or change state, and local
+    /// destinations, are theirs only.
+    pub admin: Vec<IpNet>,
+}
+
 /// Where the local CA lives inside a data directory.
 pub fn ca_dir(data_dir: &std::path::Path) -> PathBuf {
     data_dir.join("ca")
@@ -183,7 +206,7 @@ mod tests {
         let s = Settings::new("127.0.0.1:9".parse().unwrap(), PathBuf::from("/tmp/y"));
         assert!(s.mesh.is_none());
         assert_eq!(s.server.admin.len(), 2);
-        assert!(!super::super::listen::allowed(
+        assert!(!crate::listen::allowed(
             &s.server.admin,
             "127.0.0.2".parse().unwrap()
         ));

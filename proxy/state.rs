@@ -12,12 +12,13 @@ use hyper::body::Incoming;
 use cache::Cache;
 
 use crate::client::Client;
+use crate::client::Permits;
 use crate::http::headers::Via;
 use crate::http::Body;
-use crate::listen::passthrough::Tls;
-use crate::listen::{Permits, ServerOptions};
 use crate::origin::destination::Destinations;
 use crate::origin::{Origin, OriginError};
+use crate::settings::ServerOptions;
+use crate::tls::Tls;
 
 /// Request and byte counters for the status page.
 #[derive(Debug, Default)]

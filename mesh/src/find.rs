@@ -21,6 +21,7 @@ use cache::Entry;
 use crate::attest::{origin_digest, Attestation, OriginDigest};
 use crate::peers;
 use crate::proto::{self, Answer, ProtoError, Request};
+use crate::PeerBodyError;
 use crate::{Inner, Mesh};
 
 /// An entry a peer has: already stored here (`body` is `None`), or streaming in.
@@ -34,7 +35,7 @@ pub struct Found {
     /// unreachable).
     pub stale: bool,
     /// The body, verified as it arrives (see `stream.rs`).
-    pub body: Option<BoxStream<'static, Result<bytes::Bytes, String>>>,
+    pub body: Option<BoxStream<'static, Result<bytes::Bytes, PeerBodyError>>>,
 }
 
 struct Candidate {
@@ -82,7 +83,7 @@ impl Mesh {
                             entry: c.entry.clone(),
                             peer: peer.to_string(),
                             stale: c.stale,
-                            body: Some(body),
+                            body: Some(body.map(|r| r.map_err(PeerBodyError)).boxed()),
                         });
                     }
                     None => continue,
@@ -446,19 +447,19 @@ impl PartialBody {
     pub fn read(
         &self,
         r: std::ops::Range<u64>,
-    ) -> futures_util::stream::BoxStream<'static, Result<bytes::Bytes, String>> {
+    ) -> futures_util::stream::BoxStream<'static, Result<bytes::Bytes, PeerBodyError>> {
         if !self
             .ranges
             .iter()
             .any(|f| f.start <= r.start && r.end <= f.end)
         {
             let msg = format!("bytes {}..{} were not fetched", r.start, r.end);
-            return futures_util::stream::once(async move { Err(msg) }).boxed();
+            return futures_util::stream::once(async move { Err(PeerBodyError(msg)) }).boxed();
         }
         self.held
             .cache
             .partial_body(&self.held.hash, r)
-            .map(|item| item.map_err(|e| e.to_string()))
+            .map(|item| item.map_err(|e| PeerBodyError(e.to_string())))
             .boxed()
     }
 }

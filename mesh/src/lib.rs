@@ -119,6 +119,12 @@ pub enum MeshError {
     ShareLimit(String),
 }
 
+/// A body from peers that failed mid-way — every peer that offered it stopped, or sent
+/// bytes that do not verify: the peers' fault, never a partial body served as whole.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("body from peers: {0}")]
+pub struct PeerBodyError(pub String);
+
 /// Counters for the status page.
 #[derive(Debug, Default)]
 pub struct Counters {

@@ -65,21 +65,12 @@ pub(super) async fn unsafe_or_other(
     )
 }
 
-/// Resolves a `Location`-style reference against the request URI; only references on the
-/// same host are returned (RFC 9111 4.4: never invalidate another origin's entries).
+/// Resolves a `Location`-style reference against the request URI (RFC 3986, with the
+/// `url` crate); only references on the same origin are returned (RFC 9111 4.4: never
+/// invalidate another origin's entries).
 fn resolve(base: &Uri, reference: &str) -> Option<String> {
-    let abs: Uri = if reference.starts_with('/') && !reference.starts_with("//") {
-        format!(
-            "{}://{}{}",
-            base.scheme_str()?,
-            base.authority()?,
-            reference
-        )
-        .parse()
-        .ok()?
-    } else {
-        reference.parse().ok()?
-    };
+    let base_url = url::Url::parse(&base.to_string()).ok()?;
+    let abs: Uri = base_url.join(reference).ok()?.as_str().parse().ok()?;
     let k = primary_key(&abs)?;
     let base_key = primary_key(base)?;
     let origin_of = |k: &str| k.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
@@ -100,5 +91,10 @@ mod tests {
         );
         assert_eq!(resolve(&base, "http://b.example/q"), None);
         assert_eq!(resolve(&base, "//b.example/q"), None);
+        assert_eq!(resolve(&base, "z").as_deref(), Some("http://a.example/x/z"));
+        assert_eq!(
+            resolve(&base, "../w?q=1").as_deref(),
+            Some("http://a.example/w?q=1")
+        );
     }
 }

@@ -18,7 +18,7 @@ use crate::http::{empty, BoxError};
 use crate::state::State;
 
 enum Source {
-    Peers(BoxStream<'static, Result<Bytes, String>>),
+    Peers(BoxStream<'static, Result<Bytes, mesh::PeerBodyError>>),
     Origin(BoxStream<'static, Result<Bytes, String>>, u64),
     Done,
 }
@@ -39,7 +39,7 @@ pub fn whole(
     state: Arc<State>,
     parts: &request::Parts,
     entry: &Entry,
-    body: BoxStream<'static, Result<Bytes, String>>,
+    body: BoxStream<'static, Result<Bytes, mesh::PeerBodyError>>,
 ) -> BoxStream<'static, Result<Bytes, BoxError>> {
     let stored = entry.header_map();
     // If-Range needs a strong validator: an ETag not marked weak, else Last-Modified.

@@ -1,5 +1,5 @@
 //! `CONNECT`: intercepted (see [`super::intercept`]) unless the host is tunnelled
-//! blindly ([`super::passthrough`]). The destination is checked first, against the address
+//! blindly ([`crate::tls`]). The destination is checked first, against the address
 //! the tunnel will really connect to (`origin::destination`): a client that is not an admin
 //! reaches only the allowed ports, and no local or (on a gateway) private address.
 //!
@@ -13,8 +13,7 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
-use super::edge::Target;
-use super::stack::{self, Conn, Handler};
+use super::stack::{self, Conn, Handler, Target};
 use crate::client::Client;
 use crate::flow::{local_error, Outcome, Phase};
 use crate::origin::destination::ConnectError;

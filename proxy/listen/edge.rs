@@ -20,22 +20,11 @@ use http::{Method, Request, Response, StatusCode};
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 
-use super::stack::Handler;
+use super::stack::{Handler, Target};
 use crate::client::Client;
 use crate::flow::{self, local_error, Outcome};
 use crate::http::{Body, BoxError};
 use crate::state::State;
-
-/// Where the requests of a connection go.
-#[derive(Clone, Debug)]
-pub(crate) enum Target {
-    /// Forward-proxy requests: absolute-form (or origin-form, for the proxy itself).
-    AsSent,
-    /// Decrypted requests of an intercepted tunnel to this authority, under `https://`.
-    Https(http::uri::Authority),
-    /// Redirected plain requests: their `Host`, else the address the client meant.
-    Redirected(SocketAddr),
-}
 
 /// The handler a connection's stack calls for each request.
 pub(crate) fn handler(state: Arc<State>, target: Target) -> Handler {

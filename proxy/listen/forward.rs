@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-use super::edge::{self, Target};
-use super::stack::{self, Conn};
+use super::edge;
+use super::stack::{self, Conn, Target};
 use super::{accept_loop, Front};
 use crate::state::State;
 

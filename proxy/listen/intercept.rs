@@ -2,7 +2,7 @@
 //! the name it asked for (SNI, else the tunnel's host), minted by `certs`; the decrypted
 //! stream goes into the one server stack as HTTP/1.1 or h2 (by ALPN), each request under its
 //! `https://` URL. The handshake has `header_read_timeout` to arrive and complete. A client
-//! that rejects our certificate has the host learned for it ([`super::passthrough`]).
+//! that rejects our certificate has the host learned for it ([`crate::tls`]).
 
 use std::sync::Arc;
 

@@ -11,7 +11,7 @@
 //!   shutdown.
 //! - [`forward`] (absolute-form and `CONNECT`), [`transparent`] (redirected connections):
 //!   the two listeners; [`connect`] (tunnels), [`intercept`] (TLS with the local CA) and
-//!   [`passthrough`] (which hosts are tunnelled) serve `CONNECT` and redirected TLS.
+//!   `crate::tls` (which hosts are tunnelled) serve `CONNECT` and redirected TLS.
 //! - [`edge`]: routing, rescue, `Cache-Status`, `Via`, the access log.
 
 pub(crate) mod connect;
@@ -19,134 +19,25 @@ pub(crate) mod deadline;
 pub(crate) mod edge;
 pub(crate) mod forward;
 pub(crate) mod intercept;
-pub(crate) mod passthrough;
 pub(crate) mod stack;
 pub(crate) mod transparent;
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::watch;
 
-use crate::client::Client;
-
-/// Limits of the client side. The defaults are those of `config::Listen`.
-#[derive(Debug, Clone)]
-pub struct ServerOptions {
-    /// Connections served at once, all clients together; more are answered 503 and closed.
-    pub max_connections: usize,
-    /// Connections one client address may hold at once; more are answered 503.
-    pub max_connections_per_client: usize,
-    /// Largest request head; larger gets 431. Also h2's header list limit.
-    pub max_header_bytes: usize,
-    /// A connection must deliver a whole request head within this of being accepted (and
-    /// each later head within this of its first byte); else it is closed.
-    pub header_read_timeout: Duration,
-    /// How long an idle keep-alive connection is kept.
-    pub idle_timeout: Duration,
-    /// Concurrent streams on one h2 connection.
-    pub h2_max_concurrent_streams: u32,
-    /// Client networks served; others are refused with 403.
-    pub allow: Vec<IpNet>,
-    /// Admin clients: the pages that reveal secrets or change state, and local
-    /// destinations, are theirs only.
-    pub admin: Vec<IpNet>,
-}
+use crate::client::{Client, Permits, Refusal};
+use crate::settings::ServerOptions;
 
 /// True when `ip` (IPv4-mapped IPv6 read as IPv4) lies in one of the networks.
 pub fn allowed(nets: &[IpNet], ip: IpAddr) -> bool {
     let ip = ip.to_canonical();
     nets.iter().any(|n| n.contains(&ip))
-}
-
-/// Connection permits: one semaphore for all, a count per client address.
-pub(crate) struct Permits {
-    all: Arc<Semaphore>,
-    max: usize,
-    per_client_max: usize,
-    per_client: Mutex<HashMap<IpAddr, usize>>,
-}
-
-/// Why a connection was not admitted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Refusal {
-    /// Every permit is taken.
-    Full,
-    /// This client address holds `max_connections_per_client` already.
-    ClientFull,
-}
-
-/// The permits one connection holds; released when the last [`Client`] clone is dropped.
-struct Held {
-    permits: Arc<Permits>,
-    ip: IpAddr,
-    _all: OwnedSemaphorePermit,
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        let mut map = self
-            .permits
-            .per_client
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = map.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.ip);
-            }
-        }
-    }
-}
-
-impl Permits {
-    pub(crate) fn new(max: usize, per_client_max: usize) -> Arc<Self> {
-        Arc::new(Self {
-            all: Arc::new(Semaphore::new(max)),
-            max,
-            per_client_max: per_client_max.max(1),
-            per_client: Mutex::new(HashMap::new()),
-        })
-    }
-
-    /// Takes a permit for a connection from `ip`.
-    fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Held, Refusal> {
-        // The map's lock is std's: nothing awaits while it is held.
-        let mut map = self.per_client.lock().unwrap_or_else(|e| e.into_inner());
-        let n = map.entry(ip).or_insert(0);
-        if *n >= self.per_client_max {
-            return Err(Refusal::ClientFull);
-        }
-        let Ok(all) = self.all.clone().try_acquire_owned() else {
-            if *n == 0 {
-                map.remove(&ip);
-            }
-            return Err(Refusal::Full);
-        };
-        *n += 1;
-        Ok(Held {
-            permits: self.clone(),
-            ip,
-            _all: all,
-        })
-    }
-
-    /// Connections open now.
-    pub(crate) fn in_use(&self) -> usize {
-        self.max - self.all.available_permits()
-    }
-
-    /// Waits until every connection has ended (or `within` has passed).
-    pub(crate) async fn drain(&self, within: Duration) -> bool {
-        tokio::time::timeout(within, self.all.acquire_many(self.max as u32))
-            .await
-            .is_ok()
-    }
 }
 
 /// What the accept loop needs besides the listener.
@@ -239,25 +130,5 @@ mod tests {
             &["0.0.0.0/0".parse().unwrap()],
             IpAddr::from([8, 8, 8, 8])
         ));
-    }
-
-    #[test]
-    fn one_client_cannot_take_every_permit() {
-        let p = Permits::new(4, 2);
-        let a = IpAddr::from([127, 0, 0, 2]);
-        let b = IpAddr::from([127, 0, 0, 3]);
-        let a1 = p.admit(a).unwrap();
-        let _a2 = p.admit(a).unwrap();
-        assert_eq!(p.admit(a).err(), Some(Refusal::ClientFull));
-        let _b1 = p.admit(b).unwrap();
-        let _b2 = p.admit(b).unwrap();
-        assert_eq!(p.in_use(), 4);
-        drop(a1);
-        assert_eq!(p.in_use(), 3);
-        let _a3 = p.admit(a).unwrap();
-        assert_eq!(
-            p.admit(IpAddr::from([127, 0, 0, 4])).err(),
-            Some(Refusal::Full)
-        );
     }
 }

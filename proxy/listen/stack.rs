@@ -4,6 +4,7 @@
 //! graceful shutdown that lets requests in flight finish (up to [`GRACE`]).
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +23,17 @@ use crate::http::Body;
 
 /// How long a shutdown waits for a connection's requests in flight.
 pub(crate) const GRACE: Duration = Duration::from_secs(5);
+
+/// Where the requests of a connection go.
+#[derive(Clone, Debug)]
+pub(crate) enum Target {
+    /// Forward-proxy requests: absolute-form (or origin-form, for the proxy itself).
+    AsSent,
+    /// Decrypted requests of an intercepted tunnel to this authority, under `https://`.
+    Https(http::uri::Authority),
+    /// Redirected plain requests: their `Host`, else the address the client meant.
+    Redirected(SocketAddr),
+}
 
 /// What serves each request of a connection (the edge, with the connection's target).
 pub(crate) type Handler =

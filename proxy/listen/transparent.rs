@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 
-use super::edge::{self, Target};
-use super::stack::{self, Conn};
+use super::edge;
+use super::stack::{self, Conn, Target};
 use super::{accept_loop, Front};
 use crate::client::Client;
 use crate::state::State;
