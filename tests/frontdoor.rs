@@ -211,11 +211,23 @@ async fn proxy_ca(p: &TestProxy, dir: &Path) -> std::path::PathBuf {
 /// `curl -x PROXY --cacert CA [--interface SOURCE] URL` (in a blocking task: the proxy
 /// runs on this test's runtime): stdout, or the error text.
 async fn curl_from(proxy: SocketAddr, source: Option<&str>, ca: &Path, url: &str) -> String {
+    curl_args(proxy, source, ca, &[], url).await
+}
+
+/// [`curl_from`] with more arguments.
+async fn curl_args(
+    proxy: SocketAddr,
+    source: Option<&str>,
+    ca: &Path,
+    args: &[&str],
+    url: &str,
+) -> String {
     let mut cmd = Command::new("curl");
     cmd.args(["-s", "-S", "--max-time", "30", "-x"])
         .arg(format!("http://{proxy}"))
         .arg("--cacert")
-        .arg(ca);
+        .arg(ca)
+        .args(args);
     if let Some(s) = source {
         cmd.args(["--interface", s]);
     }
@@ -395,4 +407,97 @@ async fn an_origin_whose_ca_is_only_in_ssl_cert_file_is_trusted() {
     assert!(out.contains("certificate"), "{out}");
     run.stop();
     assert_eq!(origin.hits("/x"), 1);
+}
+
+#[tokio::test]
+async fn intercepted_requests_have_the_same_header_limit_in_h1_and_h2() {
+    let dir = tempfile::tempdir().unwrap();
+    let origin_ca = dir.path().join("origin-ca.pem");
+    let origin = Origin::builder()
+        .route("/x", |_| Reply::ok("small heads only"))
+        .run_tls(&origin_ca)
+        .await;
+    let p = TestProxy::start_with(|s| {
+        s.origin.extra_roots = vec![origin_ca.clone()];
+        s.server.max_header_bytes = 16 << 10;
+    })
+    .await;
+    let ca = proxy_ca(&p, dir.path()).await;
+    let url = origin.https_url("/x");
+    let big = format!("X-Big: {}", "a".repeat(32 << 10));
+    let h1 = curl_args(
+        p.addr(),
+        None,
+        &ca,
+        &["--http1.1", "-D", "-", "-H", &big],
+        &url,
+    )
+    .await;
+    // (The first head in curl's output is the proxy's answer to CONNECT.)
+    assert!(h1.contains("\r\n\r\nHTTP/1.1 431"), "{h1}");
+    let h2 = curl_args(
+        p.addr(),
+        None,
+        &ca,
+        &["--http2", "-D", "-", "-H", &big],
+        &url,
+    )
+    .await;
+    assert!(
+        h2.contains("\r\n\r\nHTTP/2 431") || h2.starts_with("curl failed"),
+        "h2 refuses the header list: {h2}"
+    );
+    assert_eq!(origin.hits("/x"), 0);
+    // A normal head still passes, in both.
+    for v in ["--http1.1", "--http2"] {
+        assert_eq!(
+            curl_args(p.addr(), None, &ca, &[v], &url).await,
+            "small heads only"
+        );
+    }
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn shares_are_bounded_per_file_and_in_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("shares.toml");
+    std::fs::write(
+        &config,
+        "[mesh]\nshare_max_file = \"1KiB\"\nshare_max_size = \"1500B\"\n",
+    )
+    .unwrap();
+    let run = Running::start(dir.path(), &["--config", config.to_str().unwrap()]);
+    let share = |n: usize, name: &'static str| {
+        let addr = run.addr;
+        async move {
+            request_from(
+                addr,
+                None,
+                Method::POST,
+                &format!("http://meshcache.local/share?name={name}"),
+                &[],
+                Some(bytes::Bytes::from(vec![b'x'; n])),
+            )
+            .await
+        }
+    };
+    let too_big = share(2048, "big.bin").await;
+    assert_eq!(too_big.status, 413, "{}", too_big.text());
+    assert!(
+        too_big.text().contains("mesh.share_max_file"),
+        "{}",
+        too_big.text()
+    );
+    let first = share(1000, "a.bin").await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert!(first.text().starts_with("meshshare"), "{}", first.text());
+    let second = share(1000, "b.bin").await;
+    assert_eq!(second.status, 507, "{}", second.text());
+    assert!(
+        second.text().contains("mesh.share_max_size"),
+        "{}",
+        second.text()
+    );
+    run.stop();
 }

@@ -14,6 +14,8 @@ mod ranges;
 mod robustness;
 // The front door against a hostile passenger: limits, admin pages, destinations.
 mod frontdoor;
+// The code's layout: no import cycle between modules or folders.
+mod layout;
 // Restarts and kill -9 during a fill (through the binary).
 mod durability;
 // The command line, as a user runs it, with curl.
