@@ -61,6 +61,7 @@ pub(crate) async fn accept_loop<H, F>(
     F: std::future::Future<Output = ()> + Send + 'static,
 {
     let mut shutdown = front.shutdown.clone();
+    let mut refusals = RefusalLog::default();
     loop {
         let accepted = tokio::select! {
             _ = shutdown.changed() => break,
@@ -77,7 +78,7 @@ pub(crate) async fn accept_loop<H, F>(
         };
         let ip = peer.ip().to_canonical();
         if !allowed(&front.opts.allow, ip) {
-            tracing::warn!(%peer, "refused: not in listen.allow");
+            refusals.log(peer, "not in listen.allow");
             if answer_refusals {
                 tokio::spawn(answer(stream, FORBIDDEN));
             }
@@ -93,7 +94,7 @@ pub(crate) async fn accept_loop<H, F>(
                         "this client holds listen.max_connections_per_client connections",
                     ),
                 };
-                tracing::warn!(%peer, "refused: {text}");
+                refusals.log(peer, text);
                 if answer_refusals {
                     tokio::spawn(answer(stream, msg));
                 }
@@ -102,6 +103,34 @@ pub(crate) async fn accept_loop<H, F>(
         };
         let client = Client::new(peer, allowed(&front.opts.admin, ip), Arc::new(held));
         tokio::spawn(handle(stream, client));
+    }
+}
+
+/// Refusals are logged at most once a second, with a count of those left out: a flood of
+/// connections must not become a flood of log lines.
+#[derive(Default)]
+struct RefusalLog {
+    last: Option<std::time::Instant>,
+    left_out: u64,
+}
+
+impl RefusalLog {
+    fn log(&mut self, peer: std::net::SocketAddr, why: &str) {
+        let now = std::time::Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            self.left_out += 1;
+            return;
+        }
+        if self.left_out > 0 {
+            tracing::warn!(%peer, left_out = self.left_out, "refused: {why} (and {} more refusals in the last second, not logged)", self.left_out);
+        } else {
+            tracing::warn!(%peer, "refused: {why}");
+        }
+        self.last = Some(now);
+        self.left_out = 0;
     }
 }
 
