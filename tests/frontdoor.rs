@@ -433,8 +433,13 @@ async fn intercepted_requests_have_the_same_header_limit_in_h1_and_h2() {
         &url,
     )
     .await;
-    // (The first head in curl's output is the proxy's answer to CONNECT.)
-    assert!(h1.contains("\r\n\r\nHTTP/1.1 431"), "{h1}");
+    // The first head in curl's output is the proxy's answer to CONNECT. hyper answers 431
+    // and closes, which curl, still sending the head, may see as a broken pipe instead.
+    assert!(
+        h1.contains("\r\n\r\nHTTP/1.1 431") || h1.starts_with("curl failed"),
+        "h1 refuses the head: {h1}"
+    );
+    assert!(!h1.contains("small heads only"), "{h1}");
     let h2 = curl_args(
         p.addr(),
         None,
@@ -447,6 +452,7 @@ async fn intercepted_requests_have_the_same_header_limit_in_h1_and_h2() {
         h2.contains("\r\n\r\nHTTP/2 431") || h2.starts_with("curl failed"),
         "h2 refuses the header list: {h2}"
     );
+    assert!(!h2.contains("small heads only"), "{h2}");
     assert_eq!(origin.hits("/x"), 0);
     // A normal head still passes, in both.
     for v in ["--http1.1", "--http2"] {
