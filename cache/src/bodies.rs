@@ -206,8 +206,9 @@ impl Bodies {
     }
 
     /// Streams `range` of a complete body. Large complete bodies are plain files in the
-    /// store (`PathOptions::data_path`), read directly in large chunks: going through
-    /// the store's actor costs a message per 16 KiB and was 3-5x slower. Anything else
+    /// store (`PathOptions::data_path`), read directly (in chunks that grow while the
+    /// reader keeps up): going through the store's actor costs a message per 16 KiB and
+    /// was 3-5x slower. Anything else
     /// (inlined small bodies, a file that is gone) goes through the store's API.
     pub fn read_range(
         &self,
@@ -218,9 +219,13 @@ impl Bodies {
         let this = self.clone();
         let hash = *hash;
         futures_util::stream::once(async move {
-            match tokio::fs::File::open(&path).await {
-                Ok(file) => file_range(file, path, range).boxed(),
-                Err(_) => this.read_range_via_store(&hash, range).boxed(),
+            let opened = {
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || std::fs::File::open(path)).await
+            };
+            match opened {
+                Ok(Ok(file)) => file_range(file, path, range).boxed(),
+                _ => this.read_range_via_store(&hash, range).boxed(),
             }
         })
         .flatten()
@@ -267,46 +272,107 @@ impl Bodies {
     }
 }
 
-const FILE_CHUNK: usize = 256 * 1024;
+/// Chunk sizes for reading a data file. A reader that keeps up gets large chunks (few
+/// syscalls, full speed); one that does not — a slow client, a stalled connection — gets
+/// small ones: the chunk a connection cannot send yet stays in memory (in hyper's write
+/// queue) until it can, so 1,000 slow readers must not each hold a large one.
+const SMALL_CHUNK: usize = 16 * 1024;
+const LARGE_CHUNK: usize = 256 * 1024;
+/// The reader counts as keeping up once it has taken chunks without pausing for this long:
+/// longer than it takes to fill the kernel's send buffer (up to `tcp_wmem`'s 4 MiB, which
+/// autotuning grants even to a slow reader) and hyper's, which a slow reader would
+/// otherwise pass for one that keeps up.
+const KEEPING_UP: std::time::Duration = std::time::Duration::from_millis(30);
+/// A pause longer than this between chunks means the reader does not keep up.
+const PAUSE: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// Where a file read is.
+struct FileRead {
+    file: std::sync::Arc<std::fs::File>,
+    pos: u64,
+    /// Since when the reader has taken chunks without pausing.
+    streak: Option<std::time::Instant>,
+    /// When the last chunk was handed over.
+    handed: Option<std::time::Instant>,
+}
+
+/// A read at `pos` that does not move a shared cursor.
+#[cfg(unix)]
+fn read_at(file: &std::fs::File, buf: &mut [u8], pos: u64) -> std::io::Result<usize> {
+    std::os::unix::fs::FileExt::read_at(file, buf, pos)
+}
+
+#[cfg(windows)]
+fn read_at(file: &std::fs::File, buf: &mut [u8], pos: u64) -> std::io::Result<usize> {
+    std::os::windows::fs::FileExt::seek_read(file, buf, pos)
+}
 
 fn file_range(
-    file: tokio::fs::File,
+    file: std::fs::File,
     path: std::path::PathBuf,
     range: Range<u64>,
 ) -> impl Stream<Item = Result<Bytes, StoreError>> + Send + 'static {
-    use tokio::io::{AsyncReadExt, AsyncSeekExt};
-    futures_util::stream::unfold(
-        (Some(file), range.start, false),
-        move |(file, pos, seeked)| {
-            let path = path.clone();
-            async move {
-                let mut file = file?;
-                if pos >= range.end {
-                    return None;
-                }
-                let io = |e: std::io::Error| StoreError::Io(path.clone(), e);
-                if !seeked {
-                    if let Err(e) = file.seek(std::io::SeekFrom::Start(pos)).await {
-                        return Some((Err(io(e)), (None, pos, true)));
-                    }
-                }
-                let want = ((range.end - pos) as usize).min(FILE_CHUNK);
-                let mut buf = bytes::BytesMut::zeroed(want);
-                match file.read(&mut buf).await {
-                    Ok(0) => Some((
-                        Err(StoreError::Body(format!(
-                            "{} ends at {pos}",
-                            path.display()
-                        ))),
-                        (None, pos, true),
-                    )),
-                    Ok(n) => {
-                        buf.truncate(n);
-                        Some((Ok(buf.freeze()), (Some(file), pos + n as u64, true)))
-                    }
-                    Err(e) => Some((Err(io(e)), (None, pos, true))),
-                }
+    let start = FileRead {
+        file: std::sync::Arc::new(file),
+        pos: range.start,
+        streak: None,
+        handed: None,
+    };
+    futures_util::stream::unfold(Some(start), move |st| {
+        let path = path.clone();
+        async move {
+            let mut st = st?;
+            if st.pos >= range.end {
+                return None;
             }
-        },
-    )
+            let now = std::time::Instant::now();
+            if st.handed.is_none_or(|t| now.duration_since(t) > PAUSE) {
+                st.streak = Some(now);
+            }
+            let chunk = if st
+                .streak
+                .is_some_and(|t| now.duration_since(t) >= KEEPING_UP)
+            {
+                LARGE_CHUNK
+            } else {
+                SMALL_CHUNK
+            };
+            let want = ((range.end - st.pos) as usize).min(chunk);
+            let (file, pos) = (st.file.clone(), st.pos);
+            // A positional read into a buffer of exactly this chunk's size (tokio's File
+            // would keep a buffer of its own, as large as the largest read, per reader).
+            // Small chunks are read in place — from the page cache that is a few µs, as
+            // nginx reads in its event loop — because a blocking-pool thread per reader
+            // (a thousand slow readers each waking now and then) costs far more memory
+            // than the read; large chunks, for readers that keep up, go to that pool.
+            let read_chunk = move || {
+                let mut buf = vec![0u8; want];
+                let n = read_at(&file, &mut buf, pos)?;
+                buf.truncate(n);
+                Ok::<_, std::io::Error>(buf)
+            };
+            let read = if want <= SMALL_CHUNK {
+                read_chunk()
+            } else {
+                tokio::task::spawn_blocking(read_chunk)
+                    .await
+                    .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+            };
+            match read {
+                Ok(buf) if buf.is_empty() => Some((
+                    Err(StoreError::Body(format!(
+                        "{} ends at {pos}",
+                        path.display()
+                    ))),
+                    None,
+                )),
+                Ok(buf) => {
+                    st.pos += buf.len() as u64;
+                    st.handed = Some(std::time::Instant::now());
+                    Some((Ok(Bytes::from(buf)), Some(st)))
+                }
+                Err(e) => Some((Err(StoreError::Io(path.clone(), e)), None)),
+            }
+        }
+    })
 }

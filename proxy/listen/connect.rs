@@ -56,6 +56,7 @@ pub(crate) async fn handle(
             client: client.inner(),
             opts: state.server.clone(),
             shutdown: state.shutdown.clone(),
+            accepted: tokio::time::Instant::now(),
         };
         client.end_head_deadline();
         tokio::spawn(async move {

@@ -35,12 +35,12 @@ pub struct HeadDeadline<T> {
 }
 
 impl<T> HeadDeadline<T> {
-    /// Wraps a just-accepted connection: the first head's deadline starts now.
-    pub fn new(inner: T, limit: Duration, on: Arc<AtomicBool>) -> Self {
+    /// Wraps a connection accepted at `accepted`: the first head is due `limit` after it.
+    pub fn new(inner: T, limit: Duration, on: Arc<AtomicBool>, accepted: Instant) -> Self {
         Self {
             inner,
             limit,
-            timer: Some(Box::pin(tokio::time::sleep_until(Instant::now() + limit))),
+            timer: Some(Box::pin(tokio::time::sleep_until(accepted + limit))),
             tail: [0; 3],
             in_head: true,
             armed: true,

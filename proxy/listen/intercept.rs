@@ -94,6 +94,11 @@ pub(crate) async fn intercept<IO>(
             return;
         }
     };
+    // The first decrypted request head is due `header_read_timeout` after the handshake.
+    let conn = Conn {
+        accepted: tokio::time::Instant::now(),
+        ..conn
+    };
     let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
     if h2 {
         stack::http2(stream, conn, handler).await

@@ -45,6 +45,9 @@ pub(crate) struct Conn {
     pub client: Client,
     pub opts: ServerOptions,
     pub shutdown: watch::Receiver<bool>,
+    /// When the connection was accepted (or, inside a tunnel, decrypted): the first
+    /// request head is due `header_read_timeout` after it.
+    pub accepted: tokio::time::Instant,
 }
 
 fn service(
@@ -74,12 +77,14 @@ where
         client,
         opts,
         mut shutdown,
+        accepted,
     } = conn;
     let peer = client.addr;
     let io = TokioIo::new(HeadDeadline::new(
         io,
         opts.header_read_timeout,
         client.head_deadline_switch(),
+        accepted,
     ));
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -115,6 +120,7 @@ where
         client,
         opts,
         mut shutdown,
+        ..
     } = conn;
     let peer = client.addr;
     let io = TokioIo::new(IdleTimeout::new(io, opts.idle_timeout));

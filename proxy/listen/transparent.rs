@@ -25,6 +25,7 @@ pub(crate) async fn serve(listener: TcpListener, state: Arc<State>, front: Front
             client,
             opts: opts.clone(),
             shutdown: shutdown.clone(),
+            accepted: tokio::time::Instant::now(),
         };
         handle(stream, state.clone(), conn)
     })
