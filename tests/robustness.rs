@@ -306,3 +306,59 @@ async fn clients_outside_listen_allow_are_refused() {
     .await;
     assert!(r.starts_with("HTTP/1.1 403"), "{r}");
 }
+
+/// Memory with slow clients: the chunk a connection cannot send yet stays in memory, so
+/// a stored body is read in small chunks for a reader that pauses, and in large ones only
+/// for a reader that keeps up (benches/load.rs measures what this saves).
+#[tokio::test]
+async fn a_slow_reader_of_a_stored_body_gets_small_chunks_and_a_fast_one_large() {
+    use futures_util::StreamExt;
+    let len: u64 = 48 << 20;
+    let origin = Origin::builder()
+        .route("/big", move |_| {
+            Reply::generated(len).header("cache-control", "max-age=600")
+        })
+        .run()
+        .await;
+    let p = TestProxy::start().await;
+    let url = origin.url("/big");
+    let r = get(p.addr(), &url, &[]).await;
+    assert_eq!(r.body.len() as u64, len);
+    let hit = crate::caching::wait_for_hit(&p, &url).await;
+    assert!(hit.cache_status().contains("hit"), "{}", hit.cache_status());
+    let key = cache::key::primary_key(&url.parse().unwrap()).unwrap();
+    let entry = p
+        .cache()
+        .lookup(&key, &http::HeaderMap::new())
+        .unwrap()
+        .expect("stored");
+    // A reader that pauses 10 ms between chunks never gets more than 16 KiB at once.
+    let mut slow = p.cache().body(&entry, 0..(1 << 20));
+    let mut pos = 0u64;
+    while let Some(chunk) = slow.next().await {
+        let chunk = chunk.unwrap();
+        assert!(chunk.len() <= 16 << 10, "{} bytes at {pos}", chunk.len());
+        assert!(chunk
+            .iter()
+            .enumerate()
+            .all(|(i, b)| *b == crate::support::pattern(pos + i as u64)));
+        pos += chunk.len() as u64;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(pos, 1 << 20);
+    // A reader that keeps up gets larger chunks, and the whole body right.
+    let mut fast = p.cache().body(&entry, 0..len);
+    let (mut pos, mut largest) = (0u64, 0usize);
+    while let Some(chunk) = fast.next().await {
+        let chunk = chunk.unwrap();
+        assert_eq!(chunk[0], crate::support::pattern(pos));
+        largest = largest.max(chunk.len());
+        pos += chunk.len() as u64;
+    }
+    assert_eq!(pos, len);
+    assert!(
+        largest > 16 << 10,
+        "a reader that keeps up still got {largest}-byte chunks"
+    );
+    p.stop().await;
+}
