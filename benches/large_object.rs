@@ -13,11 +13,12 @@
 
 mod common;
 
+use common::process::ProxyProcess;
+
 use std::convert::Infallible;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc};
+use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -46,7 +47,7 @@ async fn run(quick: bool, size: u64, cores: usize) {
     let base = Arc::new(base_block());
     let origin = start_origin(size, base.clone()).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut proxy = ProxyProcess::start(dir.path());
+    let mut proxy = ProxyProcess::start(dir.path(), "[log]\nlevel = \"warn\"\naccess = false\n");
 
     println!(
         "large_object: {} mode, body {} bytes ({:.0} MiB), {} cores",
@@ -420,97 +421,6 @@ async fn head_status(addr: SocketAddr, url: &str, host: &str) -> Result<String, 
 
 // ---------------------------------------------------------------------------------------
 // The proxy process
-
-struct ProxyProcess {
-    child: Option<Child>,
-    addr: SocketAddr,
-}
-
-impl ProxyProcess {
-    fn start(data_dir: &std::path::Path) -> ProxyProcess {
-        let conf = data_dir.join("bench.toml");
-        std::fs::write(&conf, "[log]\nlevel = \"warn\"\naccess = false\n").expect("write config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_meshcache"))
-            .arg("run")
-            .arg("--config")
-            .arg(&conf)
-            .arg("--data-dir")
-            .arg(data_dir.join("data"))
-            .args(["--listen", "127.0.0.1:0"])
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn meshcache");
-        // Read the real address from stderr, then keep forwarding stderr so the pipe
-        // never fills up.
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if let Some(rest) = line.strip_prefix("meshcache: proxy listening on http://") {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_owned());
-                        continue;
-                    }
-                }
-                eprintln!("  [proxy] {line}");
-            }
-        });
-        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(a) => a.parse().expect("proxy address"),
-            Err(_) => {
-                let _ = child.kill();
-                let status = child.wait();
-                panic!("meshcache did not report its address within 30 s (exit: {status:?})");
-            }
-        };
-        ProxyProcess {
-            child: Some(child),
-            addr,
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, |c| c.id())
-    }
-
-    /// SIGTERM, then wait (SIGKILL after 30 s). Returns a description of the exit.
-    fn stop(&mut self) -> String {
-        let Some(mut child) = self.child.take() else {
-            return "not running".into();
-        };
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match child.try_wait() {
-                Ok(Some(s)) => return s.to_string(),
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                _ => {
-                    let _ = child.kill();
-                    let s = child.wait();
-                    return format!("did not exit within 30 s of SIGTERM; killed ({s:?})");
-                }
-            }
-        }
-    }
-}
-
-impl Drop for ProxyProcess {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
 
 /// User + system CPU seconds used so far by `pid` (/proc/<pid>/stat, clock ticks).
 fn proc_cpu_secs(pid: u32) -> Option<f64> {

@@ -22,14 +22,14 @@
 //! `MESHCACHE_BENCH_SILENT=<n>` / `MESHCACHE_BENCH_SLOW=<n>`.
 
 mod common;
+
 use common::pct;
+use common::process::ProxyProcess;
 
 use std::convert::Infallible;
-use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -129,7 +129,7 @@ fn main() {
 
     let origin = rt.block_on(start_origin());
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut proxy = ProxyProcess::start(dir.path(), origin);
+    let mut proxy = ProxyProcess::start(dir.path(), &proxy_config(origin));
     let pid = proxy.pid();
     let proxy_nofile = proc_limit_nofile(pid);
 
@@ -1019,16 +1019,11 @@ async fn slow_read(
 // ---------------------------------------------------------------------------------------
 // The proxy process
 
-struct ProxyProcess {
-    child: Option<Child>,
-    addr: SocketAddr,
-}
-
-impl ProxyProcess {
-    fn start(dir: &std::path::Path, origin: SocketAddr) -> ProxyProcess {
-        let conf = dir.join("load.toml");
-        let text = format!(
-            r#"[listen]
+/// The proxy's configuration for the run: room for the whole load, deadlines raised so the
+/// silent sockets stay, the loopback origin opened to the load's (non-admin) clients.
+fn proxy_config(origin: SocketAddr) -> String {
+    format!(
+        r#"[listen]
 forward = "127.0.0.1:0"
 max_connections = {MAX_CONNECTIONS}
 max_connections_per_client = {MAX_PER_CLIENT}
@@ -1051,92 +1046,7 @@ access = false
 [mesh]
 enabled = false
 "#
-        );
-        std::fs::write(&conf, text).expect("write config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_meshcache"))
-            .arg("run")
-            .arg("--config")
-            .arg(&conf)
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn meshcache");
-        // Read the real address from stderr, then keep forwarding stderr so the pipe never
-        // fills up.
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if let Some(rest) = line.strip_prefix("meshcache: proxy listening on http://") {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_owned());
-                        continue;
-                    }
-                }
-                eprintln!("  [proxy] {line}");
-            }
-        });
-        let addr: SocketAddr = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(a) => a.parse().expect("proxy address"),
-            Err(_) => {
-                let _ = child.kill();
-                let status = child.wait();
-                panic!("meshcache did not report its address within 30 s (exit: {status:?})");
-            }
-        };
-        assert!(
-            addr.ip().is_loopback(),
-            "the proxy listens on {addr}, not on loopback"
-        );
-        ProxyProcess {
-            child: Some(child),
-            addr,
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, |c| c.id())
-    }
-
-    /// SIGTERM, then wait (SIGKILL after 30 s). Returns a description of the exit.
-    fn stop(&mut self) -> String {
-        let Some(mut child) = self.child.take() else {
-            return "not running".into();
-        };
-        // SAFETY: a signal to our own child, which has not been waited for yet.
-        unsafe {
-            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match child.try_wait() {
-                Ok(Some(s)) => return s.to_string(),
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                _ => {
-                    let _ = child.kill();
-                    let s = child.wait();
-                    return format!("did not exit within 30 s of SIGTERM; killed ({s:?})");
-                }
-            }
-        }
-    }
-}
-
-impl Drop for ProxyProcess {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+    )
 }
 
 // ---------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 //! What the benchmarks share: how they read their environment, their runtime,
-//! percentiles, and (`devices`) what the mesh benches start and ask. Included by each
+//! percentiles, (`devices`) what the mesh benches start and ask, and (`process`) the
+//! binary in a process of its own. Included by each
 //! bench with `mod common;`.
 
 // Each bench uses a different subset.
@@ -7,6 +8,8 @@
 
 /// Origin, devices and client of the mesh benches.
 pub mod devices;
+/// The `meshcache` binary as a separate process.
+pub mod process;
 
 use std::time::Duration;
 

@@ -1,0 +1,108 @@
+//! The built `meshcache` binary as a separate process (so its memory and CPU can be read
+//! from /proc): started on a config text, its address read from its stderr, stopped with
+//! SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub struct ProxyProcess {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+}
+
+impl ProxyProcess {
+    /// `meshcache run --config <dir>/bench.toml --data-dir <dir>/data` with `config` as the
+    /// file (it should set `listen.forward` to a port-0 loopback address, or leave it to
+    /// `--listen 127.0.0.1:0`, which is added).
+    pub fn start(dir: &Path, config: &str) -> ProxyProcess {
+        let conf = dir.join("bench.toml");
+        std::fs::write(&conf, config).expect("write config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_meshcache"))
+            .arg("run")
+            .arg("--config")
+            .arg(&conf)
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .args(["--listen", "127.0.0.1:0"])
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn meshcache");
+        // Read the real address from stderr, then keep forwarding stderr so the pipe never
+        // fills up.
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.strip_prefix("meshcache: proxy listening on http://") {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_owned());
+                        continue;
+                    }
+                }
+                eprintln!("  [proxy] {line}");
+            }
+        });
+        let addr: SocketAddr = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(a) => a.parse().expect("proxy address"),
+            Err(_) => {
+                let _ = child.kill();
+                let status = child.wait();
+                panic!("meshcache did not report its address within 30 s (exit: {status:?})");
+            }
+        };
+        assert!(
+            addr.ip().is_loopback(),
+            "the proxy listens on {addr}, not on loopback"
+        );
+        ProxyProcess {
+            child: Some(child),
+            addr,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+
+    /// SIGTERM, then wait (SIGKILL after 30 s). Returns a description of the exit.
+    pub fn stop(&mut self) -> String {
+        let Some(mut child) = self.child.take() else {
+            return "not running".into();
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match child.try_wait() {
+                Ok(Some(s)) => return s.to_string(),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                _ => {
+                    let _ = child.kill();
+                    let s = child.wait();
+                    return format!("did not exit within 30 s of SIGTERM; killed ({s:?})");
+                }
+            }
+        }
+    }
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
