@@ -283,8 +283,9 @@ const LARGE_CHUNK: usize = 256 * 1024;
 /// even to a slow reader) and hyper's can absorb, or a slow reader would pass for one that
 /// keeps up. (Measured in bytes, not time: a fast machine reads 48 MiB in 30 ms.)
 const KEEPING_UP: u64 = 8 << 20;
-/// A pause longer than this between chunks means the reader does not keep up.
-const PAUSE: std::time::Duration = std::time::Duration::from_millis(5);
+/// A pause longer than this between chunks means the reader does not keep up (a reader at
+/// 10 KiB/s pauses 1.6 s per small chunk; a scheduling hiccup is shorter than this).
+const PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Where a file read is.
 struct FileRead {
