@@ -507,3 +507,90 @@ async fn shares_are_bounded_per_file_and_in_all() {
     );
     run.stop();
 }
+
+#[tokio::test]
+async fn an_intercepted_h2_connection_gets_no_more_streams_than_the_limit() {
+    use rustls::pki_types::pem::PemObject;
+    use std::sync::{Arc, Mutex};
+    let dir = tempfile::tempdir().unwrap();
+    let origin_ca = dir.path().join("origin-ca.pem");
+    let arrivals: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let mut builder = Origin::builder();
+    for i in 0..10 {
+        let seen = arrivals.clone();
+        builder = builder.route(&format!("/slow{i}"), move |_| {
+            seen.lock().unwrap().push(Instant::now());
+            Reply::ok("one stream").delay(Duration::from_millis(600))
+        });
+    }
+    let origin = builder.run_tls(&origin_ca).await;
+    let p = TestProxy::start_with(|s| {
+        s.origin.extra_roots = vec![origin_ca.clone()];
+        s.server.h2_max_concurrent_streams = 3;
+    })
+    .await;
+    let ca = proxy_ca(&p, dir.path()).await;
+    // One h2 connection through an intercepted CONNECT, as a browser would open it.
+    let port = origin.addr.port();
+    let (tunnel, head) = connect_tunnel(p.addr(), &format!("localhost:{port}")).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(&ca).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect("localhost".try_into().unwrap(), tunnel)
+        .await
+        .expect("TLS with the proxy's leaf");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    // One request first: by its answer the client has the server's SETTINGS, so it queues
+    // streams beyond the limit instead of opening them and getting REFUSED_STREAM.
+    let warm = http::Request::get(format!("https://localhost:{port}/slow9"))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    assert_eq!(send.clone().send_request(warm).await.unwrap().status(), 200);
+    arrivals.lock().unwrap().clear();
+    let started = Instant::now();
+    let requests = (0..9).map(|i| {
+        let mut send = send.clone();
+        async move {
+            let req = http::Request::get(format!("https://localhost:{port}/slow{i}"))
+                .body(http_body_util::Empty::<bytes::Bytes>::new())
+                .unwrap();
+            let res = send.send_request(req).await.expect("a response");
+            assert_eq!(res.status(), 200);
+        }
+    });
+    futures_util::future::join_all(requests).await;
+    // The server allowed 3 streams at a time: the origin saw the requests in three waves,
+    // each after the last one's 600 ms reply.
+    let mut at: Vec<Duration> = arrivals
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|t| t.duration_since(started))
+        .collect();
+    at.sort();
+    assert_eq!(at.len(), 9, "{at:?}");
+    for w in at.windows(4) {
+        assert!(
+            w[3] - w[0] >= Duration::from_millis(500),
+            "more than 3 streams at once: {at:?}"
+        );
+    }
+    p.stop().await;
+}
