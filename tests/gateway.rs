@@ -259,6 +259,16 @@ fn a_gateway_caches_redirected_http_and_https_for_clients_without_proxy_settings
     }
     assert_eq!(cache_status(&second), "meshcache; hit", "{second}");
 
+    // The gateway's own side is out of a passenger's reach: its own address, redirected,
+    // is closed at once; a Host naming it (the connection went to the allowed origin) is
+    // checked where the proxy would connect, and refused with the reason.
+    let (ok, own) = curl_in(&c, &["http://10.77.1.1/x"]);
+    assert!(!ok, "{own}");
+    let (ok, host) = curl_in(&c, &["-H", "Host: 10.77.2.1", "http://10.77.2.2/x"]);
+    assert!(ok, "{host}");
+    assert!(host.starts_with("HTTP/1.1 403"), "{host}");
+    assert!(host.contains("10.77.2.1"), "{host}");
+
     // A client address outside listen.allow gets nothing.
     let (ok, refused) = curl_in(&c, &["--interface", "10.77.1.3", "http://10.77.2.2/x"]);
     assert!(!ok, "{refused}");
