@@ -44,8 +44,8 @@ fn hold_name(hash: &[u8; 32]) -> String {
     format!("f:{}", Hash::from_bytes(*hash).to_hex())
 }
 
-fn store_err(what: &'static str) -> impl Fn(&dyn std::fmt::Display) -> StoreError {
-    move |e| StoreError::Body(format!("{what}: {e}"))
+fn store_err(what: &'static str) -> impl Fn(&(dyn std::error::Error + 'static)) -> StoreError {
+    move |e| StoreError::body(what, e)
 }
 
 impl Bodies {
