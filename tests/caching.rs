@@ -1111,3 +1111,55 @@ async fn a_no_cache_response_asked_for_again_at_once_is_revalidated_conditionall
         r.cache_status()
     );
 }
+
+/// Regression (issue 9): `max-age=18446744073709551615` made every request for the URL a
+/// 500 (`now + ttl` overflowed and panicked). Lifetimes are clamped: the response is stored
+/// and served.
+#[tokio::test]
+async fn a_huge_max_age_is_clamped_and_served_not_a_500() {
+    let huge = [
+        ("/u64", "max-age=18446744073709551615"),
+        ("/i64", "max-age=9223372036854775807"),
+        ("/shared", "public, s-maxage=18446744073709551615"),
+        (
+            "/stale",
+            "max-age=18446744073709551615, stale-while-revalidate=18446744073709551615, stale-if-error=18446744073709551615",
+        ),
+    ];
+    let mut builder = Origin::builder();
+    for (path, cc) in huge {
+        builder = builder.route(path, move |_| {
+            Reply::ok("forever")
+                .header("cache-control", cc)
+                .header("expires", "Fri, 31 Dec 9999 23:59:59 GMT")
+        });
+    }
+    // An Age beyond any lifetime: already stale, so not stored — but answered.
+    builder = builder.route("/old", |_| {
+        Reply::ok("old")
+            .header("cache-control", "max-age=60")
+            .header("age", "18446744073709551615")
+    });
+    let origin = builder.run().await;
+    for shared in [false, true] {
+        let p = TestProxy::start_with(|s| s.cache.shared = shared).await;
+        for (path, _) in huge {
+            let url = origin.url(path);
+            let first = get(p.addr(), &url, &[]).await;
+            assert_eq!(first.status, 200, "{path}: {}", first.text());
+            assert_eq!(first.text(), "forever");
+            let hit = wait_for_hit(&p, &url).await;
+            assert_eq!(hit.status, 200, "{path}");
+            assert_eq!(hit.cache_status(), "meshcache; hit", "{path}");
+            // Far in the future by the proxy's clock too: still fresh, no arithmetic panic.
+            p.clock.advance(Duration::from_secs(50 * 365 * 86_400));
+            let later = get(p.addr(), &url, &[]).await;
+            assert_eq!(later.status, 200, "{path}: {}", later.text());
+        }
+        for _ in 0..2 {
+            let old = get(p.addr(), &origin.url("/old"), &[]).await;
+            assert_eq!((old.status.as_u16(), old.text().as_str()), (200, "old"));
+        }
+        p.stop().await;
+    }
+}

@@ -286,8 +286,19 @@ pub fn storability(
     Storability::Store {
         policy: Box::new(policy),
         shareable,
-        fresh_until: now + ttl,
+        fresh_until: fresh_until(now, ttl),
     }
+}
+
+/// The longest freshness lifetime this cache works with: 100 years. An origin (or a peer's
+/// attested headers) may say `max-age=18446744073709551615`; `now + that` does not exist
+/// as a time, so lifetimes are clamped here rather than overflow (which panics).
+pub const MAX_FRESHNESS: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+/// `now + ttl`, with `ttl` clamped to [`MAX_FRESHNESS`]: never overflows.
+pub fn fresh_until(now: SystemTime, ttl: Duration) -> SystemTime {
+    let ttl = ttl.min(MAX_FRESHNESS);
+    now.checked_add(ttl).unwrap_or(now)
 }
 
 fn reason(req: &request::Parts, res: &response::Parts) -> NoStoreReason {
@@ -379,6 +390,19 @@ pub fn request_no_store(req: &HeaderMap) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn freshness_lifetimes_are_clamped_not_overflowed() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        assert_eq!(
+            fresh_until(now, Duration::from_secs(u64::MAX)),
+            now + MAX_FRESHNESS
+        );
+        assert_eq!(
+            fresh_until(now, Duration::from_secs(60)),
+            now + Duration::from_secs(60)
+        );
+    }
 
     fn req(headers: &[(&str, &str)]) -> request::Parts {
         let mut b = request::Builder::new().uri("http://example.com/x");

@@ -60,7 +60,7 @@ pub(super) async fn revalidated(
                 headers.insert(name.clone(), value.clone());
             }
             let now = cache.now();
-            let fresh_until = now + new_policy.time_to_live(now);
+            let fresh_until = policy::fresh_until(now, new_policy.time_to_live(now));
             if let Err(e) = cache
                 .freshen(
                     key,
