@@ -362,3 +362,34 @@ async fn a_slow_reader_of_a_stored_body_gets_small_chunks_and_a_fast_one_large()
     );
     p.stop().await;
 }
+
+/// Regression (issue 9): a client whose chunked request body is malformed got a 502 (an
+/// "origin error"); the fault is the client's.
+#[tokio::test]
+async fn a_malformed_chunked_request_body_is_a_400_not_a_502() {
+    let origin = Origin::builder()
+        .route("/upload", |_| Reply::ok("got it"))
+        .run()
+        .await;
+    let p = TestProxy::start().await;
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n",
+        origin.url("/upload"),
+        origin.addr
+    );
+    let answer = raw(
+        p.addr(),
+        format!("{head}5\r\nhello\r\nZZZ\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("request body"), "{answer}");
+    // A well-formed one goes through.
+    let answer = raw(
+        p.addr(),
+        format!("{head}5\r\nhello\r\n0\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    p.stop().await;
+}

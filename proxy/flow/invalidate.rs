@@ -13,6 +13,7 @@ use cache::key::primary_key;
 use super::{origin_error, Outcome, Phase};
 use crate::http::headers::strip_hop_by_hop;
 use crate::http::{stream_body, Body, BoxError};
+use crate::origin::ClientBodyError;
 use crate::state::State;
 
 /// Methods other than GET/HEAD: forwarded with their body streamed; a successful unsafe
@@ -24,10 +25,12 @@ pub(super) async fn unsafe_or_other(
     key: String,
 ) -> Outcome {
     let is_unsafe = !matches!(parts.method, Method::OPTIONS | Method::TRACE);
-    let body: Body = http_body_util::BodyExt::boxed_unsync(http_body_util::BodyExt::map_err(
-        body,
-        BoxError::from,
-    ));
+    // A failure reading the client's body is the client's fault: marked so, it becomes a
+    // 400 rather than a 502 when the origin request fails on it.
+    let body: Body =
+        http_body_util::BodyExt::boxed_unsync(http_body_util::BodyExt::map_err(body, |e| {
+            BoxError::from(ClientBodyError(e))
+        }));
     let uri = parts.uri.clone();
     let res = match state.send(parts, body).await {
         Ok(r) => r,

@@ -65,12 +65,13 @@ pub(crate) fn origin_error(e: &OriginError, uri: &Uri) -> Outcome {
     if let OriginError::Refused(r) = e {
         return refused(r, &uri.to_string());
     }
-    tracing::info!(%uri, fault = ?e.fault(), "origin failed: {e}");
-    local_error(
-        e.status(),
-        "origin-error",
-        format!("meshcache: {uri}: {e}\n"),
-    )
+    let fault = e.fault();
+    tracing::info!(%uri, ?fault, "the request to the origin failed: {e}");
+    let why = match fault {
+        crate::origin::Fault::Client => "client-error",
+        crate::origin::Fault::Origin => "origin-error",
+    };
+    local_error(e.status(), why, format!("meshcache: {uri}: {e}\n"))
 }
 
 /// A destination the policy refused: 403, naming the rule and the setting that changes it.

@@ -63,7 +63,16 @@ pub enum OriginError {
     Certificate(String),
     #[error("{0}")]
     Unsupported(&'static str),
+    /// The client's body broke while it was being sent on (the client's fault: 400).
+    #[error("{0}")]
+    ClientBody(String),
 }
+
+/// The client's request body could not be read (malformed chunking, a reset): wrapped
+/// around the client body's errors so that the origin request failing on it is a 400.
+#[derive(Debug, thiserror::Error)]
+#[error("the client's request body: {0}")]
+pub struct ClientBodyError(#[source] pub hyper::Error);
 
 /// Who is at fault for an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +85,7 @@ impl OriginError {
     pub fn status(&self) -> StatusCode {
         match self {
             OriginError::Refused(_) => StatusCode::FORBIDDEN,
+            OriginError::ClientBody(_) => StatusCode::BAD_REQUEST,
             OriginError::Timeout(_) | OriginError::ConnectTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             OriginError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
             _ => StatusCode::BAD_GATEWAY,
@@ -84,7 +94,9 @@ impl OriginError {
 
     pub fn fault(&self) -> Fault {
         match self {
-            OriginError::Refused(_) | OriginError::Unsupported(_) => Fault::Client,
+            OriginError::Refused(_) | OriginError::Unsupported(_) | OriginError::ClientBody(_) => {
+                Fault::Client
+            }
             _ => Fault::Origin,
         }
     }
@@ -103,6 +115,9 @@ impl OriginError {
         let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
         let mut dead_connection = false;
         while let Some(err) = src {
+            if let Some(b) = err.downcast_ref::<ClientBodyError>() {
+                return OriginError::ClientBody(b.to_string());
+            }
             if let Some(c) = err.downcast_ref::<ConnectError>() {
                 return match c {
                     ConnectError::Refused(r) => OriginError::Refused(r.clone()),
