@@ -12,6 +12,7 @@ use http::Method;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::https::proxy_ca;
 use crate::support::binary::Running;
 use crate::support::client::{get_from, request_from, tcp_from};
 use crate::support::mesh::create_group;
@@ -197,15 +198,6 @@ async fn an_intercepted_connection_outlives_the_head_deadline() {
     let ca = proxy_ca(&p, dir.path()).await;
     let out = curl_from(p.addr(), None, &ca, &origin.https_url("/slow")).await;
     assert!(out.ends_with("slow but fine"), "{out}");
-}
-
-/// The proxy's CA, downloaded as a user would.
-async fn proxy_ca(p: &TestProxy, dir: &Path) -> std::path::PathBuf {
-    let r = get(p.addr(), "http://meshcache.local/ca.pem", &[]).await;
-    assert_eq!(r.status, 200);
-    let path = dir.join("meshcache-ca.pem");
-    std::fs::write(&path, &r.body).unwrap();
-    path
 }
 
 /// `curl -x PROXY --cacert CA [--interface SOURCE] URL` (in a blocking task: the proxy

@@ -5,7 +5,7 @@ use std::process::Command;
 use crate::support::{get, Origin, Reply, TestProxy};
 
 /// Fetches the proxy's CA from its admin page, as a user would, into `dir/meshcache-ca.pem`.
-async fn proxy_ca(p: &TestProxy, dir: &Path) -> PathBuf {
+pub async fn proxy_ca(p: &TestProxy, dir: &Path) -> PathBuf {
     let r = get(p.addr(), "http://meshcache.local/ca.pem", &[]).await;
     assert_eq!(r.status, 200);
     assert!(r.text().starts_with("-----BEGIN CERTIFICATE-----"));
