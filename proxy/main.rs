@@ -160,6 +160,9 @@ pub(crate) enum CacheCommand {
     Purge { url: String },
     /// Remove everything.
     Clear,
+    /// Check the data directory: every entry's body complete and hashing to its name, the
+    /// index's size accounting, no orphan bodies. Exits with status 1 on any problem.
+    Check,
 }
 
 fn load_config(common: &Common) -> Result<config::Config> {

@@ -18,6 +18,8 @@ mod frontdoor;
 mod layout;
 // Restarts and kill -9 during a fill (through the binary).
 mod durability;
+// The binary killed at each crash point of the store's write paths, then checked.
+mod crashpoints;
 // The command line, as a user runs it, with curl.
 mod cli;
 // HTTPS interception with the local CA, passthrough, origin verification (curl).

@@ -121,10 +121,13 @@ impl Bodies {
             )
             .await
             .map_err(|e| store_err("tag body")(&e))?;
+        crate::failpoint::point("body-tagged");
         self.store
             .sync_db()
             .await
-            .map_err(|e| store_err("sync body store")(&e))
+            .map_err(|e| store_err("sync body store")(&e))?;
+        crate::failpoint::point("body-synced");
+        Ok(())
     }
 
     /// The iroh-blobs store itself, for the mesh: serving bodies to peers and fetching
@@ -194,6 +197,18 @@ impl Bodies {
             out.push(t.hash.into());
         }
         Ok(out)
+    }
+
+    /// Hashes of every blob in the store, tagged or not, complete or not.
+    pub async fn all_blobs(&self) -> Result<Vec<[u8; 32]>, StoreError> {
+        let hashes = self
+            .store
+            .blobs()
+            .list()
+            .hashes()
+            .await
+            .map_err(|e| store_err("list bodies")(&e))?;
+        Ok(hashes.into_iter().map(Into::into).collect())
     }
 
     /// Reads the whole of a (small) body.

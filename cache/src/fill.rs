@@ -283,7 +283,7 @@ impl ReadState {
             }
             match done {
                 Some(true) => return Ok(None),
-                Some(false) => return Err(io::Error::other("origin body incomplete")),
+                Some(false) => return Err(io::Error::other(SourceBroke)),
                 None => {}
             }
             if self.rx.changed().await.is_err() {
@@ -420,3 +420,10 @@ impl Fills {
         self.map.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 }
+
+/// What a reader of a fill gets when the body broke off at its source (the origin, or the
+/// peers it came from) before its end: the reader's client sees an abort, never a short
+/// clean body, and the access log blames the source.
+#[derive(Debug, thiserror::Error)]
+#[error("the body broke off at its source before its end")]
+pub struct SourceBroke;

@@ -238,6 +238,21 @@ impl Index {
         Ok(out)
     }
 
+    /// The body table: hash, size and reference count of every referenced body.
+    pub fn body_rows(&self) -> Result<Vec<([u8; 32], u64, u64)>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(BODIES)?;
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            let (k, v) = row?;
+            let h = <[u8; 32]>::try_from(k.value())
+                .map_err(|_| StoreError::Index("a body key is not 32 bytes".into()))?;
+            let (len, refs) = v.value();
+            out.push((h, len, refs));
+        }
+        Ok(out)
+    }
+
     /// Sum of the sizes of distinct stored bodies.
     pub fn total_bytes(&self) -> Result<u64, StoreError> {
         let tx = self.db.begin_read()?;

@@ -11,12 +11,16 @@
 //!   the `stale-while-revalidate` / `stale-if-error` rules the library leaves to us.
 //! - [`key`]: the cache key, written once and tested hard.
 //! - [`Clock`]: time is an argument, so tests move it.
+//! - [`Cache::check`] (`check.rs`): the data directory's fsck — index and body store agree.
+//! - [`failpoint`]: named crash points for the crash tests (debug builds only).
 
 pub mod bodies;
+mod check;
 pub mod clock;
 mod disk;
 pub mod entry;
 pub mod error;
+pub mod failpoint;
 pub mod fill;
 pub mod index;
 pub mod key;
@@ -24,6 +28,7 @@ mod memory;
 pub mod policy;
 mod store;
 
+pub use check::CheckReport;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use entry::Entry;
 pub use error::StoreError;

@@ -254,6 +254,14 @@ impl Cache {
         Ok(())
     }
 
+    pub(crate) fn index(&self) -> &Index {
+        &self.inner.index
+    }
+
+    pub(crate) fn bodies(&self) -> &Bodies {
+        &self.inner.bodies
+    }
+
     /// Sets who signs shareable entries (once; the mesh, when it runs).
     pub fn set_attester(&self, attester: Arc<dyn Attester>) {
         let _ = self.inner.attester.set(attester);
@@ -313,6 +321,7 @@ impl Cache {
         .await;
         self.forget(key);
         let (released, stored) = result?;
+        crate::failpoint::point("index-committed");
         self.release(released).await;
         drop(_w);
         self.maybe_evict();
@@ -582,6 +591,7 @@ impl Cache {
         match result {
             Ok(()) => {
                 fill.publish(written, Some(true));
+                crate::failpoint::point("spool-complete");
                 if written > opts.max_object_size {
                     tracing::debug!(key = %fill.key, written, "not stored: larger than max_object_size");
                 } else if !self.pass_through() {
@@ -648,6 +658,11 @@ impl Cache {
                 imported.size
             )));
         }
+        crate::failpoint::point(if pending.from_peer.is_some() {
+            "peer-body-imported"
+        } else {
+            "body-imported"
+        });
         if let Some((_, hash)) = &pending.from_peer {
             if *hash != imported.hash {
                 return Err(StoreError::Body(
@@ -724,6 +739,7 @@ impl Cache {
                         e.attestation = a.attest(&key_for_attest, e, now);
                     }
                 }
+                crate::failpoint::point("refresh-midway");
             })
         })
         .await;
@@ -818,6 +834,7 @@ impl Cache {
             let result = blocking(move || index.remove(&k, Some(e.id))).await;
             self.forget(&key);
             let (released, n) = result?;
+            crate::failpoint::point("eviction-midway");
             self.release(released).await;
             evicted += n as u64;
         }

@@ -3,9 +3,18 @@
 //! only if this device offered it that body in a lookup answer (so only shareable
 //! entries, only to group members), or if the body is a file shared with a ticket.
 //! Requests for several blobs at once, pushes and observation are refused.
+//!
+//! Bounded, like everything keyed by the network: [`Offered`] remembers the last
+//! [`MAX_OFFERED_PER_PEER`] hashes offered to each of the last [`MAX_OFFERED_PEERS`] peers
+//! (an older offer is simply asked for again), and a peer may hold at most
+//! [`MAX_BLOBS_CONNECTIONS_PER_PEER`] blobs connections, all peers together
+//! [`MAX_BLOBS_CONNECTIONS`].
 
 use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, Weak};
+
+use lru::LruCache;
 
 use iroh::endpoint::Connection;
 use iroh::protocol::{AcceptError, ProtocolHandler};
@@ -16,6 +25,47 @@ use iroh_blobs::provider::events::{
 };
 
 use crate::Inner;
+
+/// Peers whose offers are remembered.
+pub const MAX_OFFERED_PEERS: usize = 256;
+/// Offers remembered per peer.
+pub const MAX_OFFERED_PER_PEER: usize = 1024;
+/// Blobs connections one peer may hold at once.
+pub const MAX_BLOBS_CONNECTIONS_PER_PEER: usize = 4;
+/// Blobs connections all peers together may hold.
+pub const MAX_BLOBS_CONNECTIONS: usize = 512;
+
+/// The body hashes offered to each peer: the only ones it may fetch (plus shared files).
+pub(crate) struct Offered(LruCache<EndpointId, LruCache<[u8; 32], ()>>);
+
+impl Default for Offered {
+    fn default() -> Self {
+        Self(LruCache::new(NonZeroUsize::new(MAX_OFFERED_PEERS).unwrap()))
+    }
+}
+
+impl Offered {
+    pub fn offer(&mut self, peer: EndpointId, hashes: impl IntoIterator<Item = [u8; 32]>) {
+        let set = self.0.get_or_insert_mut(peer, || {
+            LruCache::new(NonZeroUsize::new(MAX_OFFERED_PER_PEER).unwrap())
+        });
+        for h in hashes {
+            set.put(h, ());
+        }
+    }
+
+    pub fn was_offered(&self, peer: &EndpointId, hash: &[u8; 32]) -> bool {
+        self.0.peek(peer).is_some_and(|s| s.contains(hash))
+    }
+
+    #[cfg(test)]
+    fn counts(&self) -> (usize, usize) {
+        (
+            self.0.len(),
+            self.0.iter().map(|(_, s)| s.len()).max().unwrap_or(0),
+        )
+    }
+}
 
 /// The blobs protocol, without its habit of shutting the store down with the router
 /// (the store is the cache's, which closes it itself).
@@ -49,11 +99,17 @@ pub(crate) fn events(inner: Weak<Inner>) -> EventSender {
                 ProviderMessage::ClientConnected(msg) => {
                     let ok = match msg.endpoint_id {
                         Some(id) if !inner.peers.banned(&id) => {
-                            conns
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .insert(msg.connection_id, id);
-                            Ok(())
+                            let mut conns = conns.lock().unwrap_or_else(|e| e.into_inner());
+                            let theirs = conns.values().filter(|c| **c == id).count();
+                            if theirs >= MAX_BLOBS_CONNECTIONS_PER_PEER
+                                || conns.len() >= MAX_BLOBS_CONNECTIONS
+                            {
+                                tracing::debug!(peer = %id, theirs, all = conns.len(), "refused a blobs connection: too many");
+                                Err(AbortReason::RateLimited)
+                            } else {
+                                conns.insert(msg.connection_id, id);
+                                Ok(())
+                            }
                         }
                         _ => Err(AbortReason::Permission),
                     };
@@ -124,6 +180,47 @@ fn may_fetch(inner: &Inner, id: &EndpointId, hash: &[u8; 32]) -> bool {
             .offered
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(id)
-            .is_some_and(|s| s.contains(hash))
+            .was_offered(id, hash)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(i: u32) -> EndpointId {
+        let mut b = [0u8; 32];
+        b[..4].copy_from_slice(&i.to_le_bytes());
+        iroh::SecretKey::from_bytes(&b).public()
+    }
+
+    #[test]
+    fn offers_are_bounded_per_peer_and_in_peers() {
+        let mut o = Offered::default();
+        let many = (0..MAX_OFFERED_PER_PEER as u32 + 500).map(|i| {
+            let mut h = [0u8; 32];
+            h[..4].copy_from_slice(&i.to_le_bytes());
+            h
+        });
+        o.offer(peer(0), many);
+        assert_eq!(o.counts(), (1, MAX_OFFERED_PER_PEER));
+        let mut newest = [0u8; 32];
+        newest[..4].copy_from_slice(&(MAX_OFFERED_PER_PEER as u32 + 499).to_le_bytes());
+        assert!(
+            o.was_offered(&peer(0), &newest),
+            "the newest offers are kept"
+        );
+        assert!(
+            !o.was_offered(&peer(0), &[0u8; 32]),
+            "the oldest went first"
+        );
+        for i in 1..=MAX_OFFERED_PEERS as u32 + 10 {
+            o.offer(peer(i), [[1u8; 32]]);
+        }
+        assert_eq!(o.counts().0, MAX_OFFERED_PEERS);
+        assert!(o.was_offered(&peer(MAX_OFFERED_PEERS as u32 + 10), &[1u8; 32]));
+        assert!(
+            !o.was_offered(&peer(0), &newest),
+            "the peer asked longest ago went first"
+        );
+    }
 }

@@ -154,7 +154,7 @@ pub(crate) struct Inner {
     /// Keys this device is seeking or fetching right now (see [`Mesh::seek`]).
     inflight: Mutex<HashMap<String, server::Inflight>>,
     /// Body hashes offered to each peer: the only ones it may fetch (plus shared files).
-    offered: Mutex<HashMap<EndpointId, HashSet<[u8; 32]>>>,
+    offered: Mutex<access::Offered>,
     /// Hashes of files shared with a ticket: anyone holding the ticket may fetch them.
     shared: Mutex<HashSet<[u8; 32]>>,
     counters: Counters,
@@ -205,7 +205,7 @@ impl Mesh {
             friends,
             peers: peers::Peers::default(),
             inflight: Mutex::new(HashMap::new()),
-            offered: Mutex::new(HashMap::new()),
+            offered: Mutex::new(access::Offered::default()),
             shared: Mutex::new(HashSet::new()),
             counters: Counters::default(),
             shutdown,

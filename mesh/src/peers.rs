@@ -6,6 +6,13 @@
 //! A peer learns of others from tickets (`mesh.peers`, `--peer`), from the peers listed in
 //! a [`proto::Welcome`] (members of a common group), from a peer that dialed us, and from
 //! mDNS.
+//!
+//! Everything here is keyed by what the network says, so everything is bounded: the table
+//! holds at most [`MAX_PEERS`] peers (a full table makes room by dropping a never-connected
+//! peer first, then the one gone longest; connected peers and peers added by ticket stay),
+//! a peer not connected for [`FORGET_AFTER`] is dropped (unless added by ticket), and its
+//! dial task ends with its entry. At most [`MAX_BANS`] bans are remembered (expired ones
+//! go first, then the one ending soonest).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -34,8 +41,60 @@ pub struct PeerStatus {
     pub bans: u32,
 }
 
+/// Most peers in the table.
+pub const MAX_PEERS: usize = 256;
+/// A peer (not added by ticket) that has not been connected for this long is forgotten.
+pub const FORGET_AFTER: Duration = Duration::from_secs(10 * 60);
+/// Most bans remembered.
+pub const MAX_BANS: usize = 4096;
+/// Lookup connections one peer may have open to this device at once (a device dials
+/// once; a few more cover reconnects that overlap the old connection's end).
+pub const MAX_INCOMING_PER_PEER: usize = 4;
+/// Lookup connections all peers together may have open to this device.
+pub const MAX_INCOMING: usize = 512;
+
+/// Counts incoming lookup connections, per peer and in all.
+#[derive(Debug, Default)]
+pub(crate) struct Incoming(Arc<Mutex<HashMap<EndpointId, usize>>>);
+
+/// One counted incoming connection; dropping it uncounts it.
+pub(crate) struct IncomingSlot(Arc<Mutex<HashMap<EndpointId, usize>>>, EndpointId);
+
+impl Incoming {
+    /// A slot for a new connection from `id`, or `None` when it or everyone has too many.
+    pub fn admit(&self, id: EndpointId) -> Option<IncomingSlot> {
+        let mut m = lock(&self.0);
+        let all: usize = m.values().sum();
+        let theirs = m.get(&id).copied().unwrap_or(0);
+        if theirs >= MAX_INCOMING_PER_PEER || all >= MAX_INCOMING {
+            tracing::debug!(peer = %id, theirs, all, "refused a lookup connection: too many");
+            return None;
+        }
+        *m.entry(id).or_insert(0) += 1;
+        Some(IncomingSlot(self.0.clone(), id))
+    }
+}
+
+impl Drop for IncomingSlot {
+    fn drop(&mut self) {
+        let mut m = lock(&self.0);
+        if let Some(n) = m.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.1);
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Peer {
+    /// Which dial task owns this entry: a task whose entry was dropped (and perhaps
+    /// added again, with a new task) ends.
+    pub task: u64,
+    /// Since when it is connected, or was last connected, or was added.
+    pub since: Instant,
+    pub ever_connected: bool,
     pub addr: EndpointAddr,
     pub source: &'static str,
     pub state: String,
@@ -65,6 +124,8 @@ pub(crate) struct Peers {
     pub members: Mutex<HashMap<EndpointId, (Vec<GroupId>, usize)>>,
     /// Bumped whenever a connection comes or goes.
     pub changed: tokio::sync::watch::Sender<u64>,
+    pub incoming: Incoming,
+    next_task: std::sync::atomic::AtomicU64,
 }
 
 impl Default for Peers {
@@ -74,6 +135,8 @@ impl Default for Peers {
             bans: Mutex::new(HashMap::new()),
             members: Mutex::new(HashMap::new()),
             changed: tokio::sync::watch::channel(0).0,
+            incoming: Incoming::default(),
+            next_task: std::sync::atomic::AtomicU64::new(1),
         }
     }
 }
@@ -136,6 +199,9 @@ pub(crate) fn ban(inner: &Inner, id: EndpointId, reason: &str) {
     let until = Instant::now() + inner.opts.ban_duration;
     let count = {
         let mut bans = lock(&inner.peers.bans);
+        if !bans.contains_key(&id) && bans.len() >= MAX_BANS {
+            make_room_for_ban(&mut bans);
+        }
         let b = bans.entry(id).or_insert(Ban {
             until,
             reason: String::new(),
@@ -167,11 +233,38 @@ pub(crate) fn ban(inner: &Inner, id: EndpointId, reason: &str) {
     inner.peers.notify();
 }
 
-/// Adds a peer (if new) and starts its dial task.
+/// Drops expired bans, or else the one that ends soonest.
+fn make_room_for_ban(bans: &mut HashMap<EndpointId, Ban>) {
+    let now = Instant::now();
+    bans.retain(|_, b| b.until > now);
+    if bans.len() >= MAX_BANS {
+        if let Some(id) = bans.iter().min_by_key(|(_, b)| b.until).map(|(id, _)| *id) {
+            bans.remove(&id);
+        }
+    }
+}
+
+/// Which peer a full table drops for a new one: one never connected (the oldest), else
+/// the one disconnected longest. Connected peers and peers added by ticket are kept.
+fn evictable(map: &HashMap<EndpointId, Peer>) -> Option<EndpointId> {
+    let candidates = map
+        .iter()
+        .filter(|(_, p)| p.conn.is_none() && p.source != "ticket");
+    candidates
+        .min_by_key(|(_, p)| (p.ever_connected, p.since))
+        .map(|(id, _)| *id)
+}
+
+/// Adds a peer (if new) and starts its dial task. A full table makes room (see the
+/// module docs) or, when every peer in it is connected or configured, ignores the new one.
 pub(crate) fn add(inner: &Arc<Inner>, addr: EndpointAddr, source: &'static str) {
     if addr.id == inner.endpoint.id() {
         return;
     }
+    let task = inner
+        .peers
+        .next_task
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     {
         let mut map = lock(&inner.peers.map);
         if let Some(p) = map.get_mut(&addr.id) {
@@ -179,9 +272,24 @@ pub(crate) fn add(inner: &Arc<Inner>, addr: EndpointAddr, source: &'static str) 
             p.addr = p.addr.clone().with_addrs(addr.addrs);
             return;
         }
+        if map.len() >= MAX_PEERS {
+            match evictable(&map) {
+                Some(old) => {
+                    map.remove(&old);
+                    tracing::debug!(peer = %old, "peer table full: forgot a peer not connected");
+                }
+                None => {
+                    tracing::debug!(peer = %addr.id, source, "peer table full of connected peers: ignored");
+                    return;
+                }
+            }
+        }
         map.insert(
             addr.id,
             Peer {
+                task,
+                since: Instant::now(),
+                ever_connected: false,
                 addr: addr.clone(),
                 source,
                 state: "connecting".into(),
@@ -195,15 +303,31 @@ pub(crate) fn add(inner: &Arc<Inner>, addr: EndpointAddr, source: &'static str) 
     }
     tracing::info!(peer = %addr.id, source, "new mesh peer");
     let weak = Arc::downgrade(inner);
-    tokio::spawn(dial_loop(weak, addr.id));
+    tokio::spawn(dial_loop(weak, addr.id, task));
 }
 
-/// Keeps a connection to one peer, reconnecting with backoff.
-async fn dial_loop(weak: Weak<Inner>, id: EndpointId) {
+/// True while `task` owns `id`'s entry; drops the entry (and says false) when the peer,
+/// not added by ticket, has not been connected for [`FORGET_AFTER`].
+fn still_mine(inner: &Inner, id: &EndpointId, task: u64) -> bool {
+    let mut map = lock(&inner.peers.map);
+    let Some(p) = map.get(id).filter(|p| p.task == task) else {
+        return false;
+    };
+    if p.conn.is_none() && p.source != "ticket" && p.since.elapsed() >= FORGET_AFTER {
+        tracing::info!(peer = %id, "forgot a mesh peer not seen for {FORGET_AFTER:?}");
+        map.remove(id);
+        return false;
+    }
+    true
+}
+
+/// Keeps a connection to one peer, reconnecting with backoff, while the peer is in the
+/// table.
+async fn dial_loop(weak: Weak<Inner>, id: EndpointId, task: u64) {
     let mut backoff = Duration::from_millis(500);
     loop {
         let Some(inner) = weak.upgrade() else { return };
-        if inner.is_shutting_down() {
+        if inner.is_shutting_down() || !still_mine(&inner, &id, task) {
             return;
         }
         let mut stop = inner.shutdown.subscribe();
@@ -236,6 +360,7 @@ async fn dial_loop(weak: Weak<Inner>, id: EndpointId) {
                         {
                             p.conn = None;
                             p.blobs = None;
+                            p.since = Instant::now();
                             p.state = "disconnected".into();
                         }
                     }
@@ -290,6 +415,8 @@ async fn dial(inner: &Arc<Inner>, id: EndpointId) -> Result<Connection, (String,
                     p.conn = Some(conn.clone());
                     p.blobs = None;
                     p.groups = groups.clone();
+                    p.since = Instant::now();
+                    p.ever_connected = true;
                     p.state = "connected".into();
                 }
             }
@@ -481,4 +608,99 @@ pub(crate) fn status(inner: &Inner) -> Vec<PeerStatus> {
         .collect();
     out.sort_by(|a, b| a.id.cmp(&b.id));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(i: u32) -> EndpointId {
+        let mut b = [0u8; 32];
+        b[..4].copy_from_slice(&i.to_le_bytes());
+        iroh::SecretKey::from_bytes(&b).public()
+    }
+
+    fn peer(i: u32, source: &'static str, ever_connected: bool, age: Duration) -> Peer {
+        Peer {
+            task: i as u64,
+            since: Instant::now() - age,
+            ever_connected,
+            addr: EndpointAddr::new(id(i)),
+            source,
+            state: String::new(),
+            conn: None,
+            blobs: None,
+            groups: Vec::new(),
+            taken: 0,
+            given: 0,
+        }
+    }
+
+    #[test]
+    fn a_full_table_drops_a_never_connected_peer_first_then_the_longest_gone() {
+        let mut map = HashMap::new();
+        let s = Duration::from_secs;
+        map.insert(id(1), peer(1, "gossip", true, s(500)));
+        map.insert(id(2), peer(2, "mdns", false, s(10)));
+        map.insert(id(3), peer(3, "gossip", false, s(20)));
+        map.insert(id(4), peer(4, "ticket", false, s(900)));
+        assert_eq!(evictable(&map), Some(id(3)), "never connected, oldest");
+        map.remove(&id(3));
+        assert_eq!(evictable(&map), Some(id(2)));
+        map.remove(&id(2));
+        assert_eq!(evictable(&map), Some(id(1)), "then the one gone longest");
+        map.remove(&id(1));
+        assert_eq!(evictable(&map), None, "a peer added by ticket stays");
+    }
+
+    #[test]
+    fn bans_are_bounded_expired_first_then_the_soonest_to_end() {
+        let now = Instant::now();
+        let ban = |secs: u64, expired: bool| Ban {
+            until: if expired {
+                now - Duration::from_secs(secs)
+            } else {
+                now + Duration::from_secs(secs)
+            },
+            reason: String::new(),
+            count: 1,
+        };
+        let mut bans = HashMap::new();
+        for i in 0..MAX_BANS as u32 {
+            bans.insert(id(i), ban(100 + i as u64, false));
+        }
+        make_room_for_ban(&mut bans);
+        assert_eq!(bans.len(), MAX_BANS - 1);
+        assert!(!bans.contains_key(&id(0)), "the ban ending soonest went");
+        bans.insert(id(0), ban(1, true));
+        bans.insert(id(MAX_BANS as u32), ban(5, true));
+        make_room_for_ban(&mut bans);
+        assert_eq!(bans.len(), MAX_BANS - 1, "expired bans went, nothing else");
+    }
+
+    #[test]
+    fn incoming_connections_are_bounded_per_peer_and_in_all() {
+        let incoming = Incoming::default();
+        let mut held: Vec<_> = (0..MAX_INCOMING_PER_PEER)
+            .map(|_| incoming.admit(id(1)).expect("within the limit"))
+            .collect();
+        assert!(incoming.admit(id(1)).is_none(), "one peer's limit");
+        held.pop();
+        assert!(
+            incoming.admit(id(1)).is_some(),
+            "a slot comes back when dropped"
+        );
+        let mut others = Vec::new();
+        for i in 2.. {
+            match incoming.admit(id(i / MAX_INCOMING_PER_PEER as u32 + 2)) {
+                Some(s) => others.push(s),
+                None => break,
+            }
+        }
+        let all: usize = lock(&incoming.0).values().sum();
+        assert_eq!(all, MAX_INCOMING);
+        drop(others);
+        drop(held);
+        assert!(lock(&incoming.0).is_empty(), "every slot uncounted");
+    }
 }

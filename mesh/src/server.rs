@@ -130,6 +130,11 @@ impl ProtocolHandler for Lookup {
             conn.close(close::BANNED.into(), b"banned");
             return Ok(());
         }
+        let Some(_slot) = inner.peers.incoming.admit(remote) else {
+            inner.bump(&inner.counters.refused, 1);
+            conn.close(close::PROTOCOL.into(), b"too many connections");
+            return Ok(());
+        };
         let groups =
             match proto::within(proto::HANDSHAKE_TIMEOUT, accept_handshake(&inner, &conn)).await {
                 Ok(Some(g)) => g,
@@ -353,15 +358,11 @@ fn answer(inner: &Inner, remote: EndpointId, key: &str) -> Answer {
         offers.push(a);
     }
     if !offers.is_empty() {
-        let mut offered = inner.offered.lock().unwrap_or_else(|e| e.into_inner());
-        if offered.len() > 4096 {
-            offered.clear();
-        }
-        let set = offered.entry(remote).or_default();
-        if set.len() > 65536 {
-            set.clear();
-        }
-        set.extend(hashes);
+        inner
+            .offered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .offer(remote, hashes);
         return Answer::Offers(offers);
     }
     let me_first = inner.endpoint.id().as_bytes() < remote.as_bytes();

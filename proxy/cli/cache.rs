@@ -17,6 +17,13 @@ pub(crate) async fn run(dir: &Path, opts: cache::Options, command: CacheCommand)
             dir.display()
         );
     }
+    let check = matches!(command, CacheCommand::Check);
+    let mut opts = opts;
+    if check {
+        // Collect the garbage the open's reconciliation released, so that what remains
+        // unreferenced is a real problem.
+        opts.gc_interval = std::time::Duration::from_millis(100);
+    }
     let cache = Cache::open(opts, Arc::new(SystemClock))
         .await
         .with_context(|| {
@@ -61,6 +68,24 @@ pub(crate) async fn run(dir: &Path, opts: cache::Options, command: CacheCommand)
             CacheCommand::Clear => {
                 let n = cache.clear().await?;
                 println!("removed {n} entries");
+            }
+            CacheCommand::Check => {
+                let r = cache.check(std::time::Duration::from_secs(10)).await?;
+                println!("directory:  {}", dir.display());
+                println!("entries:    {}", r.entries);
+                println!("bodies:     {} (each read and hashed)", r.bodies);
+                println!(
+                    "bytes:      {} recorded, {} counted",
+                    r.bytes_recorded, r.bytes_counted
+                );
+                println!("orphans:    {}", r.unreferenced_blobs);
+                for p in &r.problems {
+                    println!("problem:    {p}");
+                }
+                if !r.is_consistent() {
+                    bail!("{} problem(s) in {}", r.problems.len(), dir.display());
+                }
+                println!("consistent");
             }
         }
         anyhow::Ok(())

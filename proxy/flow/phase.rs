@@ -50,6 +50,27 @@ impl Phase {
         }
     }
 
+    /// Who is at fault when the proxy answered with an error of its own (the access
+    /// log's `fault`): `client` (a request it must not make, a bad body or target),
+    /// `origin` (unreachable, broken, refused), `proxy` (meshcache itself). `None` for
+    /// everything else, error statuses the origin sent included (relayed, not ours).
+    pub fn fault(&self) -> Option<&'static str> {
+        let Phase::Local(why) = self else { return None };
+        Some(match *why {
+            "admin-only"
+            | "bad-connect"
+            | "bad-ticket"
+            | "bad-url"
+            | "destination-refused"
+            | "loop"
+            | "client-error"
+            | "share-too-large" => "client",
+            "origin-error" | "connect-failed" | "connect-timeout" => "origin",
+            "internal-error" | "share-failed" | "mesh-off" => "proxy",
+            _ => return None,
+        })
+    }
+
     /// The `Cache-Status` field value (RFC 9211).
     pub fn cache_status(&self, fwd_status: Option<u16>) -> String {
         let mut s = String::from("meshcache");

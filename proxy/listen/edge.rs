@@ -107,8 +107,10 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
         uri,
         status: response.status().as_u16(),
         phase: phase.as_str(),
+        fault: phase.fault(),
         start,
         bytes: 0,
+        ended: false,
     };
     response.map(|b| http_body_util::BodyExt::boxed_unsync(Logged { inner: b, log }))
 }
@@ -138,8 +140,12 @@ struct AccessLog {
     uri: String,
     status: u16,
     phase: &'static str,
+    /// Who is at fault (see `Phase::fault`); a body that broke off adds its own.
+    fault: Option<&'static str>,
     start: Instant,
     bytes: u64,
+    /// The body reached its end (a body dropped before it was aborted by the client).
+    ended: bool,
 }
 
 impl Drop for AccessLog {
@@ -157,6 +163,12 @@ impl Drop for AccessLog {
         if let Some(counter) = by_source {
             counter.fetch_add(self.bytes, Ordering::Relaxed);
         }
+        // A body dropped before its end, without an error of its own: the client left.
+        let fault = match (self.fault, self.ended) {
+            (Some(f), _) => f,
+            (None, false) => "client-aborted",
+            (None, true) => "-",
+        };
         if self.state.access_log {
             tracing::info!(
                 target: "meshcache::access",
@@ -167,7 +179,42 @@ impl Drop for AccessLog {
                 cache = self.phase,
                 bytes = self.bytes,
                 ms = self.start.elapsed().as_secs_f64() * 1000.0,
+                fault,
             );
+        }
+    }
+}
+
+/// Who broke a response body off, from the error's types: the source of a fill
+/// ([`cache::fill::SourceBroke`], the origin's or a peer's by the phase), the origin's
+/// connection (a `hyper::Error` of a body relayed directly), else meshcache itself (its
+/// store).
+fn body_fault(e: &(dyn std::error::Error + 'static), phase: &str) -> &'static str {
+    let mut src = Some(e);
+    while let Some(err) = src {
+        if err.is::<cache::fill::SourceBroke>() {
+            return if phase == "peer" { "peer" } else { "origin" };
+        }
+        if err.is::<hyper::Error>() {
+            return "origin";
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if let Some(inner) = io.get_ref() {
+                if inner.is::<cache::fill::SourceBroke>() {
+                    return if phase == "peer" { "peer" } else { "origin" };
+                }
+            }
+        }
+        src = err.source();
+    }
+    "proxy"
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        // A body whose end hyper learned from `is_end_stream` is never polled to `None`.
+        if http_body::Body::is_end_stream(&self.inner) {
+            self.log.ended = true;
         }
     }
 }
@@ -195,9 +242,13 @@ impl http_body::Body for Logged {
                 }
             }
             Poll::Ready(Some(Err(e))) => {
-                tracing::info!(url = %this.log.uri, "response body failed: {e}")
+                let fault = body_fault(e.as_ref(), this.log.phase);
+                this.log.fault.get_or_insert(fault);
+                this.log.ended = true;
+                tracing::info!(url = %this.log.uri, fault, "response body failed: {e}")
             }
-            Poll::Ready(None) | Poll::Pending => {}
+            Poll::Ready(None) => this.log.ended = true,
+            Poll::Pending => {}
         }
         r
     }

@@ -13,6 +13,8 @@ pub struct Running {
     pub addr: SocketAddr,
     /// Its mesh endpoint id and ticket, when the mesh runs.
     pub mesh: Option<(String, String)>,
+    /// Its stderr lines after the one that says where it listens (read as they come).
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Running {
@@ -67,8 +69,19 @@ impl Running {
             }
         };
         // Keep draining stderr so the process never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Running { child, addr, mesh }
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Running {
+            child,
+            addr,
+            mesh,
+            log,
+        }
     }
 
     /// SIGTERM, then wait: a clean shutdown.

@@ -49,6 +49,11 @@ impl Device {
     /// Starts a device whose data directory is `dir` (already in its groups), with these
     /// peers.
     pub fn start(dir: &Path, peers: &[&str]) -> Device {
+        Self::start_with_env(dir, peers, &[])
+    }
+
+    /// [`Device::start`] with extra environment variables for the process.
+    pub fn start_with_env(dir: &Path, peers: &[&str], env: &[(&str, &Path)]) -> Device {
         // Tests share two cores with many processes: a generous lookup deadline keeps a
         // slow answer from looking like no answer (the default is 50 ms, for a LAN).
         let config = dir.join("test-mesh.toml");
@@ -58,7 +63,7 @@ impl Device {
             args.push("--peer");
             args.push(p);
         }
-        let run = Running::start(dir, &args);
+        let run = Running::start_with_env(dir, &args, env);
         let (id, ticket) = run.mesh.clone().expect("the mesh runs");
         Device { run, id, ticket }
     }
