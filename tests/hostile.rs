@@ -4,6 +4,8 @@
 //! victim is a `meshcache run` process: it must ban the liar and still hand its client
 //! the right body, from the origin.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use iroh::endpoint::Connection;
@@ -37,37 +39,48 @@ struct Liar {
     attestation: Vec<u8>,
 }
 
+/// The acceptor's side of the real handshake, as a member of `group` (it knows the
+/// secret), welcoming with `peers`.
+async fn accept_as_member(
+    conn: &Connection,
+    key: &SecretKey,
+    group: &mesh::Group,
+    peers: Vec<proto::PeerInfo>,
+) -> Result<(), AcceptError> {
+    let me = *key.public().as_bytes();
+    let them = *conn.remote_id().as_bytes();
+    let (mut send, mut recv) = conn.accept_bi().await.map_err(AcceptError::from_err)?;
+    let hello: Hello = proto::read_msg(&mut recv)
+        .await
+        .map_err(AcceptError::from_err)?;
+    let ack = HelloAck {
+        version: proto::VERSION,
+        nonce: [5; 32],
+        proofs: vec![proto::Proof {
+            group: group.id(),
+            mac: group.membership_mac(b"acceptor", &me, &them, &hello.nonce),
+        }],
+    };
+    proto::write_msg(&mut send, &ack)
+        .await
+        .map_err(AcceptError::from_err)?;
+    let _: Proofs = proto::read_msg(&mut recv)
+        .await
+        .map_err(AcceptError::from_err)?;
+    let welcome = Welcome {
+        groups: vec![group.id()],
+        peers,
+    };
+    proto::write_msg(&mut send, &welcome)
+        .await
+        .map_err(AcceptError::from_err)?;
+    let _ = send.finish();
+    Ok(())
+}
+
 impl ProtocolHandler for Liar {
     async fn accept(&self, conn: Connection) -> Result<(), AcceptError> {
-        let me = *self.key.public().as_bytes();
-        let them = *conn.remote_id().as_bytes();
-        let (mut send, mut recv) = conn.accept_bi().await.map_err(AcceptError::from_err)?;
-        let hello: Hello = proto::read_msg(&mut recv)
-            .await
-            .map_err(AcceptError::from_err)?;
-        let g = &self.group;
-        let ack = HelloAck {
-            version: proto::VERSION,
-            nonce: [5; 32],
-            proofs: vec![proto::Proof {
-                group: g.id(),
-                mac: g.membership_mac(b"acceptor", &me, &them, &hello.nonce),
-            }],
-        };
-        proto::write_msg(&mut send, &ack)
-            .await
-            .map_err(AcceptError::from_err)?;
-        let _: Proofs = proto::read_msg(&mut recv)
-            .await
-            .map_err(AcceptError::from_err)?;
-        let welcome = Welcome {
-            groups: vec![g.id()],
-            peers: vec![],
-        };
-        proto::write_msg(&mut send, &welcome)
-            .await
-            .map_err(AcceptError::from_err)?;
-        let _ = send.finish();
+        accept_as_member(&conn, &self.key, &self.group, vec![]).await?;
         while let Ok((mut send, mut recv)) = conn.accept_bi().await {
             let Ok(Request::Lookup { .. }) = proto::read_msg::<Request>(&mut recv).await else {
                 break;
@@ -153,7 +166,7 @@ fn claim(
 /// returns it, its router and its ticket.
 async fn hostile_endpoint(
     secret: SecretKey,
-    lookup: Liar,
+    lookup: impl ProtocolHandler,
     blobs: impl ProtocolHandler,
 ) -> (Endpoint, Router, String) {
     let ep = Endpoint::builder(iroh::endpoint::presets::Minimal)
@@ -392,4 +405,93 @@ async fn a_peer_with_a_forged_attestation_is_banned_and_the_client_gets_the_righ
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_serving_bytes_that_do_not_match_is_banned_and_the_client_gets_the_right_body() {
     liar_run(Lie::CorruptBytes).await;
+}
+
+/// A member that gossips made-up peers: every peer list it gives (at the handshake and each
+/// time it is asked) names `proto::MAX_GOSSIP` ids never seen before.
+#[derive(Debug, Clone)]
+struct Flooder {
+    key: SecretKey,
+    group: mesh::Group,
+    named: Arc<AtomicUsize>,
+}
+
+impl Flooder {
+    fn made_up(&self) -> Vec<proto::PeerInfo> {
+        (0..proto::MAX_GOSSIP)
+            .map(|_| {
+                self.named.fetch_add(1, Ordering::Relaxed);
+                proto::PeerInfo {
+                    id: *SecretKey::generate().public().as_bytes(),
+                    // Nothing listens there: every dial fails.
+                    addrs: vec!["127.0.0.1:9".parse().unwrap()],
+                }
+            })
+            .collect()
+    }
+}
+
+impl ProtocolHandler for Flooder {
+    async fn accept(&self, conn: Connection) -> Result<(), AcceptError> {
+        accept_as_member(&conn, &self.key, &self.group, self.made_up()).await?;
+        while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+            let answer = match proto::read_msg::<Request>(&mut recv).await {
+                Ok(Request::Peers) => Answer::Peers(self.made_up()),
+                Ok(_) => Answer::NotFound,
+                Err(_) => break,
+            };
+            if proto::write_msg(&mut send, &answer).await.is_err() {
+                break;
+            }
+            let _ = send.finish();
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_gossiping_endless_made_up_peers_fills_the_table_only_to_its_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let group = mesh::Group::from_ticket(&create_group(dir.path())).unwrap();
+    let key = SecretKey::generate();
+    let named = Arc::new(AtomicUsize::new(0));
+    let flooder = Flooder {
+        key: key.clone(),
+        group,
+        named: named.clone(),
+    };
+    let store = iroh_blobs::store::mem::MemStore::new();
+    let blobs = LyingBlobs {
+        store: (*store).clone(),
+        flip: false,
+        half: false,
+    };
+    let (_ep, router, ticket) = hostile_endpoint(key, flooder, blobs).await;
+    let victim = Device::start(dir.path(), &[&ticket]);
+    victim.wait_peers(1).await;
+    // The victim asks for the peer list every few seconds; wait until the flooder has
+    // named more peers than the table holds, plus one more round for the victim to take in.
+    let limit = 256; // mesh's peers::MAX_PEERS
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while named.load(Ordering::Relaxed) < limit + 2 * proto::MAX_GOSSIP {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the victim stopped asking"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = victim.status().await;
+    let known = crate::support::mesh::figure(&status, "mesh_peers_known");
+    assert!(
+        known <= limit as u64 && known >= limit as u64 - proto::MAX_GOSSIP as u64,
+        "the table is full but not beyond: {known} peers known after {} named",
+        named.load(Ordering::Relaxed)
+    );
+    assert_eq!(
+        crate::support::mesh::figure(&status, "mesh_peers_connected"),
+        1,
+        "the flooder itself (added by ticket, connected) stays"
+    );
+    victim.stop();
+    router.shutdown().await.unwrap();
 }

@@ -373,3 +373,50 @@ async fn a_seek_far_into_a_peers_video_moves_only_those_bytes() {
     a.stop();
     b.stop();
 }
+
+/// Regression (issue 9): `max-age=18446744073709551615` in an attested entry overflowed the
+/// time arithmetic when a peer's copy was judged, and the request through the mesh failed.
+/// Now the lifetime is clamped (a century) and the body comes from the peer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_max_age_from_a_peer_is_clamped_not_a_failure() {
+    let origin = Origin::builder()
+        .route("/forever", |_| {
+            Reply::generated(50_000).header("cache-control", "max-age=18446744073709551615")
+        })
+        .run()
+        .await;
+    let url = origin.url("/forever");
+    let (dirs, _) = grouped(2);
+    let a = Device::start(dirs[0].path(), &[]);
+    let b = Device::start(dirs[1].path(), &[&a.ticket]);
+    b.wait_peers(1).await;
+    let first = get(a.addr(), &url, &[]).await;
+    assert_eq!(first.status, 200);
+    assert_eq!(first.body, expected(50_000));
+    let again = get(a.addr(), &url, &[]).await;
+    assert!(
+        again.cache_status().contains("hit"),
+        "{}",
+        again.cache_status()
+    );
+
+    let from_a = get(b.addr(), &url, &[]).await;
+    assert_eq!(from_a.status, 200, "{}", from_a.text());
+    assert!(
+        from_a
+            .cache_status()
+            .contains(&format!("peer=\"{}\"", a.id)),
+        "{}",
+        from_a.cache_status()
+    );
+    assert_eq!(from_a.body, expected(50_000));
+    let stored = get(b.addr(), &url, &[]).await;
+    assert!(
+        stored.cache_status().contains("hit"),
+        "{}",
+        stored.cache_status()
+    );
+    assert_eq!(origin.hits("/forever"), 1);
+    a.stop();
+    b.stop();
+}

@@ -393,3 +393,109 @@ async fn a_malformed_chunked_request_body_is_a_400_not_a_502() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     p.stop().await;
 }
+
+/// The access log says who is at fault (issue 9): an origin that breaks off mid-body
+/// (`origin`; its client sees an abort, not a short clean body), a malformed request body
+/// (`client`, a 400), a client that leaves mid-body (`client-aborted`), none for a
+/// complete answer. Through the built binary, reading its log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_names_who_is_at_fault() {
+    use crate::support::binary::Running;
+    use crate::support::origin::ReplyBody;
+    use http_body_util::BodyExt;
+    // The origin breaks off: the client's body ends with an error.
+    let origin = Origin::builder()
+        .route("/whole", |_| Reply::ok("all of it"))
+        .route("/long", |_| {
+            Reply::generated(0).body(ReplyBody::Generated {
+                len: 64 << 20,
+                chunk: 64 << 10,
+                delay: Some(Duration::from_millis(5)),
+                declared: true,
+            })
+        })
+        .route("/upload", |_| Reply::ok("got it"))
+        .run()
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let level = std::path::Path::new("warn,meshcache::access=info");
+    let p = Running::start_with_env(dir.path(), &["--no-mesh"], &[("RUST_LOG", level)]);
+
+    // An origin that breaks off: it declares 400,000 bytes, sends 100,000 and closes.
+    let cutter = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let cut_url = format!("http://{}/cut", cutter.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = cutter.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let body: Vec<u8> = (0..100_000).map(crate::support::pattern).collect();
+            let head =
+                "HTTP/1.1 200 OK\r\nContent-Length: 400000\r\nCache-Control: max-age=600\r\n\r\n";
+            let _ = s.write_all(head.as_bytes()).await;
+            let _ = s.write_all(&body).await;
+            let _ = s.shutdown().await;
+        }
+    });
+    let (head, body) = crate::support::open(p.addr, &cut_url).await;
+    assert_eq!(head.status, 200);
+    assert!(
+        crate::support::check_pattern(body, 0).await.is_err(),
+        "an abort, not a short clean body"
+    );
+    // A malformed request body.
+    let answer = raw(
+        p.addr,
+        format!(
+            "POST {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nZZZ\r\n\r\n",
+            origin.url("/upload"),
+            origin.addr
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    // Complete.
+    assert_eq!(
+        get(p.addr, &origin.url("/whole"), &[]).await.text(),
+        "all of it"
+    );
+    // The client leaves after the first bytes.
+    let (head, mut body) = crate::support::open(p.addr, &origin.url("/long")).await;
+    assert_eq!(head.status, 200);
+    let _ = body.frame().await;
+    drop(body);
+
+    let fault_of = |path: &str, lines: &[String]| -> Option<String> {
+        let url = if path == "/cut" {
+            cut_url.clone()
+        } else {
+            origin.url(path)
+        };
+        let line = lines
+            .iter()
+            .find(|l| l.contains("meshcache::access") && l.contains(&url))?;
+        let rest = line.split("fault=").nth(1)?;
+        Some(rest.trim_matches('"').split(['"', ' ']).next()?.to_string())
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let paths = ["/cut", "/upload", "/whole", "/long"];
+    loop {
+        let lines = p.log.lock().unwrap().clone();
+        let faults: Vec<Option<String>> = paths.iter().map(|u| fault_of(u, &lines)).collect();
+        if faults.iter().all(Option::is_some) {
+            let faults: Vec<String> = faults.into_iter().map(Option::unwrap).collect();
+            assert_eq!(
+                faults,
+                ["origin", "client", "-", "client-aborted"],
+                "{lines:#?}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "access log lines missing: {lines:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    p.stop();
+}

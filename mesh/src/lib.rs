@@ -280,6 +280,16 @@ impl Mesh {
     }
 
     /// Number of peers this device is connected to (handshake done).
+    /// Peers in the table, connected or not (at most `peers::MAX_PEERS`).
+    pub fn known_peers(&self) -> usize {
+        self.inner
+            .peers
+            .map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
     pub fn connected_peers(&self) -> usize {
         self.inner.peers.connected().len()
     }

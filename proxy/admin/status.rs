@@ -44,6 +44,8 @@ struct Full {
     #[serde(skip_serializing_if = "Option::is_none")]
     mesh_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    mesh_peers_known: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     mesh_bans: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     mesh_refused: Option<u64>,
@@ -94,6 +96,7 @@ async fn full(state: &State) -> Full {
         summary: summary(state).await,
         connections_open: state.connections(),
         mesh_id: mesh.map(|m| m.id()),
+        mesh_peers_known: mesh.map(|m| m.known_peers()),
         mesh_bans: m.map(|m| m.bans.load(Ordering::Relaxed)),
         mesh_refused: m.map(|m| m.refused.load(Ordering::Relaxed)),
         mesh_bytes_to_peers: m.map(|m| m.bytes_to_peers.load(Ordering::Relaxed)),

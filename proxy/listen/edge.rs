@@ -100,6 +100,12 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
         }
         state.via.append(response.headers_mut());
     }
+    let expected = http_body::Body::size_hint(response.body())
+        .exact()
+        .or_else(|| {
+            let cl = response.headers().get(http::header::CONTENT_LENGTH)?;
+            cl.to_str().ok()?.parse().ok()
+        });
     let log = AccessLog {
         state: state.clone(),
         peer,
@@ -110,6 +116,7 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
         fault: phase.fault(),
         start,
         bytes: 0,
+        expected,
         ended: false,
     };
     response.map(|b| http_body_util::BodyExt::boxed_unsync(Logged { inner: b, log }))
@@ -144,6 +151,9 @@ struct AccessLog {
     fault: Option<&'static str>,
     start: Instant,
     bytes: u64,
+    /// The body's length when known in advance: a body that yielded all of it is complete
+    /// even if hyper never polled it to its end.
+    expected: Option<u64>,
     /// The body reached its end (a body dropped before it was aborted by the client).
     ended: bool,
 }
@@ -213,7 +223,8 @@ fn body_fault(e: &(dyn std::error::Error + 'static), phase: &str) -> &'static st
 impl Drop for Logged {
     fn drop(&mut self) {
         // A body whose end hyper learned from `is_end_stream` is never polled to `None`.
-        if http_body::Body::is_end_stream(&self.inner) {
+        if http_body::Body::is_end_stream(&self.inner) || self.log.expected == Some(self.log.bytes)
+        {
             self.log.ended = true;
         }
     }

@@ -30,6 +30,7 @@ impl Running {
     /// own environment is never changed).
     pub fn start_with_env(dir: &Path, extra: &[&str], env: &[(&str, &Path)]) -> Running {
         let mut cmd = Command::new(BIN);
+        cmd.env("RUST_LOG", "warn");
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -45,7 +46,6 @@ impl Running {
             ])
             .arg(dir)
             .args(extra)
-            .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
