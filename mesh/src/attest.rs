@@ -8,8 +8,9 @@
 //! that any member of that group can check ([`GroupProof`]): a device can trust an entry
 //! signed by a member it never met.
 //!
-//! Independently of the signer, a body whose origin sent `Content-Digest` or `Repr-Digest`
-//! (RFC 9530, sha-256 or sha-512) can be checked by anyone ([`origin_digest`]).
+//! [`origin_digest`] parses `Content-Digest` / `Repr-Digest` (RFC 9530, sha-256 or
+//! sha-512). A digest binds a body only when this device received it from the origin
+//! itself: inside an attestation it is the signer's word like everything else.
 
 use iroh::{PublicKey, SecretKey, Signature};
 use serde::{Deserialize, Serialize};

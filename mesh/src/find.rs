@@ -18,7 +18,7 @@ use cache::key::variant_key;
 use cache::policy::{self, PolicyOptions, Storability, Verdict};
 use cache::Entry;
 
-use crate::attest::{origin_digest, Attestation, OriginDigest};
+use crate::attest::Attestation;
 use crate::peers;
 use crate::proto::{self, Answer, ProtoError, Request};
 use crate::PeerBodyError;
@@ -42,9 +42,6 @@ struct Candidate {
     peer: EndpointId,
     entry: Entry,
     stale: bool,
-    /// Set when the signer is not trusted but the origin sent a digest: the body must
-    /// match it.
-    digest: Option<OriginDigest>,
 }
 
 impl Mesh {
@@ -63,10 +60,10 @@ impl Mesh {
             tried.push(c.entry.hash);
             // Trusted signer and not here yet: stream it from every peer that offered
             // this hash, fastest first, into the caller's fill.
-            if c.digest.is_none() && !inner.cache.has_body(&c.entry.hash, c.entry.len).await {
+            if !inner.cache.has_body(&c.entry.hash, c.entry.len).await {
                 let sources: Vec<EndpointId> = candidates
                     .iter()
-                    .filter(|o| o.entry.hash == c.entry.hash && o.digest.is_none())
+                    .filter(|o| o.entry.hash == c.entry.hash)
                     .map(|o| o.peer)
                     .fold(Vec::new(), |mut v, p| {
                         if !v.contains(&p) {
@@ -89,8 +86,7 @@ impl Mesh {
                     None => continue,
                 }
             }
-            // A stranger's entry vouched for by the origin's digest is fetched whole and
-            // checked before anyone sees a byte (and one already here is just stored).
+            // The body is already here (another URL, or a shared file): just store the entry.
             match fetch(inner, key, c).await {
                 Ok(entry) => {
                     inner.bump(&inner.counters.peer_hits, 1);
@@ -253,8 +249,11 @@ fn judge(
         || inner.friends.contains(&signer)
         || att.signed_by_member(&claim, &groups)
         || inner.peers.is_member(&signer);
-    let digest = origin_digest(&claim.headers);
-    if !trusted && digest.is_none() {
+    // A stranger's signature binds nothing, and neither does a `Content-Digest` /
+    // `Repr-Digest` among the headers it attests: whoever signs the claim wrote those
+    // headers too. (A digest counts only when this device got it from the origin itself:
+    // the open mesh, issue 10.)
+    if !trusted {
         tracing::debug!(%peer, signer = %signer, %key, "offer signed by a stranger: ignored");
         return Ok(None);
     }
@@ -315,12 +314,7 @@ fn judge(
     if stale && !allow_stale {
         return Ok(None);
     }
-    Ok(Some(Candidate {
-        peer,
-        entry,
-        stale,
-        digest: if trusted { None } else { digest },
-    }))
+    Ok(Some(Candidate { peer, entry, stale }))
 }
 
 /// Fetches the body (verified against its hash as it streams), checks it, stores the
@@ -394,21 +388,6 @@ async fn check_and_store(inner: &Inner, key: &str, c: &Candidate) -> Result<Entr
         peers::ban(inner, c.peer, "the body's size is not the attested size");
         return Err("size mismatch".into());
     }
-    if let Some(d) = &c.digest {
-        let mut ctx = ring::digest::Context::new(d.algorithm);
-        let mut body = cache.body(&c.entry, 0..c.entry.len);
-        while let Some(chunk) = body.next().await {
-            ctx.update(&chunk.map_err(|e| e.to_string())?);
-        }
-        if ctx.finish().as_ref() != d.expected.as_slice() {
-            peers::ban(
-                inner,
-                c.peer,
-                "the body does not match the origin's Content-Digest",
-            );
-            return Err("digest mismatch".into());
-        }
-    }
     cache
         .insert_entry(key, c.entry.clone())
         .await
@@ -479,8 +458,7 @@ impl Mesh {
         let mut candidates = candidates(inner, key, req, false, false).await;
         candidates.sort_by_key(|c| c.stale);
         for c in candidates {
-            // Without a trusted signer, only a digest of the whole body could vouch.
-            if c.digest.is_some() || inner.peers.banned(&c.peer) {
+            if inner.peers.banned(&c.peer) {
                 continue;
             }
             let ranges = want(c.entry.len);

@@ -13,7 +13,8 @@
 //!
 //! Trust (DESIGN.md, "The mesh: trust and privacy"): a body from a peer is accepted only
 //! if its attestation verifies and the signer is trusted (a member of a shared group, a
-//! listed friend, or this device), or if the origin's digest matches the bytes. Bytes are
+//! listed friend, or this device); a stranger's signature, and any digest among the headers
+//! it signed, count for nothing. Bytes are
 //! verified against the hash while streaming (BLAKE3, iroh-blobs). Only shareable entries
 //! are ever offered, and only members of a shared group may query this device or fetch
 //! the bodies it offered them. A peer that breaks any of this is banned for a while.
