@@ -10,6 +10,8 @@ mod caching;
 mod coalescing;
 // Range requests from stored and arriving bodies.
 mod ranges;
+// URLs that name their content's hash: checked, then immutable.
+mod certified;
 // Bad clients, bad origins, limits.
 mod robustness;
 // The front door against a hostile passenger: limits, admin pages, destinations.

@@ -10,11 +10,13 @@
 //! - [`policy`]: RFC 9111 storability and freshness on top of `http-cache-semantics`, plus
 //!   the `stale-while-revalidate` / `stale-if-error` rules the library leaves to us.
 //! - [`key`]: the cache key, written once and tested hard.
+//! - [`certify`]: URLs that name their content's hash (apt by-hash, OCI, PyPI, IPFS, by-digest).
 //! - [`Clock`]: time is an argument, so tests move it.
 //! - [`Cache::check`] (`check.rs`): the data directory's fsck — index and body store agree.
 //! - [`failpoint`]: named crash points for the crash tests (debug builds only).
 
 pub mod bodies;
+pub mod certify;
 mod check;
 pub mod clock;
 mod disk;

@@ -120,6 +120,10 @@ pub struct Pending {
     /// A body from a peer: the attestation it came with (stored as is: trust stays with
     /// its signer) and the hash it attests, which the complete body must have.
     pub from_peer: Option<(Vec<u8>, [u8; 32])>,
+    /// The URL names its content's hash ([`crate::certify`]): the body is checked against
+    /// it as it arrives, its last bytes held back until it matched, and it is stored only
+    /// if it did.
+    pub certified: Option<crate::certify::Certified>,
 }
 
 /// Signs the binding of a URL to a stored response, for the mesh. The cache calls it for
@@ -530,6 +534,12 @@ impl Cache {
     {
         let opts = &self.inner.opts;
         let mut written = 0u64;
+        let mut check = pending.certified.as_ref().map(crate::certify::Check::new);
+        let hold_back = if check.is_some() {
+            crate::certify::HOLD_BACK
+        } else {
+            0
+        };
         let result: Result<(), String> = async {
             let mut body = std::pin::pin!(body);
             if fill.in_memory() {
@@ -539,8 +549,11 @@ impl Cache {
                         return Err("origin sent more than its Content-Length".into());
                     }
                     written += chunk.len() as u64;
+                    if let Some(c) = &mut check {
+                        c.update(&chunk);
+                    }
                     fill.push_memory(chunk);
-                    fill.publish(written, None);
+                    fill.publish(written.saturating_sub(hold_back), None);
                 }
             } else {
                 let mut file = tokio::fs::File::create(&fill.spool)
@@ -556,7 +569,7 @@ impl Cache {
                         Some(next) => next,
                         None => {
                             if pending_len > 0 {
-                                written = self.flush_spool(&fill, &mut file, &mut pending, written).await?;
+                                written = self.flush_spool(&fill, &mut file, &mut pending, written, hold_back).await?;
                                 pending_len = 0;
                             }
                             body.next().await
@@ -568,9 +581,12 @@ impl Cache {
                         return Err("origin sent more than its Content-Length".into());
                     }
                     pending_len += chunk.len() as u64;
+                    if let Some(c) = &mut check {
+                        c.update(&chunk);
+                    }
                     pending.push(chunk);
                     if pending_len >= SPOOL_BATCH {
-                        written = self.flush_spool(&fill, &mut file, &mut pending, written).await?;
+                        written = self.flush_spool(&fill, &mut file, &mut pending, written, hold_back).await?;
                         pending_len = 0;
                         if fill.readers() == 0
                             && (fill.ever_read() || written > 1 << 20)
@@ -580,10 +596,14 @@ impl Cache {
                         }
                     }
                 }
-                written = self.flush_spool(&fill, &mut file, &mut pending, written).await?;
+                written = self.flush_spool(&fill, &mut file, &mut pending, written, hold_back).await?;
             }
             if expected.is_some_and(|n| n != written) {
                 return Err(format!("origin closed after {written} of {} bytes", expected.unwrap_or(0)));
+            }
+            // The last bytes are released (below) only to a body that matched its URL.
+            if let Some(c) = check.take() {
+                c.finish()?;
             }
             Ok(())
         }
@@ -605,7 +625,7 @@ impl Cache {
                 }
             }
             Err(e) => {
-                fill.publish(written, Some(false));
+                fill.publish(written.saturating_sub(hold_back), Some(false));
                 tracing::info!(key = %fill.key, written, "fill aborted: {e}");
             }
         }
@@ -619,6 +639,7 @@ impl Cache {
         file: &mut tokio::fs::File,
         pending: &mut Vec<Bytes>,
         written: u64,
+        hold_back: u64,
     ) -> Result<u64, String> {
         let mut n = written;
         for chunk in pending.drain(..) {
@@ -629,7 +650,7 @@ impl Cache {
         }
         // Readers open the spool themselves: flush so what is published is in the file.
         file.flush().await.map_err(|e| self.spool_error(e))?;
-        fill.publish(n, None);
+        fill.publish(n.saturating_sub(hold_back), None);
         Ok(n)
     }
 

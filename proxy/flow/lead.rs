@@ -127,6 +127,13 @@ pub(super) async fn lead(
         return serve_entry(state, &parts, s.entry.clone(), phase, fwd);
     }
     let len = content_length(&rparts.headers);
+    // A URL that names its content's hash: immutable once the body matched (checked by
+    // the fill; a body that does not match is never stored, nor released whole).
+    let certified = cache::certify::certify(&parts.uri, parts.headers.get(header::ACCEPT))
+        .filter(|_| rparts.status == StatusCode::OK);
+    if certified.is_some() {
+        cache::certify::immutable_unless_stated(&mut rparts.headers);
+    }
     let decision = if rparts.status == StatusCode::PARTIAL_CONTENT
         || rparts.status == StatusCode::NOT_MODIFIED
     {
@@ -165,6 +172,7 @@ pub(super) async fn lead(
                     fresh_until,
                     fetched_at: now,
                     from_peer: None,
+                    certified,
                 },
                 body,
             );

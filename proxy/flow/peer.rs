@@ -59,6 +59,9 @@ pub(super) fn from_peer(
         fresh_until: std::time::UNIX_EPOCH + std::time::Duration::from_millis(e.fresh_until_ms),
         fetched_at: now,
         from_peer: e.attestation.clone().map(|a| (a, e.hash)),
+        // A peer's body for a self-certifying URL is checked against the URL too.
+        certified: cache::certify::certify(&parts.uri, parts.headers.get(http::header::ACCEPT))
+            .filter(|_| e.status == 200),
     };
     let body = super::peer_body::whole(state.clone(), parts, &e, body);
     let fill = state.cache.start_fill(leader, head, pending, body);
