@@ -47,6 +47,9 @@ pub use origin::OriginOptions;
 pub use settings::ServerOptions;
 pub use settings::{Settings, TlsSettings};
 
+#[doc(hidden)]
+pub use crate::http::range::{first_byte, if_range_matches, parse as parse_range, Ranges};
+
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

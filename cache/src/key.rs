@@ -25,13 +25,27 @@ pub fn primary_key(uri: &Uri) -> Option<String> {
     if host.is_empty() {
         return None;
     }
+    // What follows the host: nothing, `:` (the default port) or `:` and a valid port.
+    // `port_u16` reads `:65536` (or the `a` of `[::1]a`) as no port at all, so such a
+    // target was keyed — and connected to — as the default port while its `Host` named
+    // another: refused.
+    let port = match &authority.as_str()[authority.host().len()..] {
+        "" | ":" => None,
+        after => {
+            let p = after.strip_prefix(':')?;
+            if !p.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            Some(p.parse::<u16>().ok()?)
+        }
+    };
     let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let path = if path.is_empty() || path.starts_with('?') {
         format!("/{path}")
     } else {
         path.to_string()
     };
-    Some(match authority.port_u16() {
+    Some(match port {
         Some(p) if p != default_port => format!("{scheme}://{host}:{p}{path}"),
         _ => format!("{scheme}://{host}{path}"),
     })
@@ -57,20 +71,39 @@ pub fn vary_names(response_headers: &HeaderMap) -> Option<Vec<String>> {
 
 /// A string that is equal for two requests exactly when they select the same variant of
 /// a response that varies on `names`: each named header's values, normalized by joining
-/// repeated fields with `, ` and trimming whitespace around commas.
+/// repeated fields with `, ` and trimming optional whitespace around commas. A header that is
+/// absent differs from one that is present but empty (RFC 9111 4.1: an absent field only
+/// matches an absent one; `Accept-Encoding:` asks for no coding, no header for any).
 pub fn variant_key(names: &[String], request_headers: &HeaderMap) -> String {
     let mut out = String::new();
     for name in names {
         out.push_str(name);
+        let mut values = request_headers.get_all(name.as_str()).iter().peekable();
+        if values.peek().is_none() {
+            out.push('\n');
+            continue;
+        }
         out.push('=');
         let mut first = true;
-        for v in request_headers.get_all(name.as_str()) {
-            for part in String::from_utf8_lossy(v.as_bytes()).split(',') {
+        for v in values {
+            for part in v.as_bytes().split(|&b| b == b',') {
                 if !first {
                     out.push(',');
                 }
                 first = false;
-                out.push_str(part.trim());
+                // Only optional whitespace (SP, HTAB) is trimmed, not a no-break space;
+                // bytes that are not UTF-8 are written as hex after a byte no header value
+                // holds (0x01), so two different values never read the same.
+                let part = part.trim_ascii();
+                match std::str::from_utf8(part) {
+                    Ok(text) => out.push_str(text),
+                    Err(_) => {
+                        out.push('\u{1}');
+                        for b in part {
+                            out.push_str(&format!("{b:02x}"));
+                        }
+                    }
+                }
             }
         }
         out.push('\n');
@@ -118,6 +151,29 @@ mod tests {
         assert_ne!(key("http://a:81/x"), key("http://a/x"));
     }
 
+    /// Found by the `key` fuzz target: `http://a:65536/x` was keyed `http://a/x` (the
+    /// `http` crate parses the port but `port_u16` says there is none; the same for the
+    /// `a` of `http://[::1]a/x`), and the origin
+    /// connection went to port 80 with `Host: a:65536` — a response to another `Host`
+    /// stored under `http://a/x`, served to everyone who asks for it.
+    #[test]
+    fn port_beyond_65535_is_refused_not_dropped() {
+        assert_eq!(key("http://example.com:65536/x"), None);
+        assert_eq!(key("http://example.com:99999999999999999999/x"), None);
+        assert_eq!(key("http://[::1]:65536/x"), None);
+        assert_eq!(key("http://[::1]a/x"), None);
+        assert_eq!(
+            key("http://example.com:65535/x").as_deref(),
+            Some("http://example.com:65535/x")
+        );
+        assert_eq!(
+            key("http://example.com:/x").as_deref(),
+            Some("http://example.com/x")
+        );
+        assert_eq!(key("http://[::1]:080/x").as_deref(), Some("http://[::1]/x"));
+        assert_eq!(key("http://[::1]/x").as_deref(), Some("http://[::1]/x"));
+    }
+
     #[test]
     fn refuses_non_http_relative_and_userinfo() {
         assert_eq!(key("/relative"), None);
@@ -136,6 +192,42 @@ mod tests {
         );
         h.append("vary", "*".parse().unwrap());
         assert_eq!(vary_names(&h), None);
+    }
+
+    /// Found by the `key` fuzz target: `Accept-Encoding:` (empty) and no `Accept-Encoding`
+    /// had the same variant key, so a gzip variant stored for the one was served to the
+    /// other, which asked for no content coding.
+    #[test]
+    fn absent_and_empty_headers_are_different_variants() {
+        let names = vec!["accept-encoding".to_string()];
+        let mut empty = HeaderMap::new();
+        empty.insert("accept-encoding", "".parse().unwrap());
+        let absent = HeaderMap::new();
+        assert_ne!(variant_key(&names, &empty), variant_key(&names, &absent));
+        let mut also_empty = HeaderMap::new();
+        also_empty.insert("accept-encoding", " ".parse().unwrap());
+        assert_eq!(
+            variant_key(&names, &empty),
+            variant_key(&names, &also_empty)
+        );
+    }
+
+    /// Found by the `key` fuzz target: values were read lossily and trimmed of Unicode
+    /// whitespace, so `br` and `br\u{a0}`, or two different non-UTF-8 values, selected the
+    /// same stored variant.
+    #[test]
+    fn values_differing_in_a_no_break_space_or_non_utf8_bytes_are_different_variants() {
+        let names = vec!["accept-encoding".to_string()];
+        let with = |v: &[u8]| {
+            let mut h = HeaderMap::new();
+            h.insert("accept-encoding", http::HeaderValue::from_bytes(v).unwrap());
+            variant_key(&names, &h)
+        };
+        assert_ne!(with(b"br"), with("br\u{a0}".as_bytes()));
+        assert_ne!(with(b"x\xff"), with(b"x\xfe"));
+        assert_ne!(with(b"x\xff"), with("x\u{fffd}".as_bytes()));
+        assert_eq!(with(b"gzip ,\tbr"), with(b"gzip,br"));
+        assert_eq!(with("caf\u{e9}".as_bytes()), "accept-encoding=caf\u{e9}\n");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! it be shared, is a stored one fresh, and may a stale one be served
 //! (`stale-while-revalidate`, `stale-if-error`, RFC 5861), which the library leaves to us.
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{request, response, HeaderMap, Method};
 use http_cache_semantics::{BeforeRequest, CacheOptions, CachePolicy};
@@ -106,11 +106,14 @@ fn directive_secs(headers: &HeaderMap, directive: &str) -> Option<u64> {
         .and_then(|(_, a)| a?.parse().ok())
 }
 
+/// The largest `Age` the policy library is given (RFC 9111 1.2.2's 2^31 seconds).
+const MAX_AGE_SECS: u64 = 1 << 31;
+
 /// A copy of a message head as the policy library should see it. It matches directive
 /// names case-sensitively and parses dates leniently, so: `Cache-Control` and `Pragma`
 /// directive names are lower-cased; a list-valued or parameterised `Age` counts by its
 /// first number (`7200, 0` → `7200`), one that is not a number at all (`abc`, `-1`,
-/// `7200.0`) is ignored; an `Expires`
+/// `7200.0`) is ignored, one above 2^31 is 2^31; an `Expires`
 /// that is not a valid HTTP-date becomes `0`, which RFC 9111 5.3 says means "already
 /// expired".
 pub fn normalized(headers: &HeaderMap) -> HeaderMap {
@@ -150,10 +153,14 @@ pub fn normalized(headers: &HeaderMap) -> HeaderMap {
             .unwrap_or("")
             .trim();
         let plain = !first.is_empty() && first.bytes().all(|b| b.is_ascii_digit());
-        let value = if plain {
-            first.to_string()
-        } else {
+        let value = if !plain {
             "0".to_string()
+        } else if first.parse::<u64>().map_or(true, |n| n > MAX_AGE_SECS) {
+            // RFC 9111 1.2.2: a delta-seconds too large to compute with is 2^31. The
+            // library adds the time since storing to the Age, and overflow panics.
+            MAX_AGE_SECS.to_string()
+        } else {
+            first.to_string()
         };
         if value != age {
             h.insert(
@@ -205,12 +212,27 @@ fn normalized_res(res: &response::Parts) -> response::Parts {
     r
 }
 
+/// `now` as the policy library may see it. On every fresh answer it writes `now` as an
+/// RFC 2822 `Date` and unwraps that, which fails before 1900 and after 9999 (a panic on
+/// each hit for a device whose clock is that far off): such a clock is clamped to them.
+pub fn library_time(now: SystemTime) -> SystemTime {
+    // 1900-01-01T00:00:00Z and 9999-12-31T23:59:59Z.
+    let first = UNIX_EPOCH
+        .checked_sub(Duration::from_secs(2_208_988_800))
+        .unwrap_or(UNIX_EPOCH);
+    let last = UNIX_EPOCH + Duration::from_secs(253_402_300_799);
+    now.clamp(first, last)
+}
+
 /// True when `req` would accept a response stored under `policy` as fresh right now
 /// (used before joining a fill still under way).
 pub fn fresh_for(policy: &CachePolicy, req: &request::Parts, now: SystemTime) -> bool {
     let mut as_get = normalized_req(req);
     as_get.method = Method::GET;
-    matches!(policy.before_request(&as_get, now), BeforeRequest::Fresh(_))
+    matches!(
+        policy.before_request(&as_get, library_time(now)),
+        BeforeRequest::Fresh(_)
+    )
 }
 
 /// Decides whether a response to `req` may be stored, under which policy, and whether it
@@ -225,6 +247,7 @@ pub fn storability(
         return Storability::No(NoStoreReason::Method);
     }
     let (req, res) = (&normalized_req(req), &normalized_res(res));
+    let (real_now, now) = (now, library_time(now));
     if crate::key::vary_names(&res.headers).is_none() {
         return Storability::No(NoStoreReason::VaryStar);
     }
@@ -286,7 +309,7 @@ pub fn storability(
     Storability::Store {
         policy: Box::new(policy),
         shareable,
-        fresh_until: fresh_until(now, ttl),
+        fresh_until: fresh_until(real_now, ttl),
     }
 }
 
@@ -341,7 +364,7 @@ pub fn evaluate(entry: &Entry, req: &request::Parts, now: SystemTime, shared: bo
         .map(|r| r.into_parts().0)
         .unwrap_or_else(|_| req.clone());
     as_get.headers = normalized(&req.headers);
-    match entry.policy.before_request(&as_get, now) {
+    match entry.policy.before_request(&as_get, library_time(now)) {
         BeforeRequest::Fresh(_) => Verdict::Fresh,
         BeforeRequest::Stale { request, .. } => {
             let res_headers = entry.header_map();
@@ -402,6 +425,68 @@ mod tests {
             fresh_until(now, Duration::from_secs(60)),
             now + Duration::from_secs(60)
         );
+    }
+
+    /// Found by the `policy` fuzz target: with a clock before 1900 (or after 9999) every
+    /// fresh hit panicked inside http-cache-semantics, which formats `now` as an RFC 2822
+    /// date and unwraps it.
+    #[test]
+    fn a_clock_before_1900_or_after_9999_does_not_panic_a_fresh_hit() {
+        let r = res(&[("cache-control", "max-age=60")]);
+        for secs in [
+            -62_135_596_800i64,
+            -2_208_988_801,
+            253_402_300_800,
+            300_000_000_000,
+        ] {
+            let now = if secs < 0 {
+                UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
+            } else {
+                UNIX_EPOCH + Duration::from_secs(secs as u64)
+            };
+            let Storability::Store {
+                policy,
+                fresh_until,
+                ..
+            } = storability(DEVICE, &req(&[]), &r, now)
+            else {
+                panic!("not stored at {secs}");
+            };
+            assert_eq!(fresh_until, now + Duration::from_secs(60));
+            assert!(fresh_for(&policy, &req(&[]), now), "{secs}");
+        }
+    }
+
+    /// Found by the `policy` fuzz target: `Age: 18446744073709551615` made the policy
+    /// library overflow (a panic) adding the time since storing, on every later lookup.
+    #[test]
+    fn an_age_of_u64_max_is_clamped_not_overflowed() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        for age in [
+            "18446744073709551615",
+            "99999999999999999999999",
+            "2147483649",
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert("age", age.parse().unwrap());
+            assert_eq!(normalized(&h)["age"], "2147483648", "{age}");
+            let r = res(&[
+                ("cache-control", "max-age=60"),
+                ("age", age),
+                ("etag", "\"x\""),
+            ]);
+            let Storability::Store { policy, .. } = storability(DEVICE, &req(&[]), &r, now) else {
+                panic!("an entry with a validator is stored");
+            };
+            assert!(!fresh_for(
+                &policy,
+                &req(&[]),
+                now + Duration::from_secs(10)
+            ));
+        }
+        let mut h = HeaderMap::new();
+        h.insert("age", "2147483648".parse().unwrap());
+        assert_eq!(normalized(&h)["age"], "2147483648");
     }
 
     fn req(headers: &[(&str, &str)]) -> request::Parts {

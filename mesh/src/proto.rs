@@ -53,7 +53,7 @@ pub mod close {
     pub const SHUTDOWN: u32 = 4;
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
     pub version: u16,
     pub nonce: [u8; 32],
@@ -62,38 +62,38 @@ pub struct Hello {
     pub addrs: Vec<SocketAddr>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Proof {
     pub group: GroupId,
     pub mac: [u8; 32],
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HelloAck {
     pub version: u16,
     pub nonce: [u8; 32],
     pub proofs: Vec<Proof>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Proofs {
     pub proofs: Vec<Proof>,
 }
 
 /// A peer the acceptor knows, shared with members of a common group.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerInfo {
     pub id: [u8; 32],
     pub addrs: Vec<SocketAddr>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Welcome {
     pub groups: Vec<GroupId>,
     pub peers: Vec<PeerInfo>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
     /// Do you have `key`? With `wait_ms > 0`: if you are fetching it right now, answer
     /// when that is done (at most `wait_ms`).
@@ -103,7 +103,7 @@ pub enum Request {
     Peers,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Answer {
     /// Attestations of the stored variants (the asker picks the one its request selects).
     Offers(Vec<Vec<u8>>),

@@ -41,11 +41,11 @@ pub(super) async fn revalidated(
     let (mut req_view, mut res_view) = (as_get.clone(), rparts.clone());
     req_view.headers = policy::normalized(&as_get.headers);
     res_view.headers = policy::normalized(&rparts.headers);
-    match stale
-        .entry
-        .policy
-        .after_response(&req_view, &res_view, sent_at)
-    {
+    match stale.entry.policy.after_response(
+        &req_view,
+        &res_view,
+        cache::policy::library_time(sent_at),
+    ) {
         AfterResponse::NotModified(new_policy, _) => {
             let mut entry = stale.entry.clone();
             let mut headers = entry.header_map();

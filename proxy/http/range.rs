@@ -51,6 +51,12 @@ pub fn parse(headers: &HeaderMap, len: u64) -> Ranges {
             if n == 0 {
                 continue;
             }
+            if len == 0 {
+                // The last N bytes of nothing: no range can say so (RFC 9110 14.1.1 calls
+                // it satisfiable, `Content-Range` has no form for it), so the whole, empty
+                // representation.
+                return Ranges::Full;
+            }
             len.saturating_sub(n)..len
         } else {
             let Ok(start) = a.parse::<u64>() else {
@@ -112,17 +118,20 @@ pub fn first_byte(headers: &HeaderMap) -> Option<u64> {
 /// `If-Range` (RFC 9110 13.1.5): the range applies only if the validator matches the
 /// stored representation (strong ETag comparison, or an exact Last-Modified date).
 pub fn if_range_matches(req: &HeaderMap, res: &HeaderMap) -> bool {
-    let Some(v) = req
-        .get(http::header::IF_RANGE)
-        .and_then(|v| v.to_str().ok())
-    else {
+    let Some(v) = req.get(http::header::IF_RANGE) else {
         return true;
     };
-    let v = v.trim();
-    if v.starts_with('"') || v.starts_with("W/") {
-        let etag = res.get(http::header::ETAG).and_then(|e| e.to_str().ok());
-        return !v.starts_with("W/") && etag.is_some_and(|e| !e.starts_with("W/") && e.trim() == v);
+    // Compared as bytes: an entity-tag may hold obs-text (RFC 9110 8.8.3), which `to_str`
+    // refuses, and an If-Range that cannot be read is a condition that failed.
+    let v = v.as_bytes().trim_ascii();
+    if v.starts_with(b"\"") || v.starts_with(b"W/") {
+        let etag = res.get(http::header::ETAG).map(|e| e.as_bytes());
+        return !v.starts_with(b"W/")
+            && etag.is_some_and(|e| !e.starts_with(b"W/") && e.trim_ascii() == v);
     }
+    let Ok(v) = std::str::from_utf8(v) else {
+        return false;
+    };
     let lm = res
         .get(http::header::LAST_MODIFIED)
         .and_then(|e| e.to_str().ok());
@@ -139,6 +148,7 @@ pub fn if_range_matches(req: &HeaderMap, res: &HeaderMap) -> bool {
 #[allow(clippy::single_range_in_vec_init)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
 
     fn r(v: &str, len: u64) -> Ranges {
         let mut h = HeaderMap::new();
@@ -173,6 +183,17 @@ mod tests {
         assert_eq!(r("bytes=abc", 1000), Ranges::Full);
     }
 
+    /// Found by the `range` fuzz target: `bytes=-5` of an empty body was the empty range
+    /// `0..0`, and the 206 built from it wrote `Content-Range: bytes 0-{0 - 1}/0` (a panic in
+    /// debug builds, `0-18446744073709551615` in release).
+    #[test]
+    fn suffix_range_of_an_empty_representation_is_the_whole_of_it() {
+        assert_eq!(r("bytes=-5", 0), Ranges::Full);
+        assert_eq!(r("bytes=0-0, -5", 0), Ranges::Full);
+        assert_eq!(r("bytes=0-", 0), Ranges::Unsatisfiable);
+        assert_eq!(r("bytes=-0", 0), Ranges::Unsatisfiable);
+    }
+
     #[test]
     fn first_byte_of_set() {
         let mut h = HeaderMap::new();
@@ -180,6 +201,31 @@ mod tests {
         assert_eq!(first_byte(&h), Some(100));
         h.insert("range", "bytes=-100".parse().unwrap());
         assert_eq!(first_byte(&h), None);
+    }
+
+    /// Found by the `range` fuzz target: an If-Range with a byte beyond ASCII (legal in
+    /// an entity-tag) was taken for no If-Range at all, so the range was served from a
+    /// representation whose ETag had changed — the client splices two versions.
+    #[test]
+    fn if_range_with_non_ascii_bytes_is_compared_not_ignored() {
+        let mut req = HeaderMap::new();
+        let mut res = HeaderMap::new();
+        res.insert("etag", HeaderValue::from_bytes(b"\"v\xe9\"").unwrap());
+        req.insert("if-range", HeaderValue::from_bytes(b"\"v\xe8\"").unwrap());
+        assert!(!if_range_matches(&req, &res));
+        req.insert("if-range", HeaderValue::from_bytes(b"\"v\xe9\"").unwrap());
+        assert!(if_range_matches(&req, &res));
+        req.insert(
+            "if-range",
+            HeaderValue::from_bytes(b"Sun, 06 Nov 1994 \xff").unwrap(),
+        );
+        res.insert(
+            "last-modified",
+            "Sun, 06 Nov 1994 08:49:37 GMT".parse().unwrap(),
+        );
+        assert!(!if_range_matches(&req, &res));
+        req.insert("if-range", HeaderValue::from_bytes(b"W/\"v\xe9\"").unwrap());
+        assert!(!if_range_matches(&req, &res));
     }
 
     #[test]
