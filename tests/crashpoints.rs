@@ -118,29 +118,22 @@ async fn fetch(proxy: SocketAddr, url: &str) -> Result<(String, u64), String> {
 
 /// Waits (up to 60 s) for the process to end; it must have been killed by SIGKILL after
 /// saying it reached `point`.
-async fn died_at(running: Running, point: &str) {
-    let Running { child, log, .. } = running;
-    let pid = child.id();
-    let waited = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::task::spawn_blocking(move || {
-            let mut child = child;
-            child.wait()
-        }),
-    )
-    .await;
-    let status: ExitStatus = match waited {
-        Ok(joined) => joined.unwrap().unwrap(),
-        Err(_) => {
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-            panic!(
-                "the proxy never reached failpoint {point}: {:?}",
-                log.lock().unwrap()
-            );
+async fn died_at(mut running: Running, point: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    // The process ends by itself (SIGKILL from the failpoint); there is no event to wait
+    // on across processes but its exit, polled here.
+    let status: ExitStatus = loop {
+        if let Some(status) = running.child.try_wait().unwrap() {
+            break status;
         }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the proxy never reached failpoint {point}: {:?}",
+            running.log.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     };
+    let log = running.log.clone();
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(
         status.signal(),
