@@ -1,6 +1,6 @@
 //! What the benchmarks share: how they read their environment, their runtime,
-//! percentiles, (`devices`) what the mesh benches start and ask, and (`process`) the
-//! binary in a process of its own. Included by each
+//! percentiles, (`devices`) what the mesh benches start and ask, (`process`) the
+//! binary in a process of its own and (`procfs`) what /proc says about it. Included by each
 //! bench with `mod common;`.
 
 // Each bench uses a different subset.
@@ -10,6 +10,8 @@
 pub mod devices;
 /// The `meshcache` binary as a separate process.
 pub mod process;
+/// /proc readings of a process (memory, descriptors, CPU) and disk usage of a directory.
+pub mod procfs;
 
 use std::time::Duration;
 

@@ -1,17 +1,66 @@
 //! The built `meshcache` binary as a separate process (so its memory and CPU can be read
 //! from /proc): started on a config text, its address read from its stderr, stopped with
-//! SIGTERM.
+//! SIGTERM. What it logs is forwarded to this process's stderr and tallied ([`ProxyLog`]).
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub struct ProxyProcess {
     child: Option<Child>,
     pub addr: SocketAddr,
+    log: Arc<Mutex<ProxyLog>>,
+}
+
+/// The proxy's stderr so far: lines by level, and the first warnings and errors.
+#[derive(Debug, Clone, Default)]
+pub struct ProxyLog {
+    pub lines: u64,
+    pub warn: u64,
+    pub error: u64,
+    /// The first [`ProxyLog::KEEP`] WARN / ERROR lines (colour codes removed).
+    pub first: Vec<String>,
+}
+
+impl ProxyLog {
+    pub const KEEP: usize = 40;
+
+    fn add(&mut self, line: &str) {
+        self.lines += 1;
+        let plain = strip_ansi(line);
+        // tracing's format: `<timestamp> <LEVEL> <target>: <message>`.
+        let level = plain.split_whitespace().nth(1).unwrap_or("");
+        let counter = match level {
+            "WARN" => &mut self.warn,
+            "ERROR" => &mut self.error,
+            _ => return,
+        };
+        *counter += 1;
+        if self.first.len() < Self::KEEP {
+            self.first.push(plain);
+        }
+    }
+}
+
+/// `line` without ANSI escape sequences (`ESC [ … letter`).
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 impl ProxyProcess {
@@ -38,6 +87,8 @@ impl ProxyProcess {
         // fills up.
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
+        let log = Arc::new(Mutex::new(ProxyLog::default()));
+        let tally = log.clone();
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines() {
@@ -48,6 +99,7 @@ impl ProxyProcess {
                         continue;
                     }
                 }
+                tally.lock().unwrap().add(&line);
                 eprintln!("  [proxy] {line}");
             }
         });
@@ -66,11 +118,17 @@ impl ProxyProcess {
         ProxyProcess {
             child: Some(child),
             addr,
+            log,
         }
     }
 
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, |c| c.id())
+    }
+
+    /// What the proxy has logged so far (also after [`ProxyProcess::stop`]).
+    pub fn log(&self) -> ProxyLog {
+        self.log.lock().unwrap().clone()
     }
 
     /// SIGTERM, then wait (SIGKILL after 30 s). Returns a description of the exit.
