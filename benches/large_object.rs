@@ -14,10 +14,10 @@
 mod common;
 
 use common::process::ProxyProcess;
+use common::procfs::{cpu_secs as proc_cpu_secs, status_kib as proc_status_kib};
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -421,35 +421,3 @@ async fn head_status(addr: SocketAddr, url: &str, host: &str) -> Result<String, 
 
 // ---------------------------------------------------------------------------------------
 // The proxy process
-
-/// User + system CPU seconds used so far by `pid` (/proc/<pid>/stat, clock ticks).
-fn proc_cpu_secs(pid: u32) -> Option<f64> {
-    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    let ticks = *TICKS.get_or_init(|| {
-        Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8(o.stdout).ok())
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(100.0)
-    });
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the `(comm)`, which may contain spaces: state is field 3, utime 14, stime 15.
-    let rest = &s[s.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = f.get(11)?.parse().ok()?;
-    let stime: f64 = f.get(12)?.parse().ok()?;
-    Some((utime + stime) / ticks)
-}
-
-/// A `kB` field of /proc/<pid>/status, in KiB.
-fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}

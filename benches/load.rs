@@ -25,6 +25,7 @@ mod common;
 
 use common::pct;
 use common::process::ProxyProcess;
+use common::procfs::{clock_ticks, cpu_secs as proc_cpu_secs, status_kib as proc_status_kib};
 
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -1090,28 +1091,6 @@ fn proc_limit_nofile(pid: u32) -> Option<String> {
     Some(format!("{}/{}", f.first()?, f.get(1)?))
 }
 
-/// User + system CPU seconds used so far by `pid` (/proc/<pid>/stat, clock ticks).
-fn proc_cpu_secs(pid: u32) -> Option<f64> {
-    let ticks = clock_ticks();
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the `(comm)`, which may contain spaces: utime is field 14, stime 15.
-    let rest = &s[s.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = f.get(11)?.parse().ok()?;
-    let stime: f64 = f.get(12)?.parse().ok()?;
-    Some((utime + stime) / ticks)
-}
-
-fn clock_ticks() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if ticks > 0 {
-        ticks as f64
-    } else {
-        100.0
-    }
-}
-
 /// Busy CPU seconds of the whole machine so far (all cores; /proc/stat: user, nice,
 /// system, irq, softirq, steal).
 fn system_busy_secs() -> Option<f64> {
@@ -1128,15 +1107,4 @@ fn system_busy_secs() -> Option<f64> {
         .map(|&i| f.get(i).copied().unwrap_or(0.0))
         .sum::<f64>();
     Some(busy / clock_ticks())
-}
-
-/// A `kB` field of /proc/<pid>/status, in KiB.
-fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
 }

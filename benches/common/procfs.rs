@@ -39,7 +39,8 @@ pub fn cpu_secs(pid: u32) -> Option<f64> {
     Some((utime + stime) / clock_ticks())
 }
 
-fn clock_ticks() -> f64 {
+/// Clock ticks per second (`sysconf(_SC_CLK_TCK)`, 100 if unknown).
+pub fn clock_ticks() -> f64 {
     // SAFETY: sysconf has no preconditions.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if ticks > 0 {
