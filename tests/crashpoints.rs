@@ -15,12 +15,12 @@ use std::process::ExitStatus;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
 
 use crate::support::binary::{run, Running};
 use crate::support::mesh::{grouped, Device};
-use crate::support::{pattern, Origin, Reply};
+use crate::support::{check_pattern, Origin, Reply};
 
 /// Bodies larger than the memory cache's objects (256 KiB): they go through the spool.
 const BIG: u64 = 1 << 20;
@@ -100,20 +100,8 @@ async fn fetch(proxy: SocketAddr, url: &str) -> Result<(String, u64), String> {
         .get("cache-status")
         .map(|v| v.to_str().unwrap().to_string())
         .unwrap_or_default();
-    let mut body = res.into_body();
-    let mut pos = 0u64;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| format!("body error after {pos} bytes: {e}"))?;
-        if let Ok(data) = frame.into_data() {
-            for (i, b) in data.iter().enumerate() {
-                if *b != pattern(pos + i as u64) {
-                    return Err(format!("wrong byte at {}", pos + i as u64));
-                }
-            }
-            pos += data.len() as u64;
-        }
-    }
-    Ok((status, pos))
+    let len = check_pattern(res.into_body(), 0).await?;
+    Ok((status, len))
 }
 
 /// Waits (up to 60 s) for the process to end; it must have been killed by SIGKILL after
