@@ -12,6 +12,8 @@ mod coalescing;
 mod ranges;
 // URLs that name their content's hash: checked, then immutable.
 mod certified;
+// Requests that state their body's hash (Meshcache-Integrity): only a matching body.
+mod integrity;
 // Bad clients, bad origins, limits.
 mod robustness;
 // The front door against a hostile passenger: limits, admin pages, destinations.

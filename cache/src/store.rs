@@ -120,10 +120,11 @@ pub struct Pending {
     /// A body from a peer: the attestation it came with (stored as is: trust stays with
     /// its signer) and the hash it attests, which the complete body must have.
     pub from_peer: Option<(Vec<u8>, [u8; 32])>,
-    /// The URL names its content's hash ([`crate::certify`]): the body is checked against
-    /// it as it arrives, its last bytes held back until it matched, and it is stored only
-    /// if it did.
-    pub certified: Option<crate::certify::Certified>,
+    /// Digests the body must have ([`crate::certify`]: its URL's, the client's stated
+    /// integrity, the origin's `Content-Digest`; any one value of them, one algorithm):
+    /// the body is checked as it arrives, its last bytes held back until it matched, and
+    /// it is stored only if it did. Empty: no check.
+    pub certified: Vec<crate::certify::Certified>,
 }
 
 /// Signs the binding of a URL to a stored response, for the mesh. The cache calls it for
@@ -534,7 +535,8 @@ impl Cache {
     {
         let opts = &self.inner.opts;
         let mut written = 0u64;
-        let mut check = pending.certified.as_ref().map(crate::certify::Check::new);
+        let mut check =
+            (!pending.certified.is_empty()).then(|| crate::certify::Check::all(&pending.certified));
         let hold_back = if check.is_some() {
             crate::certify::HOLD_BACK
         } else {

@@ -1,11 +1,13 @@
 //! Target `certify`: request targets (and an `Accept` value) → `cache::certify`, the rule
 //! table of URLs that name their content's hash.
 //!
-//! Input: the first line is the URL, the rest (if any) the `Accept` value.
+//! Input: the first line is the URL, the rest (if any) the `Accept` value, which is also
+//! given to the `Meshcache-Integrity` and `Content-Digest` parsers.
 //!
 //! Invariants: no panic; a certified URL's digest has its algorithm's length; the answer is
 //! deterministic; the streaming check accepts the bytes whose hash a by-digest URL names
-//! and refuses others (a round trip through the rule).
+//! and refuses others (a round trip through the rule); a stated digest (client or origin)
+//! has one algorithm and its length.
 
 use cache::certify::{certify, Alg, Check};
 use http::{HeaderValue, Uri};
@@ -45,6 +47,11 @@ const DICTIONARY: &[&str] = &[
     "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
     "%2F",
     "//",
+    "sha256-",
+    "sha384-",
+    "sha512-",
+    "sha-256=:",
+    "ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0=",
 ];
 
 pub fn seeds() -> Vec<Vec<u8>> {
@@ -56,6 +63,8 @@ pub fn seeds() -> Vec<Vec<u8>> {
         "http://gw/ipfs/QmRKs2ZfuwvmZA3QAWmCqrGUjV9pxtBUDP3wuc6iVGnjA2\napplication/vnd.ipld.raw",
         "http://h/.well-known/meshcache/by-digest/sha-256/ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
         "http://example.org/ordinary/file.txt",
+        "http://example.org/photo.jpg\nsha256-ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0= sha512-x?y",
+        "http://example.org/photo.jpg\nsha-256=:ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0=:, md5=:A:",
     ]
     .iter()
     .map(|s| s.as_bytes().to_vec())
@@ -70,6 +79,7 @@ pub fn run(data: &[u8]) {
         return;
     };
     let accept = HeaderValue::from_str(accept).ok().filter(|a| !a.is_empty());
+    stated(accept.as_ref());
     let got = certify(&uri, accept.as_ref());
     assert_eq!(got, certify(&uri, accept.as_ref()), "deterministic");
     let Some(c) = got else {
@@ -79,6 +89,7 @@ pub fn run(data: &[u8]) {
     note(3 + c.rule.len() as u64);
     let want = match c.alg {
         Alg::Sha256 | Alg::Blake2b256 => 32,
+        Alg::Sha384 => 48,
         Alg::Sha512 => 64,
     };
     assert_eq!(c.digest.len(), want, "{url}: digest length for {:?}", c.alg);
@@ -96,6 +107,28 @@ pub fn run(data: &[u8]) {
     k.update(body);
     k.update(b"x");
     assert!(k.finish().is_err(), "one byte more is another body");
+}
+
+/// The client's `Meshcache-Integrity` and the origin's `Content-Digest` parsers on the same
+/// bytes: whatever they accept has the algorithm's length and one algorithm.
+fn stated(value: Option<&HeaderValue>) {
+    let Some(v) = value else { return };
+    if let Ok(list) = cache::certify::integrity(v) {
+        note(40);
+        assert!(!list.is_empty());
+        assert!(list
+            .iter()
+            .all(|c| c.alg == list[0].alg && c.rule == "integrity"));
+    }
+    let mut h = http::HeaderMap::new();
+    h.insert("content-digest", v.clone());
+    let list = cache::certify::stated_digest(&h);
+    if !list.is_empty() {
+        note(41);
+        assert!(list
+            .iter()
+            .all(|c| c.alg == list[0].alg && c.header_value().is_some()));
+    }
 }
 
 fn ring_sha256(body: &[u8]) -> String {

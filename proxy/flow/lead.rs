@@ -13,6 +13,7 @@ use cache::key::{variant_key, vary_names};
 use cache::policy::{self, Storability};
 use cache::{Entry, Join, Leader, Pending};
 
+use super::integrity;
 use super::peer::{from_peer, mesh_eligible};
 use super::revalidate::revalidated;
 use super::{content_length, origin_error, serve_entry, Outcome, Phase, Stale};
@@ -127,12 +128,27 @@ pub(super) async fn lead(
         return serve_entry(state, &parts, s.entry.clone(), phase, fwd);
     }
     let len = content_length(&rparts.headers);
-    // A URL that names its content's hash: immutable once the body matched (checked by
-    // the fill; a body that does not match is never stored, nor released whole).
-    let certified = cache::certify::certify(&parts.uri, parts.headers.get(header::ACCEPT))
-        .filter(|_| rparts.status == StatusCode::OK);
-    if certified.is_some() {
+    // A URL that names its content's hash, a client that states it, an origin that states
+    // it: checked by the fill (a body that does not match is never stored, nor released
+    // whole). A body pinned by its hash is immutable unless the origin says otherwise.
+    let certified = if rparts.status == StatusCode::OK {
+        integrity::expected(&parts, Some(&rparts.headers))
+    } else {
+        Vec::new()
+    };
+    let stated = parts.headers.contains_key(cache::certify::INTEGRITY);
+    if certified.iter().any(|c| c.rule != "origin-digest") {
         cache::certify::immutable_unless_stated(&mut rparts.headers);
+        integrity::add_content_digest(&mut rparts.headers, &certified);
+    }
+    if stated && rparts.status != StatusCode::OK && rparts.status != StatusCode::NOT_MODIFIED {
+        // Only a 200 has a body that can match what the client stated.
+        drop(leader);
+        drop(rbody);
+        return integrity::mismatch(
+            &parts.uri,
+            &format!("the origin answered {} where a body that matches Meshcache-Integrity was asked for", rparts.status),
+        );
     }
     let decision = if rparts.status == StatusCode::PARTIAL_CONTENT
         || rparts.status == StatusCode::NOT_MODIFIED
@@ -176,6 +192,17 @@ pub(super) async fn lead(
                 },
                 body,
             );
+            // A body the client stated the hash of: checked before the response starts
+            // when it is small enough, so a mismatch is a clean 502.
+            if stated && len.is_some_and(|n| n <= integrity::WAIT_MAX) {
+                fill.finished().await;
+                if !fill.body_complete() {
+                    return integrity::mismatch(
+                        &parts.uri,
+                        "the origin's body does not hash to the digest the client stated (Meshcache-Integrity), or it broke off",
+                    );
+                }
+            }
             let phase = if stale_phase {
                 Phase::StaleReplaced { stored: true }
             } else {
@@ -197,11 +224,17 @@ pub(super) async fn lead(
         Storability::No(reason) => {
             drop(leader);
             tracing::debug!(%key, reason = reason.as_str(), "not stored");
-            let body = state
+            let mut body = state
                 .origin
                 .body_stream(rbody)
                 .map_err(BoxError::from)
                 .boxed();
+            if !certified.is_empty() {
+                body = match integrity::check_body(body, len, &certified, &parts.uri).await {
+                    Ok(b) => b,
+                    Err(bad) => return *bad,
+                };
+            }
             let phase = if stale_phase {
                 Phase::StaleReplaced { stored: false }
             } else {

@@ -9,6 +9,7 @@
 //! send), [`lead`] (the one origin request of a fill), [`revalidate`] (a 304), and
 //! [`invalidate`] (unsafe methods).
 
+mod integrity;
 mod invalidate;
 mod lead;
 mod miss;
@@ -169,6 +170,12 @@ pub async fn proxy(state: &Arc<State>, req: Request<Incoming>) -> Outcome {
         parts.headers.insert(header::HOST, host);
     }
     if parts.method == Method::GET || parts.method == Method::HEAD {
+        // A request that states its body's hash is a key of its own (see `integrity`).
+        let key = match integrity::stated(&parts) {
+            Ok(Some(digests)) => integrity::keyed(&key, &digests),
+            Ok(None) => key,
+            Err(bad) => return *bad,
+        };
         cached(state, parts, key).await
     } else {
         invalidate::unsafe_or_other(state, parts, body, key).await

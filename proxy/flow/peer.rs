@@ -59,9 +59,14 @@ pub(super) fn from_peer(
         fresh_until: std::time::UNIX_EPOCH + std::time::Duration::from_millis(e.fresh_until_ms),
         fetched_at: now,
         from_peer: e.attestation.clone().map(|a| (a, e.hash)),
-        // A peer's body for a self-certifying URL is checked against the URL too.
-        certified: cache::certify::certify(&parts.uri, parts.headers.get(http::header::ACCEPT))
-            .filter(|_| e.status == 200),
+        // A peer's body is checked against its URL's rule and the client's stated
+        // integrity too (never against a digest among the peer's headers: those are the
+        // signer's word, already covered by its signature).
+        certified: if e.status == 200 {
+            super::integrity::expected(parts, None)
+        } else {
+            Vec::new()
+        },
     };
     let body = super::peer_body::whole(state.clone(), parts, &e, body);
     let fill = state.cache.start_fill(leader, head, pending, body);

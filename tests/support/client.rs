@@ -137,12 +137,22 @@ pub async fn request_from(
 /// GET through the proxy, returning as soon as the response head arrives, with the body
 /// still streaming.
 pub async fn open(proxy: SocketAddr, url: &str) -> (http::response::Parts, hyper::body::Incoming) {
+    open_with(proxy, url, &[]).await
+}
+
+/// [`open`] with extra request headers.
+pub async fn open_with(
+    proxy: SocketAddr,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> (http::response::Parts, hyper::body::Incoming) {
     let mut send = connect(proxy).await;
     let uri: http::Uri = url.parse().expect("url");
-    let req = Request::get(&uri)
-        .header("host", uri.authority().unwrap().as_str())
-        .body(Empty::<Bytes>::new())
-        .unwrap();
+    let mut b = Request::get(&uri).header("host", uri.authority().unwrap().as_str());
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let req = b.body(Empty::<Bytes>::new()).unwrap();
     let res = send.send_request(req).await.expect("response head");
     res.into_parts()
 }

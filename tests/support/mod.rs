@@ -8,7 +8,7 @@ pub mod mesh;
 pub mod origin;
 pub mod proxy;
 
-pub use client::{check_pattern, get, open, request, Resp};
+pub use client::{check_pattern, get, open, open_with, request, Resp};
 pub use origin::{pattern, Origin, Reply};
 pub use proxy::TestProxy;
 

@@ -25,6 +25,7 @@ pub const IMMUTABLE: &str = "max-age=31536000, immutable";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Alg {
     Sha256,
+    Sha384,
     Sha512,
     Blake2b256,
 }
@@ -33,6 +34,7 @@ impl Alg {
     fn len(self) -> usize {
         match self {
             Alg::Sha256 | Alg::Blake2b256 => 32,
+            Alg::Sha384 => 48,
             Alg::Sha512 => 64,
         }
     }
@@ -40,18 +42,161 @@ impl Alg {
     pub fn name(self) -> &'static str {
         match self {
             Alg::Sha256 => "sha-256",
+            Alg::Sha384 => "sha-384",
             Alg::Sha512 => "sha-512",
             Alg::Blake2b256 => "blake2b-256",
         }
     }
+
+    /// Which of two algorithms counts when a value names several (SRI: the strongest).
+    fn strength(self) -> u8 {
+        match self {
+            Alg::Sha256 | Alg::Blake2b256 => 1,
+            Alg::Sha384 => 2,
+            Alg::Sha512 => 3,
+        }
+    }
 }
 
-/// The hash a URL names, and by which rule.
+/// The request header in which a client states what the body must hash to (Subresource
+/// Integrity syntax: `sha256-<base64>`, also sha384 and sha512; several values separated
+/// by spaces, the strongest algorithm counts).
+pub const INTEGRITY: &str = "meshcache-integrity";
+
+/// A hash the body must have, and who says so: the rule of a self-certifying URL
+/// (`apt-by-hash`, `oci-digest`, `pypi`, `ipfs-raw`, `by-digest`), the client's
+/// [`INTEGRITY`] header (`integrity`), or the origin's own `Content-Digest` /
+/// `Repr-Digest` received by this device (`origin-digest`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Certified {
     pub rule: &'static str,
     pub alg: Alg,
     pub digest: Vec<u8>,
+}
+
+impl Certified {
+    /// Who stated the digest, for error messages.
+    pub fn who(&self) -> String {
+        match self.rule {
+            "integrity" => "the client stated (Meshcache-Integrity)".into(),
+            "origin-digest" => "the origin stated (Content-Digest / Repr-Digest)".into(),
+            rule => format!("its URL names (rule {rule})"),
+        }
+    }
+
+    /// The digest in Subresource Integrity syntax (`sha256-<base64>`).
+    pub fn sri(&self) -> String {
+        format!(
+            "{}-{}",
+            self.alg.name().replace('-', ""),
+            data_encoding::BASE64.encode(&self.digest)
+        )
+    }
+
+    /// The digest as an RFC 9530 `Content-Digest` value (`sha-256=:…:`), for the
+    /// algorithms that registry has.
+    pub fn header_value(&self) -> Option<HeaderValue> {
+        let name = match self.alg {
+            Alg::Sha256 => "sha-256",
+            Alg::Sha512 => "sha-512",
+            Alg::Sha384 | Alg::Blake2b256 => return None,
+        };
+        let b64 = data_encoding::BASE64.encode(&self.digest);
+        HeaderValue::from_str(&format!("{name}=:{b64}:")).ok()
+    }
+}
+
+/// The client's [`INTEGRITY`] header: the values of its strongest algorithm, at least one.
+/// Unknown algorithms are skipped (as SRI does); a value with none we know, or a digest of
+/// the wrong length, is an error (the client asked for a check we cannot make).
+pub fn integrity(value: &HeaderValue) -> Result<Vec<Certified>, String> {
+    let text = value
+        .to_str()
+        .map_err(|_| "Meshcache-Integrity is not ASCII".to_string())?;
+    let mut out: Vec<Certified> = Vec::new();
+    for token in text.split_ascii_whitespace() {
+        // SRI options follow a '?' and are ignored.
+        let token = token.split('?').next().unwrap_or("");
+        let Some((alg, b64)) = token.split_once('-') else {
+            continue;
+        };
+        let alg = match alg {
+            "sha256" => Alg::Sha256,
+            "sha384" => Alg::Sha384,
+            "sha512" => Alg::Sha512,
+            _ => continue,
+        };
+        let digest = data_encoding::BASE64
+            .decode(b64.as_bytes())
+            .map_err(|_| format!("Meshcache-Integrity: {token:?} is not base64"))?;
+        if digest.len() != alg.len() {
+            return Err(format!(
+                "Meshcache-Integrity: a {} digest has {} bytes, not {}",
+                alg.name(),
+                digest.len(),
+                alg.len()
+            ));
+        }
+        out.push(Certified {
+            rule: "integrity",
+            alg,
+            digest,
+        });
+    }
+    strongest(out)
+        .ok_or_else(|| "Meshcache-Integrity names no sha256, sha384 or sha512 digest".to_string())
+}
+
+/// The digest an origin states for a whole `200` body (RFC 9530 `Content-Digest`, else
+/// `Repr-Digest` — the same bytes for a complete response; `sha-256` and `sha-512`),
+/// strongest algorithm only. Empty when it states none we can check. Counts only when
+/// this device received it from the origin over its own connection.
+pub fn stated_digest(headers: &HeaderMap) -> Vec<Certified> {
+    for name in ["content-digest", "repr-digest"] {
+        let mut out = Vec::new();
+        for v in headers.get_all(name) {
+            let Ok(text) = v.to_str() else { continue };
+            for member in text.split(',') {
+                let Some((alg, value)) = member.trim().split_once('=') else {
+                    continue;
+                };
+                let alg = match alg.trim() {
+                    "sha-256" => Alg::Sha256,
+                    "sha-512" => Alg::Sha512,
+                    _ => continue,
+                };
+                let Some(b64) = value
+                    .trim()
+                    .strip_prefix(':')
+                    .and_then(|v| v.strip_suffix(':'))
+                else {
+                    continue;
+                };
+                match data_encoding::BASE64.decode(b64.as_bytes()) {
+                    Ok(d) if d.len() == alg.len() => out.push(Certified {
+                        rule: "origin-digest",
+                        alg,
+                        digest: d,
+                    }),
+                    _ => continue,
+                }
+            }
+        }
+        if let Some(s) = strongest(out) {
+            return s;
+        }
+    }
+    Vec::new()
+}
+
+/// The values of the strongest algorithm among `list`, or `None` when it is empty.
+fn strongest(list: Vec<Certified>) -> Option<Vec<Certified>> {
+    let best = list.iter().map(|c| c.alg.strength()).max()?;
+    Some(
+        list.into_iter()
+            .filter(|c| c.alg.strength() == best)
+            .collect(),
+    )
 }
 
 fn unhex(s: &str, alg: Alg) -> Option<Vec<u8>> {
@@ -197,10 +342,12 @@ fn base58(s: &str) -> Option<Vec<u8>> {
     Some(v)
 }
 
-/// Hashes a body as it arrives and says whether it matched.
+/// Hashes a body as it arrives and says whether it matched. Several statements can apply
+/// at once (the URL's rule and the client's integrity): each must be met, by any one of
+/// its values.
 pub struct Check {
-    expected: Certified,
-    state: State,
+    /// Per statement (rule): its accepted digests (one algorithm) and the hasher.
+    parts: Vec<(Vec<Certified>, State)>,
 }
 
 enum State {
@@ -208,45 +355,67 @@ enum State {
     Blake2b(Box<blake2b_simd::State>),
 }
 
-impl Check {
-    pub fn new(expected: &Certified) -> Self {
-        let state = match expected.alg {
-            Alg::Sha256 => State::Ring(Box::new(ring::digest::Context::new(&ring::digest::SHA256))),
-            Alg::Sha512 => State::Ring(Box::new(ring::digest::Context::new(&ring::digest::SHA512))),
+impl State {
+    fn new(alg: Alg) -> Self {
+        let ring = |a| State::Ring(Box::new(ring::digest::Context::new(a)));
+        match alg {
+            Alg::Sha256 => ring(&ring::digest::SHA256),
+            Alg::Sha384 => ring(&ring::digest::SHA384),
+            Alg::Sha512 => ring(&ring::digest::SHA512),
             Alg::Blake2b256 => State::Blake2b(Box::new(
                 blake2b_simd::Params::new().hash_length(32).to_state(),
             )),
-        };
-        Check {
-            expected: expected.clone(),
-            state,
         }
+    }
+}
+
+impl Check {
+    pub fn new(expected: &Certified) -> Self {
+        Self::all(std::slice::from_ref(expected))
+    }
+
+    /// A check of every statement among `expected` (grouped by rule; within a rule any
+    /// value of its first algorithm passes). An empty list passes anything.
+    pub fn all(expected: &[Certified]) -> Self {
+        let mut parts: Vec<(Vec<Certified>, State)> = Vec::new();
+        for c in expected {
+            match parts.iter_mut().find(|(v, _)| v[0].rule == c.rule) {
+                Some((v, _)) if v[0].alg == c.alg => v.push(c.clone()),
+                Some(_) => {}
+                None => parts.push((vec![c.clone()], State::new(c.alg))),
+            }
+        }
+        Check { parts }
     }
 
     pub fn update(&mut self, bytes: &[u8]) {
-        match &mut self.state {
-            State::Ring(c) => c.update(bytes),
-            State::Blake2b(s) => {
-                s.update(bytes);
+        for (_, state) in &mut self.parts {
+            match state {
+                State::Ring(c) => c.update(bytes),
+                State::Blake2b(s) => {
+                    s.update(bytes);
+                }
             }
         }
     }
 
-    /// `Ok` when the body hashed to the digest, else the error that says so.
+    /// `Ok` when the body hashed to every statement, else the error that says which not.
     pub fn finish(self) -> Result<(), String> {
-        let got: Vec<u8> = match self.state {
-            State::Ring(c) => c.finish().as_ref().to_vec(),
-            State::Blake2b(s) => s.finalize().as_bytes().to_vec(),
-        };
-        if got == self.expected.digest {
-            Ok(())
-        } else {
-            Err(format!(
-                "the body does not hash to the {} its URL names (rule {})",
-                self.expected.alg.name(),
-                self.expected.rule
-            ))
+        for (expected, state) in self.parts {
+            let got: Vec<u8> = match state {
+                State::Ring(c) => c.finish().as_ref().to_vec(),
+                State::Blake2b(s) => s.finalize().as_bytes().to_vec(),
+            };
+            if !expected.iter().any(|c| c.digest == got) {
+                let c = &expected[0];
+                return Err(format!(
+                    "the body does not hash to the {} {}",
+                    c.alg.name(),
+                    c.who()
+                ));
+            }
         }
+        Ok(())
     }
 }
 
@@ -280,166 +449,4 @@ pub fn immutable_unless_stated(headers: &mut HeaderMap) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const SHA256_ABC: &str = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
-
-    fn c(url: &str) -> Option<Certified> {
-        certify(&url.parse().unwrap(), None)
-    }
-
-    fn check(cert: &Certified, body: &[u8]) -> Result<(), String> {
-        let mut k = Check::new(cert);
-        k.update(body);
-        k.finish()
-    }
-
-    #[test]
-    fn apt_by_hash() {
-        let u = format!("http://deb.debian.org/debian/dists/stable/main/binary-amd64/by-hash/SHA256/{SHA256_ABC}");
-        let cert = c(&u).unwrap();
-        assert_eq!((cert.rule, cert.alg), ("apt-by-hash", Alg::Sha256));
-        assert!(check(&cert, b"abc").is_ok());
-        assert!(check(&cert, b"abd").is_err());
-        assert!(
-            c(&u.replace("SHA256", "MD5Sum")).is_none(),
-            "MD5 proves nothing"
-        );
-        assert!(c(&u[..u.len() - 2]).is_none(), "a short digest");
-        let sha512 = ring::digest::digest(&ring::digest::SHA512, b"abc");
-        let hex: String = sha512.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-        let cert = c(&format!("http://m/by-hash/SHA512/{hex}")).unwrap();
-        assert!(check(&cert, b"abc").is_ok());
-    }
-
-    #[test]
-    fn oci_blobs_and_manifests() {
-        for kind in ["blobs", "manifests"] {
-            let cert = c(&format!(
-                "https://registry-1.docker.io/v2/library/debian/{kind}/sha256:{SHA256_ABC}"
-            ))
-            .unwrap();
-            assert_eq!(cert.rule, "oci-digest");
-            assert!(check(&cert, b"abc").is_ok());
-        }
-        assert!(
-            c("https://r/v2/library/debian/manifests/latest").is_none(),
-            "a tag"
-        );
-        assert!(c(&format!("https://r/v3/x/blobs/sha256:{SHA256_ABC}")).is_none());
-    }
-
-    #[test]
-    fn pypi_files() {
-        let b2 = blake2b_simd::Params::new().hash_length(32).hash(b"abc");
-        let hex: String = b2.as_bytes().iter().map(|b| format!("{b:02x}")).collect();
-        let u = format!(
-            "https://files.pythonhosted.org/packages/{}/{}/{}/pkg-1.0.tar.gz",
-            &hex[..2],
-            &hex[2..4],
-            &hex[4..]
-        );
-        let cert = c(&u).unwrap();
-        assert_eq!((cert.rule, cert.alg), ("pypi", Alg::Blake2b256));
-        assert!(check(&cert, b"abc").is_ok());
-        assert!(check(&cert, b"abcd").is_err());
-        assert!(c(&u.replace("files.pythonhosted.org", "example.org")).is_none());
-    }
-
-    #[test]
-    fn ipfs_raw_blocks() {
-        // CIDv1 raw, sha2-256 of "abc": multibase b, version 1, codec raw (0x55).
-        let mut bytes = vec![0x01, 0x55, 0x12, 0x20];
-        bytes.extend(unhex(SHA256_ABC, Alg::Sha256).unwrap());
-        let mut spec = data_encoding::Specification::new();
-        spec.symbols.push_str("abcdefghijklmnopqrstuvwxyz234567");
-        let cid = format!("b{}", spec.encoding().unwrap().encode(&bytes));
-        let cert = c(&format!("http://gw/ipfs/{cid}?format=raw")).unwrap();
-        assert_eq!(cert.rule, "ipfs-raw");
-        assert!(check(&cert, b"abc").is_ok());
-        assert!(
-            c(&format!("http://gw/ipfs/{cid}")).is_none(),
-            "not asked as a raw block"
-        );
-        let accept = HeaderValue::from_static("application/vnd.ipld.raw");
-        assert!(certify(
-            &format!("http://gw/ipfs/{cid}").parse().unwrap(),
-            Some(&accept)
-        )
-        .is_some());
-        // CIDv0 (base58btc) of the same multihash.
-        let mh = [
-            &[0x12u8, 0x20][..],
-            &unhex(SHA256_ABC, Alg::Sha256).unwrap(),
-        ]
-        .concat();
-        let b58 = {
-            // Encode base58 the slow way for the test.
-            let mut n = mh.clone();
-            let mut out = Vec::new();
-            while n.iter().any(|&b| b != 0) {
-                let mut rem = 0u32;
-                for b in n.iter_mut() {
-                    let v = (rem << 8) | u32::from(*b);
-                    *b = (v / 58) as u8;
-                    rem = v % 58;
-                }
-                out.push(
-                    b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"[rem as usize],
-                );
-            }
-            out.reverse();
-            String::from_utf8(out).unwrap()
-        };
-        assert!(b58.starts_with("Qm") && b58.len() == 46, "{b58}");
-        let cert = c(&format!("http://gw/ipfs/{b58}?format=raw")).unwrap();
-        assert!(check(&cert, b"abc").is_ok());
-        assert!(c("http://gw/ipfs/bnotbase32!?format=raw").is_none());
-    }
-
-    #[test]
-    fn meshcache_by_digest() {
-        let cert = c(&format!(
-            "http://any.host/.well-known/meshcache/by-digest/sha-256/{SHA256_ABC}"
-        ))
-        .unwrap();
-        assert_eq!(cert.rule, "by-digest");
-        assert!(check(&cert, b"abc").is_ok());
-        assert!(c(&format!(
-            "http://h/.well-known/meshcache/by-digest/md5/{SHA256_ABC}"
-        ))
-        .is_none());
-        assert!(c("http://h/.well-known/meshcache/by-digest/sha-256/zz").is_none());
-        assert!(c("http://h/ordinary/file.txt").is_none());
-    }
-
-    #[test]
-    fn freshness_is_added_only_when_none_is_stated() {
-        let mut h = HeaderMap::new();
-        assert!(immutable_unless_stated(&mut h));
-        assert_eq!(h["cache-control"], IMMUTABLE);
-        let mut h = HeaderMap::new();
-        h.insert("cache-control", HeaderValue::from_static("public"));
-        assert!(immutable_unless_stated(&mut h));
-        assert_eq!(h["cache-control"], "public, max-age=31536000, immutable");
-        for stated in [
-            "max-age=60",
-            "no-store",
-            "no-cache",
-            "private",
-            "s-maxage=5",
-        ] {
-            let mut h = HeaderMap::new();
-            h.insert("cache-control", HeaderValue::from_static(stated));
-            assert!(!immutable_unless_stated(&mut h), "{stated}");
-            assert_eq!(h["cache-control"], stated);
-        }
-        let mut h = HeaderMap::new();
-        h.insert(
-            "expires",
-            HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"),
-        );
-        assert!(!immutable_unless_stated(&mut h));
-    }
-}
+mod tests;
