@@ -44,6 +44,20 @@ enum Command {
         /// Add a mesh peer by its ticket (`meshcache mesh addr` on the peer); repeatable.
         #[arg(long = "peer", value_name = "TICKET")]
         peers: Vec<String>,
+        /// Add a stranger by its open-mesh ticket (the status page shows a device's);
+        /// repeatable.
+        #[arg(long = "open-peer", value_name = "TICKET")]
+        open_peers: Vec<String>,
+        /// Trust attestations signed by this carriage operator (endpoint id), whoever
+        /// relays them; repeatable (adds to `mesh.operators`).
+        #[arg(long = "operator", value_name = "ID")]
+        operators: Vec<String>,
+        /// UDP address of the open mesh's endpoint (overrides `mesh.open_listen`).
+        #[arg(long, value_name = "ADDR")]
+        open_listen: Option<SocketAddr>,
+        /// Talk to no strangers (overrides `mesh.open`).
+        #[arg(long)]
+        no_open: bool,
         /// UDP address of the mesh endpoint (overrides `mesh.listen`).
         #[arg(long, value_name = "ADDR")]
         mesh_listen: Option<SocketAddr>,
@@ -220,6 +234,10 @@ async fn run(cli: Cli) -> Result<()> {
             common,
             listen,
             peers,
+            open_peers,
+            operators,
+            open_listen,
+            no_open,
             mesh_listen,
             no_mdns,
             no_mesh,
@@ -229,6 +247,12 @@ async fn run(cli: Cli) -> Result<()> {
                 cfg.listen.forward = addr;
             }
             cfg.mesh.peers.extend(peers);
+            cfg.mesh.open_peers.extend(open_peers);
+            cfg.mesh.operators.extend(operators);
+            if let Some(addr) = open_listen {
+                cfg.mesh.open_listen = addr;
+            }
+            cfg.mesh.open &= !no_open;
             if let Some(addr) = mesh_listen {
                 cfg.mesh.listen = addr;
             }
@@ -240,6 +264,9 @@ async fn run(cli: Cli) -> Result<()> {
             let proxy = App::new(settings).start().await?;
             if let Some(m) = proxy.mesh() {
                 eprintln!("meshcache: mesh endpoint {} ticket {}", m.id(), m.ticket());
+                if let (Some(o), Some(t)) = (m.open_status(), m.open_ticket()) {
+                    eprintln!("meshcache: open mesh {} ticket {t}", o.id);
+                }
             }
             eprintln!(
                 "meshcache: proxy listening on http://{} (Ctrl-C to stop)",

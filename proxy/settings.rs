@@ -106,6 +106,11 @@ impl Settings {
             o.relay = m.relay.clone();
             o.peers = m.peers.clone();
             o.friends = m.friends.clone();
+            o.open = m.open;
+            o.open_bind = m.open_listen;
+            o.open_peers = m.open_peers.clone();
+            o.operators = m.operators.clone();
+            o.operator = m.operator;
             o.mdns = m.mdns;
             o.lookup_timeout = m.lookup_timeout;
             o.peer_fill_wait = m.peer_fill_wait;
@@ -192,6 +197,9 @@ mod tests {
         let lib = mesh::Options::new(dir.join("mesh"));
         assert_eq!(m.bind, lib.bind);
         assert_eq!(m.mdns, lib.mdns);
+        assert_eq!(m.open, lib.open);
+        assert_eq!(m.open_bind, lib.open_bind);
+        assert_eq!(m.operator, lib.operator);
         assert_eq!(m.lookup_timeout, lib.lookup_timeout);
         assert_eq!(m.peer_fill_wait, lib.peer_fill_wait);
         assert_eq!(m.fetch_idle_timeout, lib.fetch_idle_timeout);

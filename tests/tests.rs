@@ -36,5 +36,7 @@ mod gateway;
 mod mesh;
 // Members that lie: forged attestations, corrupted bytes.
 mod hostile;
+// Strangers (no shared group): what they cannot forge, through the binary.
+mod strangers;
 // mDNS discovery between namespaces (root; skipped, saying why, elsewhere).
 mod mdns;

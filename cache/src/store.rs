@@ -132,6 +132,10 @@ pub struct Pending {
 pub trait Attester: Send + Sync {
     /// The attestation of `entry` under `key`, fetched (or revalidated) at `fetched_at`.
     fn attest(&self, key: &str, entry: &Entry, fetched_at: SystemTime) -> Option<Vec<u8>>;
+
+    /// Called after every entry commit (from the origin or a peer), with the entry as
+    /// stored: the mesh keeps its index of what strangers may ask for.
+    fn committed(&self, _key: &str, _entry: &Entry) {}
 }
 
 /// Recently decoded index rows. `generation` moves on every invalidation, so a lookup
@@ -327,6 +331,9 @@ impl Cache {
         self.forget(key);
         let (released, stored) = result?;
         crate::failpoint::point("index-committed");
+        if let (Some(a), Some(e)) = (i.attester.get(), stored.as_ref()) {
+            a.committed(key, e);
+        }
         self.release(released).await;
         drop(_w);
         self.maybe_evict();

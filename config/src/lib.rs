@@ -299,6 +299,25 @@ pub struct Mesh {
     /// Endpoint ids (64 hex digits) whose attestations are trusted without a
     /// shared group. Default empty.
     pub friends: Vec<String>,
+    /// Talk to strangers nearby (the open mesh, docs/mesh.md): ask and answer only
+    /// for what a stranger cannot forge (URLs that name their hash, a hash the client
+    /// or the origin stated, a signer this device trusts), under a separate identity
+    /// made anew at every start. Default `true`.
+    pub open: bool,
+    /// UDP address of the open mesh's endpoint. Default `"0.0.0.0:0"` (any free
+    /// port; strangers find it by mDNS or ticket).
+    pub open_listen: SocketAddr,
+    /// Strangers added by hand: open-mesh tickets (`/status.json`, `mesh.open_ticket`).
+    /// Default empty.
+    pub open_peers: Vec<String>,
+    /// Carriage operators: endpoint ids (64 hex digits) whose attestations are
+    /// trusted whoever relays them (a gateway's id from its onboarding page).
+    /// Default empty.
+    pub operators: Vec<String>,
+    /// This device is a carriage operator: it answers strangers with attestations
+    /// under its own (published) id. Default `false` (a device relays only others'
+    /// signatures to strangers, so its group identity is never linked to its open one).
+    pub operator: bool,
     /// Find peers on the LAN by mDNS (needs a default or multicast route).
     /// Default `true`.
     pub mdns: bool,
@@ -333,6 +352,11 @@ impl Default for Mesh {
             relay: None,
             peers: Vec::new(),
             friends: Vec::new(),
+            open: true,
+            open_listen: SocketAddr::from(([0, 0, 0, 0], 0)),
+            open_peers: Vec::new(),
+            operators: Vec::new(),
+            operator: false,
             mdns: true,
             lookup_timeout: Duration::from_millis(50),
             peer_fill_wait: Duration::from_secs(30),
@@ -430,13 +454,29 @@ impl Config {
                 });
             }
         }
-        for (i, f) in self.mesh.friends.iter().enumerate() {
-            if f.len() != 64 || !f.chars().all(|c| c.is_ascii_hexdigit()) {
+        for (i, p) in self.mesh.open_peers.iter().enumerate() {
+            if !p.trim().starts_with("endpoint") {
                 return Err(ConfigError::Invalid {
                     path: PathBuf::new(),
-                    field: format!("mesh.friends[{i}]"),
-                    message: format!("{f:?} is not an endpoint id (64 hex digits)"),
+                    field: format!("mesh.open_peers[{i}]"),
+                    message: format!(
+                        "{p:?} is not a peer ticket (the open mesh's ticket is on the status page: endpoint…)"
+                    ),
                 });
+            }
+        }
+        for (name, list) in [
+            ("mesh.friends", &self.mesh.friends),
+            ("mesh.operators", &self.mesh.operators),
+        ] {
+            for (i, f) in list.iter().enumerate() {
+                if f.len() != 64 || !f.chars().all(|c| c.is_ascii_hexdigit()) {
+                    return Err(ConfigError::Invalid {
+                        path: PathBuf::new(),
+                        field: format!("{name}[{i}]"),
+                        message: format!("{f:?} is not an endpoint id (64 hex digits)"),
+                    });
+                }
             }
         }
         if self.tls.learned_passthrough_ttl.is_zero() {

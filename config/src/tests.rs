@@ -106,6 +106,11 @@ listen = "192.168.1.7:5000"
 relay = "https://relay.example"
 peers = ["endpointabc"]
 friends = ["0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"]
+open = false
+open_listen = "192.168.1.7:5001"
+open_peers = ["endpointdef"]
+operators = ["fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210"]
+operator = true
 mdns = false
 lookup_timeout = "20ms"
 peer_fill_wait = "5s"
@@ -173,6 +178,13 @@ fn full_expected() -> Config {
             friends: vec![
                 "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef".into(),
             ],
+            open: false,
+            open_listen: "192.168.1.7:5001".parse().expect("address"),
+            open_peers: vec!["endpointdef".into()],
+            operators: vec![
+                "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210".into(),
+            ],
+            operator: true,
             mdns: false,
             lookup_timeout: Duration::from_millis(20),
             peer_fill_wait: Duration::from_secs(5),
@@ -398,6 +410,8 @@ fn other_invalid_values() {
         ("[log]\nlevel = \" \"\n", "log.level"),
         ("[mesh]\npeers = [\"nope\"]\n", "mesh.peers[0]"),
         ("[mesh]\nfriends = [\"abc\"]\n", "mesh.friends[0]"),
+        ("[mesh]\noperators = [\"abc\"]\n", "mesh.operators[0]"),
+        ("[mesh]\nopen_peers = [\"abc\"]\n", "mesh.open_peers[0]"),
         ("[mesh]\nlookup_timeout = \"0s\"\n", "mesh.lookup_timeout"),
     ];
     for (text, expected) in cases {

@@ -1,7 +1,8 @@
 //! Who may fetch which body over the blobs protocol. iroh-blobs serves any hash to anyone
 //! who asks; here every connection and every request is checked: a peer may fetch a body
 //! only if this device offered it that body in a lookup answer (so only shareable
-//! entries, only to group members), or if the body is a file shared with a ticket.
+//! entries, only to group members and to strangers who asked by tag), or if the body is
+//! a file shared with a ticket.
 //! Requests for several blobs at once, pushes and observation are refused.
 //!
 //! Bounded, like everything keyed by the network: [`Offered`] remembers the last
@@ -175,12 +176,13 @@ fn may_fetch(inner: &Inner, id: &EndpointId, hash: &[u8; 32]) -> bool {
     {
         return true;
     }
-    inner.peers.is_member(id)
-        && inner
-            .offered
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .was_offered(id, hash)
+    // An offer is the capability: only members (after the handshake) and strangers who
+    // asked by tag (within their answer budget) are ever offered anything.
+    inner
+        .offered
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .was_offered(id, hash)
 }
 
 #[cfg(test)]

@@ -21,27 +21,49 @@ pub(crate) async fn start(inner: &Arc<Inner>) {
              <interface>) or add peers by ticket (mesh.peers, --peer)"
         );
     }
+    let weak = Arc::downgrade(inner);
+    watch(
+        inner,
+        &inner.endpoint,
+        "meshcache",
+        Box::new(move |addr| {
+            if let Some(inner) = weak.upgrade() {
+                peers::add(&inner, addr, "mdns");
+            }
+        }),
+    )
+    .await;
+}
+
+/// Announces `endpoint` under mDNS service `service` and hands every endpoint found to
+/// `found`, until shutdown. (The open mesh uses its own service, `meshcache-open`, so
+/// its announcements carry nothing of the group identity.)
+pub(crate) async fn watch(
+    inner: &Arc<Inner>,
+    endpoint: &iroh::Endpoint,
+    service: &'static str,
+    found: Box<dyn Fn(iroh::EndpointAddr) + Send + Sync>,
+) {
     let mdns = match MdnsAddressLookup::builder()
-        .service_name("meshcache")
-        .build(inner.endpoint.id())
+        .service_name(service)
+        .build(endpoint.id())
     {
         Ok(m) => m,
         Err(e) => {
-            tracing::warn!("mDNS discovery is off: {e}");
+            tracing::warn!("mDNS discovery ({service}) is off: {e}");
             return;
         }
     };
-    match inner.endpoint.address_lookup() {
+    match endpoint.address_lookup() {
         Ok(l) => l.add(mdns.clone()),
         Err(e) => {
-            tracing::warn!("mDNS discovery is off: {e}");
+            tracing::warn!("mDNS discovery ({service}) is off: {e}");
             return;
         }
     }
     let mut events = mdns.subscribe().await;
-    let weak = Arc::downgrade(inner);
     let mut stop = inner.shutdown.subscribe();
-    tracing::info!("mDNS discovery on (service 'meshcache')");
+    tracing::info!("mDNS discovery on (service '{service}')");
     tokio::spawn(async move {
         let _keep = mdns;
         loop {
@@ -50,11 +72,10 @@ pub(crate) async fn start(inner: &Arc<Inner>) {
                 _ = stop.wait_for(|s| *s) => return,
             };
             let Some(ev) = ev else { return };
-            let Some(inner) = weak.upgrade() else { return };
             if let DiscoveryEvent::Discovered { endpoint_info, .. } = ev {
                 let addr = endpoint_info.into_endpoint_addr();
-                tracing::debug!(peer = %addr.id, "found by mDNS");
-                peers::add(&inner, addr, "mdns");
+                tracing::debug!(peer = %addr.id, service, "found by mDNS");
+                found(addr);
             }
         }
     });

@@ -25,6 +25,7 @@ mod discovery;
 mod find;
 pub mod group;
 mod identity;
+pub mod open;
 mod peers;
 pub mod proto;
 mod server;
@@ -62,6 +63,18 @@ pub struct Options {
     pub peers: Vec<String>,
     /// Endpoint ids whose attestations are trusted without a shared group. Default none.
     pub friends: Vec<String>,
+    /// Talk to strangers (the open mesh, [`open`]). Default true.
+    pub open: bool,
+    /// UDP address of the open mesh's endpoint. Default `0.0.0.0:0` (any free port).
+    pub open_bind: SocketAddr,
+    /// Strangers added by hand (open-mesh tickets). Default none.
+    pub open_peers: Vec<String>,
+    /// Endpoint ids of carriage operators: their attestations are trusted whoever relays
+    /// them. Default none.
+    pub operators: Vec<String>,
+    /// Answer strangers with this device's own attestations (a carriage operator, whose
+    /// id is public anyway). Default false.
+    pub operator: bool,
     /// Find peers on the LAN by mDNS. Default true.
     pub mdns: bool,
     /// How long a lookup waits for peers' answers. Default 50 ms.
@@ -90,6 +103,11 @@ impl Options {
             relay: None,
             peers: Vec::new(),
             friends: Vec::new(),
+            open: true,
+            open_bind: SocketAddr::from(([0, 0, 0, 0], 0)),
+            open_peers: Vec::new(),
+            operators: Vec::new(),
+            operator: false,
             mdns: true,
             lookup_timeout: Duration::from_millis(50),
             peer_fill_wait: Duration::from_secs(30),
@@ -126,6 +144,12 @@ pub enum MeshError {
 #[error("body from peers: {0}")]
 pub struct PeerBodyError(pub String);
 
+impl From<String> for PeerBodyError {
+    fn from(s: String) -> Self {
+        PeerBodyError(s)
+    }
+}
+
 /// Counters for the status page.
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -151,6 +175,10 @@ pub(crate) struct Inner {
     router: Mutex<Option<Router>>,
     groups: Groups,
     friends: HashSet<EndpointId>,
+    /// Carriage operators: trusted signers whoever relays their attestations.
+    operators: HashSet<EndpointId>,
+    /// The open mesh (strangers), when `opts.open`.
+    open: std::sync::OnceLock<open::Open>,
     peers: peers::Peers,
     /// Keys this device is seeking or fetching right now (see [`Mesh::seek`]).
     inflight: Mutex<HashMap<String, server::Inflight>>,
@@ -169,15 +197,8 @@ impl Mesh {
             .map_err(|e| MeshError::Io(format!("{}: {e}", opts.dir.display())))?;
         let secret = identity::load_or_create(&opts.dir)?;
         let groups = Groups::open(&opts.dir)?;
-        let friends = opts
-            .friends
-            .iter()
-            .map(|f| {
-                f.parse::<EndpointId>().map_err(|_| {
-                    MeshError::BadTicket(format!("friend {f:?} is not an endpoint id"))
-                })
-            })
-            .collect::<Result<HashSet<_>, _>>()?;
+        let friends = open::parse_ids(&opts.friends, "friend")?;
+        let operators = open::parse_ids(&opts.operators, "operator")?;
         let mut b = Endpoint::builder(presets::Minimal)
             .secret_key(secret.clone())
             .clear_ip_transports()
@@ -204,6 +225,8 @@ impl Mesh {
 
             groups,
             friends,
+            operators,
+            open: std::sync::OnceLock::new(),
             peers: peers::Peers::default(),
             inflight: Mutex::new(HashMap::new()),
             offered: Mutex::new(access::Offered::default()),
@@ -224,7 +247,7 @@ impl Mesh {
         );
         let router = Router::builder(endpoint.clone())
             .accept(proto::ALPN, server::Lookup(Arc::downgrade(&mesh.inner)))
-            .accept(iroh_blobs::ALPN, access::Blobs(blobs))
+            .accept(iroh_blobs::ALPN, access::Blobs(blobs.clone()))
             .spawn();
         *mesh.inner.router.lock().unwrap_or_else(|e| e.into_inner()) = Some(router);
         tracing::info!(
@@ -253,6 +276,9 @@ impl Mesh {
         }
         if opts.mdns {
             discovery::start(&mesh.inner).await;
+        }
+        if opts.open {
+            open::start(&mesh.inner, blobs).await?;
         }
         Ok(mesh)
     }
@@ -314,6 +340,16 @@ impl Mesh {
         &self.inner.counters
     }
 
+    /// The open mesh (strangers), for the status page; `None` when it is off.
+    pub fn open_status(&self) -> Option<open::OpenStatus> {
+        open::status(&self.inner)
+    }
+
+    /// This device's open-mesh ticket (a new identity at every start), if it is on.
+    pub fn open_ticket(&self) -> Option<String> {
+        self.inner.open.get().map(|o| o.ticket())
+    }
+
     /// The peers, for the status page.
     pub fn peer_status(&self) -> Vec<peers::PeerStatus> {
         peers::status(&self.inner)
@@ -343,6 +379,9 @@ impl Mesh {
             if let Err(e) = r.shutdown().await {
                 tracing::warn!("mesh shutdown: {e}");
             }
+        }
+        if let Some(o) = self.inner.open.get() {
+            o.shutdown().await;
         }
         self.inner.endpoint.close().await;
     }

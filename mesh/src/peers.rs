@@ -230,6 +230,8 @@ pub(crate) fn ban(inner: &Inner, id: EndpointId, reason: &str) {
     for c in conns {
         c.close(close::BANNED.into(), b"banned");
     }
+    // A stranger's address is banned too: identities cost it nothing.
+    crate::open::ban(inner, id);
     inner.peers.notify();
 }
 
@@ -564,6 +566,10 @@ pub(crate) fn gossip(
 
 /// The blobs connection to a peer, opened on first use.
 pub(crate) async fn blobs_conn(inner: &Inner, id: EndpointId) -> Result<Connection, String> {
+    // A stranger is reached over the open mesh's endpoint.
+    if let Some(r) = crate::open::blobs_conn(inner, id).await {
+        return r;
+    }
     let addr = {
         let map = lock(&inner.peers.map);
         let p = map.get(&id).ok_or("unknown peer")?;

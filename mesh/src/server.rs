@@ -114,6 +114,17 @@ impl cache::Attester for Signer {
         );
         Some(Attestation::sign(&self.secret, &claim, &groups))
     }
+
+    fn committed(&self, key: &str, entry: &cache::Entry) {
+        if let Some(inner) = self.inner.upgrade() {
+            if let Some(o) = inner.open.get() {
+                o.tags
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(key, entry);
+            }
+        }
+    }
 }
 
 /// The `meshcache/1` protocol handler.

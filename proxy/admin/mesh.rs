@@ -29,6 +29,17 @@ pub(super) fn status_html(state: &State, s: &mut String) {
         m.refused.load(Ordering::Relaxed),
         m.bans.load(Ordering::Relaxed),
     );
+    match mesh.open_status() {
+        Some(o) => {
+            let _ = write!(
+                s,
+                "<p>Open mesh (strangers; only what they cannot forge): <code>{}</code>, a new identity every start<br>\
+                 Ticket (<code>--open-peer</code>): <code>{}</code><br>strangers known {} · connected {} · banned addresses {} · tags {}</p>",
+                o.id, o.ticket, o.strangers_known, o.strangers_connected, o.addr_bans, o.tags
+            );
+        }
+        None => s.push_str("<p>Open mesh: off (<code>mesh.open</code>).</p>"),
+    }
     let groups = mesh.groups();
     if groups.is_empty() {
         s.push_str("<p>In no group: nothing is shared. <code>meshcache group create</code>, or <code>meshcache group join TICKET</code>.</p>");

@@ -51,6 +51,20 @@ struct Full {
     mesh_refused: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     mesh_bytes_to_peers: Option<u64>,
+    /// The open mesh (strangers): its id and ticket (new at every start), strangers
+    /// known and connected, banned addresses, tags strangers may ask for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mesh_open_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mesh_open_ticket: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mesh_strangers_known: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mesh_strangers_connected: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mesh_address_bans: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mesh_open_tags: Option<usize>,
     shared_files_bytes: u64,
     learned_passthrough: Vec<Learned>,
 }
@@ -92,6 +106,7 @@ async fn summary(state: &State) -> Summary {
 async fn full(state: &State) -> Full {
     let mesh = state.mesh.as_ref();
     let m = mesh.map(|m| m.counters());
+    let open = mesh.and_then(|m| m.open_status());
     Full {
         summary: summary(state).await,
         connections_open: state.connections(),
@@ -100,6 +115,12 @@ async fn full(state: &State) -> Full {
         mesh_bans: m.map(|m| m.bans.load(Ordering::Relaxed)),
         mesh_refused: m.map(|m| m.refused.load(Ordering::Relaxed)),
         mesh_bytes_to_peers: m.map(|m| m.bytes_to_peers.load(Ordering::Relaxed)),
+        mesh_open_id: open.as_ref().map(|o| o.id.clone()),
+        mesh_open_ticket: open.as_ref().map(|o| o.ticket.clone()),
+        mesh_strangers_known: open.as_ref().map(|o| o.strangers_known),
+        mesh_strangers_connected: open.as_ref().map(|o| o.strangers_connected),
+        mesh_address_bans: open.as_ref().map(|o| o.addr_bans),
+        mesh_open_tags: open.as_ref().map(|o| o.tags),
         shared_files_bytes: match mesh {
             Some(m) => m.shared_bytes().await,
             None => 0,

@@ -123,50 +123,10 @@ pub(super) fn mismatch(uri: &http::Uri, why: &str) -> Outcome {
 }
 
 /// Streams `body`, holding back its last [`certify::HOLD_BACK`] bytes until the whole
-/// matched `check`; a mismatch ends the stream with an error (the client never gets a
-/// complete body that does not match).
+/// matched `check` (see [`certify::held_back`]).
 pub(super) fn held_back(
     body: BoxStream<'static, Result<Bytes, BoxError>>,
     check: Check,
 ) -> BoxStream<'static, Result<Bytes, BoxError>> {
-    struct St {
-        body: BoxStream<'static, Result<Bytes, BoxError>>,
-        check: Option<Check>,
-        held: Vec<u8>,
-    }
-    let st = St {
-        body,
-        check: Some(check),
-        held: Vec::new(),
-    };
-    futures_util::stream::unfold(st, |mut st| async move {
-        let hold = certify::HOLD_BACK as usize;
-        loop {
-            st.check.as_ref()?;
-            match st.body.next().await {
-                Some(Ok(b)) => {
-                    if let Some(c) = &mut st.check {
-                        c.update(&b);
-                    }
-                    st.held.extend_from_slice(&b);
-                    if st.held.len() > hold {
-                        let out: Vec<u8> = st.held.drain(..st.held.len() - hold).collect();
-                        return Some((Ok(Bytes::from(out)), st));
-                    }
-                }
-                Some(Err(e)) => {
-                    st.check = None;
-                    return Some((Err(e), st));
-                }
-                None => {
-                    let c = st.check.take()?;
-                    return Some(match c.finish() {
-                        Ok(()) => (Ok(Bytes::from(std::mem::take(&mut st.held))), st),
-                        Err(e) => (Err(e.into()), st),
-                    });
-                }
-            }
-        }
-    })
-    .boxed()
+    certify::held_back(body, check, |_| {})
 }

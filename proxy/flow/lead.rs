@@ -104,6 +104,10 @@ pub(super) async fn lead(
                     tracing::info!(%key, peer = %found.peer, "origin unreachable; served from a peer");
                     return from_peer(state, &parts, &key, leader, found);
                 }
+                if let Some(found) = super::stranger::find(state, m, &parts).await {
+                    tracing::info!(%key, "origin unreachable; served from a stranger");
+                    return super::stranger::serve(state, &parts, leader, found);
+                }
             }
             drop(leader);
             return origin_error(&e, &parts.uri);

@@ -14,6 +14,7 @@ use cache::Join;
 
 use super::lead::lead;
 use super::peer::{from_peer, from_peer_ranges, mesh_eligible};
+use super::stranger;
 use super::{cached, forward_uncached, serve_entry, uncached_miss, Outcome, Phase, Stale};
 use crate::http::range;
 use crate::http::respond::{self, Source};
@@ -90,6 +91,10 @@ pub(super) async fn miss(
             if let Some(m) = mesh {
                 if let Some(found) = m.find(&key, &parts, false).await {
                     return from_peer(state, &parts, &key, leader, found);
+                }
+                // Strangers, for a body whose digest this device knows.
+                if let Some(found) = stranger::find(state, m, &parts).await {
+                    return stranger::serve(state, &parts, leader, found);
                 }
             }
             if let Some(s) = &seek {

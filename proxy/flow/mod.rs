@@ -17,6 +17,7 @@ mod peer;
 mod peer_body;
 mod phase;
 mod revalidate;
+mod stranger;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

@@ -43,6 +43,32 @@ pub(super) fn from_peer(
         state.cache.touch(key, e.id);
         return serve_entry(state, parts, e, phase, None);
     };
+    // A peer's body is checked against its URL's rule and the client's stated integrity
+    // too (never against a digest among the peer's headers: those are the signer's word,
+    // already covered by its signature).
+    let certified = if e.status == 200 {
+        super::integrity::expected(parts, None)
+    } else {
+        Vec::new()
+    };
+    let from = e.attestation.clone().map(|a| (a, e.hash));
+    let body = super::peer_body::whole(state.clone(), parts, &e, body);
+    fill_from(state, parts, leader, e, body, from, certified, phase)
+}
+
+/// Stores `body` for `e` through the key's fill (checked against `certified`, and
+/// against the attested hash `from_peer` names), serving it as it arrives.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn fill_from(
+    state: &Arc<State>,
+    parts: &request::Parts,
+    leader: Leader,
+    e: cache::Entry,
+    body: futures_util::stream::BoxStream<'static, Result<bytes::Bytes, crate::http::BoxError>>,
+    from_peer: Option<(Vec<u8>, [u8; 32])>,
+    certified: Vec<cache::certify::Certified>,
+    phase: Phase,
+) -> Outcome {
     let now = state.cache.now();
     let head = Head {
         policy: Some(Box::new(e.policy.clone())),
@@ -51,24 +77,16 @@ pub(super) fn from_peer(
         len: Some(e.len),
         vary: e.vary.clone(),
         variant: e.variant.clone(),
-        shareable: true,
+        shareable: e.shareable,
     };
     let pending = Pending {
         policy: e.policy.clone(),
-        shareable: true,
+        shareable: e.shareable,
         fresh_until: std::time::UNIX_EPOCH + std::time::Duration::from_millis(e.fresh_until_ms),
         fetched_at: now,
-        from_peer: e.attestation.clone().map(|a| (a, e.hash)),
-        // A peer's body is checked against its URL's rule and the client's stated
-        // integrity too (never against a digest among the peer's headers: those are the
-        // signer's word, already covered by its signature).
-        certified: if e.status == 200 {
-            super::integrity::expected(parts, None)
-        } else {
-            Vec::new()
-        },
+        from_peer,
+        certified,
     };
-    let body = super::peer_body::whole(state.clone(), parts, &e, body);
     let fill = state.cache.start_fill(leader, head, pending, body);
     let res = respond::respond(
         parts,

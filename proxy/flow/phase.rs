@@ -27,6 +27,9 @@ pub enum Phase {
     Peer { peer: String, stale: bool },
     /// Byte ranges fetched from a peer for this request only (nothing stored).
     PeerRange { peer: String },
+    /// Fetched from a stranger (the open mesh), verified against a digest this device got
+    /// from `by` (`url`, `client` or `origin`), with headers built here.
+    Stranger { peer: String, by: &'static str },
     /// Not cacheable by method; forwarded.
     Bypass(&'static str),
     /// Answered by the proxy itself (status page, errors).
@@ -45,6 +48,7 @@ impl Phase {
             Phase::Miss { .. } => "miss",
             Phase::StaleReplaced { .. } => "stale-miss",
             Phase::Peer { .. } | Phase::PeerRange { .. } => "peer",
+            Phase::Stranger { .. } => "stranger",
             Phase::Bypass(_) => "bypass",
             Phase::Local(_) => "local",
         }
@@ -115,6 +119,13 @@ impl Phase {
                 } else {
                     "; fwd=miss; stored"
                 });
+                s.push_str("; peer=\"");
+                s.push_str(peer);
+                s.push('"');
+            }
+            Phase::Stranger { peer, by } => {
+                s.push_str("; fwd=miss; stored; detail=stranger-");
+                s.push_str(by);
                 s.push_str("; peer=\"");
                 s.push_str(peer);
                 s.push('"');

@@ -13,6 +13,8 @@ pub struct Running {
     pub addr: SocketAddr,
     /// Its mesh endpoint id and ticket, when the mesh runs.
     pub mesh: Option<(String, String)>,
+    /// Its open-mesh (stranger) id and ticket, when the open mesh runs.
+    pub open: Option<(String, String)>,
     /// Its stderr lines after the one that says where it listens (read as they come).
     pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
@@ -41,6 +43,8 @@ impl Running {
                 "127.0.0.1:0",
                 "--mesh-listen",
                 "127.0.0.1:0",
+                "--open-listen",
+                "127.0.0.1:0",
                 "--no-mdns",
                 "--data-dir",
             ])
@@ -53,6 +57,7 @@ impl Running {
         let stderr = child.stderr.take().unwrap();
         let mut lines = BufReader::new(stderr).lines();
         let mut mesh = None;
+        let mut open = None;
         let addr = loop {
             let line = lines
                 .next()
@@ -63,6 +68,12 @@ impl Running {
                 let id = words.next().unwrap().to_string();
                 let ticket = words.nth(1).unwrap().to_string();
                 mesh = Some((id, ticket));
+            }
+            if let Some(rest) = line.split("meshcache: open mesh ").nth(1) {
+                let mut words = rest.split_whitespace();
+                let id = words.next().unwrap().to_string();
+                let ticket = words.nth(1).unwrap().to_string();
+                open = Some((id, ticket));
             }
             if let Some(rest) = line.split("listening on http://").nth(1) {
                 break rest.split_whitespace().next().unwrap().parse().unwrap();
@@ -80,6 +91,7 @@ impl Running {
             child,
             addr,
             mesh,
+            open,
             log,
         }
     }

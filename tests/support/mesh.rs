@@ -52,6 +52,43 @@ impl Device {
         Self::start_with_env(dir, peers, &[])
     }
 
+    /// A device started with these extra `meshcache run` arguments (`--open-peer`,
+    /// `--operator`, …), extra `[mesh]` settings, and the tests' lookup deadline.
+    pub fn start_with_args(dir: &Path, mesh_toml: &str, extra: &[&str]) -> Device {
+        let config = dir.join("test-mesh.toml");
+        std::fs::write(
+            &config,
+            format!("[mesh]\nlookup_timeout = \"1s\"\n{mesh_toml}\n"),
+        )
+        .unwrap();
+        let mut args: Vec<&str> = vec!["--config", config.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let run = Running::start(dir, &args);
+        let (id, ticket) = run.mesh.clone().expect("the mesh runs");
+        Device { run, id, ticket }
+    }
+
+    /// Its open-mesh ticket (a new identity every start).
+    pub fn open_ticket(&self) -> String {
+        self.run.open.clone().expect("the open mesh runs").1
+    }
+
+    /// Waits until at least `n` strangers are connected; panics after 30 s.
+    pub async fn wait_strangers(&self, n: u64) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let s = self.status().await;
+            if figure(&s, "mesh_strangers_connected") >= n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{n} strangers never connected: {s}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// [`Device::start`] with extra environment variables for the process.
     pub fn start_with_env(dir: &Path, peers: &[&str], env: &[(&str, &Path)]) -> Device {
         // Tests share two cores with many processes: a generous lookup deadline keeps a

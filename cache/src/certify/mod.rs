@@ -448,5 +448,67 @@ pub fn immutable_unless_stated(headers: &mut HeaderMap) -> bool {
     }
 }
 
+/// Streams `body`, holding back its last [`HOLD_BACK`] bytes until the whole matched
+/// `check`; a mismatch (or a body error) ends the stream with an error, and a mismatch
+/// first calls `on_mismatch` with the reason (a stranger's body: ban it). So no reader
+/// ever receives a complete body that does not match.
+pub fn held_back<E>(
+    body: futures_util::stream::BoxStream<'static, Result<bytes::Bytes, E>>,
+    check: Check,
+    on_mismatch: impl FnOnce(&str) + Send + 'static,
+) -> futures_util::stream::BoxStream<'static, Result<bytes::Bytes, E>>
+where
+    E: From<String> + Send + 'static,
+{
+    use futures_util::StreamExt;
+    struct St<E, F> {
+        body: futures_util::stream::BoxStream<'static, Result<bytes::Bytes, E>>,
+        check: Option<Check>,
+        held: Vec<u8>,
+        on_mismatch: Option<F>,
+    }
+    let st = St {
+        body,
+        check: Some(check),
+        held: Vec::new(),
+        on_mismatch: Some(on_mismatch),
+    };
+    futures_util::stream::unfold(st, |mut st| async move {
+        let hold = HOLD_BACK as usize;
+        loop {
+            st.check.as_ref()?;
+            match st.body.next().await {
+                Some(Ok(b)) => {
+                    if let Some(c) = &mut st.check {
+                        c.update(&b);
+                    }
+                    st.held.extend_from_slice(&b);
+                    if st.held.len() > hold {
+                        let out: Vec<u8> = st.held.drain(..st.held.len() - hold).collect();
+                        return Some((Ok(bytes::Bytes::from(out)), st));
+                    }
+                }
+                Some(Err(e)) => {
+                    st.check = None;
+                    return Some((Err(e), st));
+                }
+                None => {
+                    let c = st.check.take()?;
+                    return Some(match c.finish() {
+                        Ok(()) => (Ok(bytes::Bytes::from(std::mem::take(&mut st.held))), st),
+                        Err(e) => {
+                            if let Some(f) = st.on_mismatch.take() {
+                                f(&e);
+                            }
+                            (Err(E::from(e)), st)
+                        }
+                    });
+                }
+            }
+        }
+    })
+    .boxed()
+}
+
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,228 @@
+//! Asking strangers, one at a time (never a broadcast): by content tag for a body whose
+//! digest this device already knows (rungs 1–3), by key tag for attestations of a signer
+//! it trusts (rung 4, judged by `find.rs` exactly as a member's offer).
+//!
+//! A body by digest is verified twice over as it arrives: leaf by leaf against the BLAKE3
+//! hash the stranger named (iroh-blobs), and as a whole against the digest this device
+//! knows. Bodies up to [`WHOLE_MAX`] are fetched and checked before anything is handed on,
+//! so a forgery costs the client nothing (the stranger is banned, the next one or the
+//! origin is asked); larger ones stream with their last 64 KiB held back until the digest
+//! matched, and a mismatch cuts the response off before its end.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
+use http::request;
+use iroh::endpoint::Connection;
+
+use cache::certify::{Certified, Check};
+
+use super::proto::{content_tag, key_tag, OpenAnswer, OpenRequest};
+use crate::find::{judge_all, Candidate};
+use crate::proto::{self as mproto, ProtoError};
+use crate::{peers, Inner, Mesh, PeerBodyError};
+
+/// Bodies up to this size are fetched whole and checked before the response starts.
+pub const WHOLE_MAX: u64 = 2 << 20;
+/// Strangers asked per miss, at most.
+pub const MAX_ASKED: usize = 8;
+
+/// A body from a stranger, verified against the digest this device knows.
+pub struct StrangerBody {
+    /// The stranger's (open-mesh) endpoint id.
+    pub peer: String,
+    pub hash: [u8; 32],
+    pub size: u64,
+    /// Yields only verified bytes; a body that does not match ends with an error before
+    /// its last bytes.
+    pub body: BoxStream<'static, Result<Bytes, PeerBodyError>>,
+}
+
+impl Mesh {
+    /// A body that must have the digests in `expected` (every statement; see
+    /// `cache::certify::Check::all`), from a stranger nearby. `None` when no stranger has
+    /// it, or those who said so lied (they are banned).
+    pub async fn find_by_digest(&self, expected: &[Certified]) -> Option<StrangerBody> {
+        let inner = &self.inner;
+        let open = inner.open.get()?;
+        let first = expected.first()?;
+        let tag = content_tag(first);
+        let max = inner.cache.options().max_object_size;
+        let strangers = open.connected(inner);
+        if strangers.is_empty() {
+            return None;
+        }
+        inner.bump(&inner.counters.lookups, 1);
+        let deadline = Instant::now() + 4 * inner.opts.lookup_timeout;
+        for (id, conn) in strangers.into_iter().take(MAX_ASKED) {
+            if Instant::now() >= deadline {
+                break;
+            }
+            let (hash, size) = match ask(inner, &conn, OpenRequest::Content { tag }).await {
+                Ok(OpenAnswer::Content { hash, size }) => (hash, size),
+                Ok(OpenAnswer::NotFound) => continue,
+                Ok(OpenAnswer::Signed(_)) => {
+                    peers::ban(inner, id, "answered a content lookup with attestations");
+                    continue;
+                }
+                Err(e) if e.is_violation() => {
+                    peers::ban(inner, id, &e.to_string());
+                    continue;
+                }
+                Err(e) => {
+                    tracing::debug!(stranger = %id, "content lookup: {e}");
+                    continue;
+                }
+            };
+            if size > max {
+                continue;
+            }
+            let Some((_, body)) = crate::stream::start(inner.clone(), hash, size, vec![id]).await
+            else {
+                continue;
+            };
+            let body = body.map(|r| r.map_err(PeerBodyError)).boxed();
+            let check = Check::all(expected);
+            if size <= WHOLE_MAX {
+                match whole(body, check, size).await {
+                    Ok(bytes) => {
+                        inner.bump(&inner.counters.peer_hits, 1);
+                        return Some(StrangerBody {
+                            peer: id.to_string(),
+                            hash,
+                            size,
+                            body: futures_util::stream::once(async move { Ok(bytes) }).boxed(),
+                        });
+                    }
+                    Err(e) => {
+                        if e.lie {
+                            peers::ban(inner, id, &format!("sent a body that {}", e.why));
+                        } else {
+                            tracing::info!(stranger = %id, "body from a stranger: {}", e.why);
+                        }
+                        continue;
+                    }
+                }
+            }
+            let weak = Arc::downgrade(inner);
+            let body = cache::certify::held_back(body, check, move |why| {
+                if let Some(inner) = weak.upgrade() {
+                    peers::ban(&inner, id, &format!("sent a body that {why}"));
+                }
+            });
+            inner.bump(&inner.counters.peer_hits, 1);
+            return Some(StrangerBody {
+                peer: id.to_string(),
+                hash,
+                size,
+                body,
+            });
+        }
+        None
+    }
+}
+
+struct Failed {
+    why: String,
+    /// The bytes were wrong (as opposed to the transfer failing).
+    lie: bool,
+}
+
+/// Collects a small body and checks it.
+async fn whole(
+    mut body: BoxStream<'static, Result<Bytes, PeerBodyError>>,
+    mut check: Check,
+    size: u64,
+) -> Result<Bytes, Failed> {
+    let mut all = Vec::with_capacity(size as usize);
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| Failed {
+            why: e.to_string(),
+            lie: false,
+        })?;
+        check.update(&chunk);
+        all.extend_from_slice(&chunk);
+    }
+    if all.len() as u64 != size {
+        return Err(Failed {
+            why: format!("ended at {} of {size} bytes", all.len()),
+            lie: false,
+        });
+    }
+    check.finish().map_err(|why| Failed {
+        why: why.replace("the body does not", "does not"),
+        lie: true,
+    })?;
+    Ok(Bytes::from(all))
+}
+
+async fn ask(inner: &Inner, conn: &Connection, req: OpenRequest) -> Result<OpenAnswer, ProtoError> {
+    mproto::within(inner.opts.lookup_timeout, async {
+        let (mut send, mut recv) = conn
+            .open_bi()
+            .await
+            .map_err(|e| ProtoError::Io(e.to_string()))?;
+        mproto::write_msg(&mut send, &req).await?;
+        let _ = send.finish();
+        let answer: OpenAnswer = mproto::read_msg(&mut recv).await?;
+        if let OpenAnswer::Signed(list) = &answer {
+            if list.len() > mproto::MAX_OFFERS {
+                return Err(ProtoError::Violation(format!(
+                    "{} attestations",
+                    list.len()
+                )));
+            }
+        }
+        Ok(answer)
+    })
+    .await
+}
+
+/// Rung 4: attestations for `key` relayed by strangers, judged as members' offers are
+/// (only a signer this device trusts counts). Asked only when this device trusts someone
+/// whose signature a stranger could relay.
+pub(crate) async fn signed(
+    inner: &Inner,
+    key: &str,
+    req: &request::Parts,
+    allow_stale: bool,
+) -> Vec<Candidate> {
+    let Some(open) = inner.open.get() else {
+        return Vec::new();
+    };
+    let trusts_others = !inner.operators.is_empty()
+        || !inner.friends.is_empty()
+        || inner.groups.current().is_ok_and(|g| !g.is_empty());
+    if !trusts_others {
+        return Vec::new();
+    }
+    let strangers = open.connected(inner);
+    if strangers.is_empty() {
+        return Vec::new();
+    }
+    let tag = key_tag(key);
+    let deadline = Instant::now() + 4 * inner.opts.lookup_timeout;
+    for (id, conn) in strangers.into_iter().take(MAX_ASKED) {
+        if Instant::now() >= deadline {
+            break;
+        }
+        match ask(inner, &conn, OpenRequest::Signed { tag }).await {
+            Ok(OpenAnswer::Signed(list)) => {
+                let found = judge_all(inner, id, key, req, &list, allow_stale);
+                if !found.is_empty() {
+                    return found;
+                }
+            }
+            Ok(OpenAnswer::NotFound) => {}
+            Ok(OpenAnswer::Content { .. }) => {
+                peers::ban(inner, id, "answered a signed lookup with a body")
+            }
+            Err(e) if e.is_violation() => peers::ban(inner, id, &e.to_string()),
+            Err(e) => tracing::debug!(stranger = %id, "signed lookup: {e}"),
+        }
+    }
+    Vec::new()
+}

@@ -1,0 +1,446 @@
+//! The open mesh: strangers nearby, who share no group with this device (docs/mesh.md,
+//! "Strangers"). A stranger can make up anything — headers, digests, signatures under
+//! keys of its own, any number of identities — so a stranger's body is taken only when
+//! the binding of the URL to the bytes comes from somewhere the stranger does not control:
+//!
+//! 1. the URL names its hash (`cache::certify`), 2. the client stated it
+//!    (`Meshcache-Integrity`), 3. the origin stated it to this device directly (a
+//!    `Content-Digest` on its own connection): asked by a **content tag** derived from
+//!    the digest ([`proto::content_tag`]); the body is checked against the digest before
+//!    its last byte is released ([`ask`]);
+//! 4. a signer this device chose (itself, a friend, a group member, a carriage operator):
+//!    asked by a **key tag** ([`proto::key_tag`]); the stranger relays the signer's
+//!    attestation, judged exactly as a member's offer is.
+//!
+//! Goals: no URL and no catalogue on the wire (tags only, one stranger at a time); a
+//! separate identity for the open mesh, made anew at every start, never linked to the
+//! group identity (a device relays only others' signatures to strangers, unless it is an
+//! operator); answers only for shareable `200`s of those kinds, at most
+//! [`POSITIVE_ANSWERS`] per [`ANSWER_WINDOW`] per stranger and per address; bans by id
+//! *and* address (identities cost nothing). Non-goals: hiding from the stranger that
+//! serves you what you fetched (it learns the tag, and a dictionary maps tags of public
+//! objects back to URLs); a stranger's 404s, redirects or headers (never taken).
+//!
+//! Types: [`Open`] (the endpoint, the strangers, address bans, the answer budget, the tag
+//! index), the protocol in [`proto`], the answering side in [`serve`], the asking side in
+//! [`ask`].
+
+pub mod proto;
+
+pub(crate) mod ask;
+mod serve;
+mod tags;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use iroh::endpoint::{presets, Connection};
+use iroh::protocol::Router;
+use iroh::{Endpoint, EndpointAddr, EndpointId, RelayMode, SecretKey};
+use lru::LruCache;
+
+use crate::{Inner, MeshError};
+
+pub use ask::StrangerBody;
+
+/// Strangers remembered at once.
+pub const MAX_STRANGERS: usize = 256;
+/// Banned addresses remembered at once.
+pub const MAX_ADDR_BANS: usize = 4096;
+/// Positive answers one stranger (and one address) gets per [`ANSWER_WINDOW`]: enough to
+/// sync a channel's media, too few to probe a dictionary of what this device holds.
+pub const POSITIVE_ANSWERS: u32 = 256;
+pub const ANSWER_WINDOW: Duration = Duration::from_secs(600);
+/// A stranger whose dial failed is not dialed again for this long.
+pub const REDIAL_AFTER: Duration = Duration::from_secs(5);
+/// A stranger not connected for this long is forgotten (unless added by ticket).
+pub const FORGET_AFTER: Duration = Duration::from_secs(600);
+
+/// A stranger this device can ask.
+#[derive(Debug)]
+pub(crate) struct Stranger {
+    pub addr: EndpointAddr,
+    pub source: &'static str,
+    /// Since when it is connected, or was added, or was last tried.
+    pub since: Instant,
+    pub conn: Option<Connection>,
+    pub blobs: Option<Connection>,
+    pub dialing: bool,
+}
+
+/// The open mesh of one device.
+pub(crate) struct Open {
+    pub endpoint: Endpoint,
+    router: Mutex<Option<Router>>,
+    pub strangers: Mutex<HashMap<EndpointId, Stranger>>,
+    /// Banned addresses (an IP; on loopback, IP and port: devices on one machine are told
+    /// apart by port) and until when.
+    addr_bans: Mutex<HashMap<SocketAddr, Instant>>,
+    /// Positive answers given per stranger id and per address in the current window.
+    answered: Mutex<LruCache<Who, (Instant, u32)>>,
+    pub tags: Mutex<tags::Tags>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Who {
+    Id(EndpointId),
+    Addr(SocketAddr),
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The address a ban applies to.
+pub(crate) fn ban_key(a: SocketAddr) -> SocketAddr {
+    if a.ip().is_loopback() {
+        a
+    } else {
+        SocketAddr::new(a.ip(), 0)
+    }
+}
+
+/// Starts the open mesh: a fresh identity on its own endpoint, the open lookup protocol
+/// and the (gated) blobs protocol, strangers by ticket and mDNS, the tag index.
+pub(crate) async fn start(
+    inner: &Arc<Inner>,
+    blobs: iroh_blobs::BlobsProtocol,
+) -> Result<(), MeshError> {
+    let opts = &inner.opts;
+    let endpoint = Endpoint::builder(presets::Minimal)
+        .secret_key(SecretKey::generate())
+        .clear_ip_transports()
+        .bind_addr(opts.open_bind)
+        .map_err(|e| MeshError::Endpoint(format!("open mesh bind {}: {e}", opts.open_bind)))?
+        .relay_mode(RelayMode::Disabled)
+        .bind()
+        .await
+        .map_err(|e| MeshError::Endpoint(format!("open mesh bind {}: {e}", opts.open_bind)))?;
+    let router = Router::builder(endpoint.clone())
+        .accept(proto::ALPN, serve::Handler::new(Arc::downgrade(inner)))
+        .accept(iroh_blobs::ALPN, crate::access::Blobs(blobs))
+        .spawn();
+    let open = Open {
+        endpoint: endpoint.clone(),
+        router: Mutex::new(Some(router)),
+        strangers: Mutex::new(HashMap::new()),
+        addr_bans: Mutex::new(HashMap::new()),
+        answered: Mutex::new(LruCache::new(NonZeroUsize::new(4 * MAX_STRANGERS).unwrap())),
+        tags: Mutex::new(tags::Tags::default()),
+    };
+    if inner.open.set(open).is_err() {
+        return Err(MeshError::Endpoint("the open mesh started twice".into()));
+    }
+    tracing::info!(id = %endpoint.id(), addrs = ?endpoint.bound_sockets(), "open mesh up (strangers: only what they cannot forge)");
+    tags::build(inner);
+    for t in &opts.open_peers {
+        match crate::parse_peer(t) {
+            Ok(addr) => add(inner, addr, "ticket"),
+            Err(e) => tracing::warn!("mesh.open_peers: {e}"),
+        }
+    }
+    if opts.mdns {
+        let weak = Arc::downgrade(inner);
+        crate::discovery::watch(
+            inner,
+            &endpoint,
+            "meshcache-open",
+            Box::new(move |addr| {
+                if let Some(inner) = weak.upgrade() {
+                    add(&inner, addr, "mdns");
+                }
+            }),
+        )
+        .await;
+    }
+    tokio::spawn(maintain(Arc::downgrade(inner)));
+    Ok(())
+}
+
+impl Open {
+    /// This device's open-mesh ticket.
+    pub fn ticket(&self) -> String {
+        use iroh_tickets::Ticket;
+        iroh_tickets::endpoint::EndpointTicket::new(crate::addr_of(&self.endpoint)).encode_string()
+    }
+
+    pub fn addr_banned(&self, a: SocketAddr) -> bool {
+        lock(&self.addr_bans)
+            .get(&ban_key(a))
+            .is_some_and(|until| *until > Instant::now())
+    }
+
+    fn ban_addrs(&self, addrs: &[SocketAddr], d: Duration) {
+        let mut bans = lock(&self.addr_bans);
+        let now = Instant::now();
+        for a in addrs {
+            if bans.len() >= MAX_ADDR_BANS {
+                bans.retain(|_, u| *u > now);
+                if bans.len() >= MAX_ADDR_BANS {
+                    if let Some(k) = bans.iter().min_by_key(|(_, u)| **u).map(|(k, _)| *k) {
+                        bans.remove(&k);
+                    }
+                }
+            }
+            bans.insert(ban_key(*a), now + d);
+        }
+    }
+
+    /// Counts a positive answer to `id` at `addr`; false when either is over its budget.
+    fn may_answer(&self, id: EndpointId, addr: Option<SocketAddr>) -> bool {
+        let mut answered = lock(&self.answered);
+        let now = Instant::now();
+        let whos: Vec<Who> = std::iter::once(Who::Id(id))
+            .chain(addr.map(|a| Who::Addr(ban_key(a))))
+            .collect();
+        for w in &whos {
+            if let Some((start, n)) = answered.get(w) {
+                if now.duration_since(*start) < ANSWER_WINDOW && *n >= POSITIVE_ANSWERS {
+                    return false;
+                }
+            }
+        }
+        for w in whos {
+            let e = answered.get_or_insert_mut(w, || (now, 0));
+            if now.duration_since(e.0) >= ANSWER_WINDOW {
+                *e = (now, 0);
+            }
+            e.1 += 1;
+        }
+        true
+    }
+
+    /// Strangers with a live connection, and their connections.
+    pub fn connected(&self, inner: &Inner) -> Vec<(EndpointId, Connection)> {
+        lock(&self.strangers)
+            .iter()
+            .filter(|(id, s)| {
+                !inner.peers.banned(id) && !s.addr.ip_addrs().any(|a| self.addr_banned(*a))
+            })
+            .filter_map(|(id, s)| {
+                s.conn
+                    .clone()
+                    .filter(|c| c.close_reason().is_none())
+                    .map(|c| (*id, c))
+            })
+            .collect()
+    }
+
+    pub async fn shutdown(&self) {
+        let router = lock(&self.router).take();
+        if let Some(r) = router {
+            if let Err(e) = r.shutdown().await {
+                tracing::warn!("open mesh shutdown: {e}");
+            }
+        }
+        self.endpoint.close().await;
+    }
+}
+
+/// Adds a stranger (if new and not banned) and dials it.
+pub(crate) fn add(inner: &Arc<Inner>, addr: EndpointAddr, source: &'static str) {
+    let Some(open) = inner.open.get() else { return };
+    if addr.id == open.endpoint.id()
+        || inner.peers.banned(&addr.id)
+        || addr.ip_addrs().any(|a| open.addr_banned(*a))
+    {
+        return;
+    }
+    {
+        let mut map = lock(&open.strangers);
+        if let Some(s) = map.get_mut(&addr.id) {
+            for a in addr.ip_addrs() {
+                s.addr = s.addr.clone().with_ip_addr(*a);
+            }
+            return;
+        }
+        if map.len() >= MAX_STRANGERS {
+            // The one not connected for longest goes; a full table of live ones keeps them.
+            let victim = map
+                .iter()
+                .filter(|(_, s)| s.conn.is_none() && s.source != "ticket")
+                .min_by_key(|(_, s)| s.since)
+                .map(|(id, _)| *id);
+            match victim {
+                Some(v) => {
+                    map.remove(&v);
+                }
+                None => return,
+            }
+        }
+        map.insert(
+            addr.id,
+            Stranger {
+                addr: addr.clone(),
+                source,
+                since: Instant::now(),
+                conn: None,
+                blobs: None,
+                dialing: false,
+            },
+        );
+    }
+    tracing::debug!(stranger = %addr.id, source, "stranger added");
+    dial(inner, addr.id);
+}
+
+/// Dials a stranger in the background (once at a time; not again within
+/// [`REDIAL_AFTER`] of a failure).
+fn dial(inner: &Arc<Inner>, id: EndpointId) {
+    let Some(open) = inner.open.get() else { return };
+    let addr = {
+        let mut map = lock(&open.strangers);
+        let Some(s) = map.get_mut(&id) else { return };
+        if s.dialing || s.conn.as_ref().is_some_and(|c| c.close_reason().is_none()) {
+            return;
+        }
+        s.dialing = true;
+        s.addr.clone()
+    };
+    let ep = open.endpoint.clone();
+    let weak = Arc::downgrade(inner);
+    tokio::spawn(async move {
+        let res = tokio::time::timeout(
+            crate::proto::HANDSHAKE_TIMEOUT,
+            ep.connect(addr, proto::ALPN),
+        )
+        .await;
+        let Some(inner) = weak.upgrade() else { return };
+        let Some(open) = inner.open.get() else { return };
+        let mut map = lock(&open.strangers);
+        let Some(s) = map.get_mut(&id) else { return };
+        s.dialing = false;
+        s.since = Instant::now();
+        match res {
+            Ok(Ok(conn)) => {
+                tracing::debug!(stranger = %id, "connected to a stranger");
+                s.conn = Some(conn);
+            }
+            Ok(Err(e)) => tracing::debug!(stranger = %id, "dial: {e}"),
+            Err(_) => tracing::debug!(stranger = %id, "dial timed out"),
+        }
+    });
+}
+
+/// Redials strangers whose connection went, forgets those gone for long.
+async fn maintain(weak: Weak<Inner>) {
+    let mut tick = tokio::time::interval(REDIAL_AFTER);
+    loop {
+        tick.tick().await;
+        let Some(inner) = weak.upgrade() else { return };
+        if inner.is_shutting_down() {
+            return;
+        }
+        let Some(open) = inner.open.get() else { return };
+        let redial: Vec<EndpointId> = {
+            let mut map = lock(&open.strangers);
+            let now = Instant::now();
+            map.retain(|_, s| {
+                let live = s.conn.as_ref().is_some_and(|c| c.close_reason().is_none());
+                live || s.source == "ticket" || now.duration_since(s.since) < FORGET_AFTER
+            });
+            map.iter()
+                .filter(|(_, s)| s.conn.as_ref().is_none_or(|c| c.close_reason().is_some()))
+                .map(|(id, _)| *id)
+                .collect()
+        };
+        for id in redial {
+            dial(&inner, id);
+        }
+    }
+}
+
+/// Bans a stranger's addresses too (called by `peers::ban` for strangers), and closes
+/// its connections.
+pub(crate) fn ban(inner: &Inner, id: EndpointId) {
+    let Some(open) = inner.open.get() else { return };
+    let (addrs, conns) = {
+        let mut map = lock(&open.strangers);
+        match map.get_mut(&id) {
+            Some(s) => (
+                s.addr.ip_addrs().copied().collect::<Vec<_>>(),
+                [s.conn.take(), s.blobs.take()]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>(),
+            ),
+            None => (Vec::new(), Vec::new()),
+        }
+    };
+    open.ban_addrs(&addrs, inner.opts.ban_duration);
+    for c in conns {
+        c.close(crate::proto::close::BANNED.into(), b"banned");
+    }
+}
+
+/// The blobs connection to a stranger over the open endpoint, opened on first use.
+pub(crate) async fn blobs_conn(
+    inner: &Inner,
+    id: EndpointId,
+) -> Option<Result<Connection, String>> {
+    let open = inner.open.get()?;
+    let addr = {
+        let map = lock(&open.strangers);
+        let s = map.get(&id)?;
+        if let Some(c) = s.blobs.as_ref().filter(|c| c.close_reason().is_none()) {
+            return Some(Ok(c.clone()));
+        }
+        s.addr.clone()
+    };
+    let res = tokio::time::timeout(
+        crate::proto::HANDSHAKE_TIMEOUT,
+        open.endpoint.connect(addr, iroh_blobs::ALPN),
+    )
+    .await;
+    let conn = match res {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => return Some(Err(e.to_string())),
+        Err(_) => return Some(Err("connect timed out".into())),
+    };
+    if let Some(s) = lock(&open.strangers).get_mut(&id) {
+        s.blobs = Some(conn.clone());
+    }
+    Some(Ok(conn))
+}
+
+/// The trusted signers of attestations beyond groups: friends and operators.
+pub(crate) fn parse_ids(list: &[String], what: &str) -> Result<HashSet<EndpointId>, MeshError> {
+    list.iter()
+        .map(|f| {
+            f.parse::<EndpointId>()
+                .map_err(|_| MeshError::BadTicket(format!("{what} {f:?} is not an endpoint id")))
+        })
+        .collect()
+}
+
+/// Status of the open mesh, for the status page.
+#[derive(Debug, Clone)]
+pub struct OpenStatus {
+    pub id: String,
+    pub ticket: String,
+    pub strangers_known: usize,
+    pub strangers_connected: usize,
+    pub addr_bans: usize,
+    pub tags: usize,
+}
+
+pub(crate) fn status(inner: &Inner) -> Option<OpenStatus> {
+    let open = inner.open.get()?;
+    let now = Instant::now();
+    // One lock at a time: a guard made inside the struct literal would live to its end.
+    let strangers_known = lock(&open.strangers).len();
+    let strangers_connected = open.connected(inner).len();
+    let addr_bans = lock(&open.addr_bans).values().filter(|u| **u > now).count();
+    let tags = lock(&open.tags).len();
+    Some(OpenStatus {
+        id: open.endpoint.id().to_string(),
+        ticket: open.ticket(),
+        strangers_known,
+        strangers_connected,
+        addr_bans,
+        tags,
+    })
+}

@@ -1,0 +1,175 @@
+//! A body from a stranger (the open mesh, docs/mesh.md): taken only when this device
+//! already knows the digest the body must have, from somewhere the stranger does not
+//! control — the URL (rung 1), the client's `Meshcache-Integrity` (rung 2), or the origin
+//! itself (rung 3: a `HEAD` over this device's own connection whose `Content-Digest` /
+//! `Repr-Digest` names it). The mesh verifies the bytes (`Mesh::find_by_digest`); the
+//! response headers are built **here** — from the rule or the origin's `HEAD` — never
+//! taken from the stranger. (Rung 4, a trusted signer's attestation relayed by a
+//! stranger, goes through `Mesh::find` like a member's offer.)
+
+use std::sync::Arc;
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{request, Method, StatusCode};
+
+use cache::certify::{self, Certified};
+use cache::key::{variant_key, vary_names};
+use cache::policy::{self, Storability};
+use cache::{Entry, Leader};
+
+use super::peer::fill_from;
+use super::{integrity, Outcome, Phase};
+use crate::http::headers::{strip_hop_by_hop, CLIENT_CONDITIONALS};
+use crate::http::{empty, BoxError};
+use crate::state::State;
+
+/// What strangers hand over: the entry (headers ours) and its verified body.
+pub(super) struct FromStranger {
+    entry: Entry,
+    body: mesh::open::StrangerBody,
+    by: &'static str,
+}
+
+/// Asks strangers for this request's body, when a digest for it is known here. `None`:
+/// no stranger can serve it (the caller goes to the origin).
+pub(super) async fn find(
+    state: &Arc<State>,
+    m: &mesh::Mesh,
+    parts: &request::Parts,
+) -> Option<FromStranger> {
+    if m.open_status().is_none_or(|s| s.strangers_connected == 0) {
+        return None;
+    }
+    let mut expected = integrity::expected(parts, None);
+    let mut by = match expected.first().map(|c| c.rule) {
+        Some("integrity") => "client",
+        Some(_) => "url",
+        None => "origin",
+    };
+    let mut origin_head = None;
+    if expected.is_empty() {
+        // Rung 3: the origin states the digest to us (a HEAD costs a round trip, not the
+        // body: the body then comes from the stranger nearby).
+        let head = origin_head_digest(state, parts).await?;
+        expected = certify::stated_digest(&head);
+        origin_head = Some(head);
+        by = "origin";
+    }
+    let body = m.find_by_digest(&expected).await?;
+    let headers = match origin_head {
+        Some(mut h) => {
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.size));
+            h
+        }
+        None => rule_headers(&expected, body.size),
+    };
+    let entry = entry_for(state, parts, headers, &body)?;
+    Some(FromStranger { entry, body, by })
+}
+
+/// Serves (and stores) what [`find`] found through the key's fill. The body is already
+/// verified by the mesh (a mismatch ends it with an error before its last 64 KiB, and
+/// the fill never commits an errored body), so it is not hashed a second time; and it is
+/// never finished from the origin (a stranger's prefix spliced to the origin's rest would
+/// escape the digest check).
+pub(super) fn serve(
+    state: &Arc<State>,
+    parts: &request::Parts,
+    leader: Leader,
+    found: FromStranger,
+) -> Outcome {
+    use futures_util::StreamExt;
+    let phase = Phase::Stranger {
+        peer: found.body.peer.clone(),
+        by: found.by,
+    };
+    let body = found.body.body.map(|r| r.map_err(BoxError::from)).boxed();
+    fill_from(
+        state,
+        parts,
+        leader,
+        found.entry,
+        body,
+        None,
+        Vec::new(),
+        phase,
+    )
+}
+
+/// A `HEAD` to the origin over this device's own connection: its headers when it is a
+/// `200` that states a digest we can check.
+async fn origin_head_digest(state: &Arc<State>, parts: &request::Parts) -> Option<HeaderMap> {
+    let mut req = parts.clone();
+    req.method = Method::HEAD;
+    for h in CLIENT_CONDITIONALS {
+        req.headers.remove(h);
+    }
+    let res = state.send(req, empty()).await.ok()?;
+    if res.status() != StatusCode::OK {
+        return None;
+    }
+    let mut headers = res.into_parts().0.headers;
+    strip_hop_by_hop(&mut headers);
+    (!certify::stated_digest(&headers).is_empty()).then_some(headers)
+}
+
+/// Headers for a body pinned by its URL or the client's digest: nothing of the stranger's.
+fn rule_headers(expected: &[Certified], size: u64) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    if let Ok(v) = HeaderValue::from_str(certify::IMMUTABLE) {
+        h.insert(header::CACHE_CONTROL, v);
+    }
+    integrity::add_content_digest(&mut h, expected);
+    h
+}
+
+/// The entry the stranger's body will be stored as, with the freshness this device
+/// decides from headers it built or got from the origin.
+fn entry_for(
+    state: &Arc<State>,
+    parts: &request::Parts,
+    headers: HeaderMap,
+    body: &mesh::open::StrangerBody,
+) -> Option<Entry> {
+    let cache = &state.cache;
+    let mut res = http::Response::new(());
+    *res.headers_mut() = headers;
+    let (rparts, _) = res.into_parts();
+    let now = cache.now();
+    let Storability::Store {
+        policy,
+        shareable,
+        fresh_until,
+    } = policy::storability(cache.options().policy(), parts, &rparts, now)
+    else {
+        return None;
+    };
+    let vary = vary_names(&rparts.headers)?;
+    let now_ms = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    Some(Entry {
+        id: 0,
+        variant: variant_key(&vary, &parts.headers),
+        vary,
+        policy: *policy,
+        status: 200,
+        headers: Entry::headers_from_map(&rparts.headers),
+        hash: body.hash,
+        len: body.size,
+        stored_at_ms: now_ms,
+        fresh_until_ms: fresh_until
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
+        last_used_ms: now_ms,
+        shareable,
+        attestation: None,
+    })
+}

@@ -1,0 +1,249 @@
+//! Strangers in the carriage (issue 10): several `meshcache run` processes that share no
+//! group, each knowing the next only by its open-mesh ticket. A stranger serves what it
+//! cannot forge — a URL that names its hash, a hash the client stated, a hash the origin
+//! stated to the asker directly, an attestation by a signer the asker trusts — and nothing
+//! else. The hostile strangers are in `open_hostile.rs`.
+
+use base64::Engine;
+
+use crate::support::mesh::{figure, Device};
+use crate::support::{get, pattern, Origin, Reply};
+
+const LEN: u64 = 600_000;
+
+fn body() -> Vec<u8> {
+    (0..LEN).map(pattern).collect()
+}
+
+fn sha256(b: &[u8]) -> Vec<u8> {
+    ring::digest::digest(&ring::digest::SHA256, b)
+        .as_ref()
+        .to_vec()
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn b64(b: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+/// GETs the origin saw for `path` (a device asking strangers first sends a HEAD).
+fn gets(origin: &Origin, path: &str) -> usize {
+    origin
+        .seen(path)
+        .iter()
+        .filter(|s| s.method == http::Method::GET)
+        .count()
+}
+
+#[tokio::test]
+async fn a_by_hash_url_is_served_by_a_stranger_and_an_ordinary_one_is_not() {
+    let by_hash = format!(
+        "/debian/dists/stable/by-hash/SHA256/{}",
+        hex(&sha256(&body()))
+    );
+    let origin = Origin::builder()
+        .route(&by_hash, |_| Reply::generated(LEN))
+        .route("/news.jpg", |_| {
+            Reply::generated(LEN).header("cache-control", "public, max-age=600")
+        })
+        .run()
+        .await;
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Device::start_with_args(da.path(), "", &[]);
+    for path in [&by_hash[..], "/news.jpg"] {
+        let r = get(a.addr(), &origin.url(path), &[]).await;
+        assert_eq!(r.body, body());
+    }
+    let b = Device::start_with_args(db.path(), "", &["--open-peer", &a.open_ticket()]);
+    b.wait_strangers(1).await;
+
+    let r = get(b.addr(), &origin.url(&by_hash), &[]).await;
+    assert_eq!(r.status, 200);
+    assert!(r.body == body(), "the right bytes");
+    assert!(
+        r.cache_status().contains("detail=stranger-url"),
+        "{}",
+        r.cache_status()
+    );
+    assert_eq!(
+        gets(&origin, &by_hash),
+        1,
+        "the origin was asked once, by A"
+    );
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/octet-stream"),
+        "headers are built here"
+    );
+    // Stored on B: a hit now.
+    let again = get(b.addr(), &origin.url(&by_hash), &[]).await;
+    assert!(
+        again.cache_status().contains("hit"),
+        "{}",
+        again.cache_status()
+    );
+
+    // An ordinary public URL A holds is not taken from a stranger: nothing binds it.
+    let r = get(b.addr(), &origin.url("/news.jpg"), &[]).await;
+    assert_eq!(r.body, body());
+    assert!(!r.cache_status().contains("peer="), "{}", r.cache_status());
+    assert_eq!(gets(&origin, "/news.jpg"), 2, "B went to the origin");
+    let status = a.status().await;
+    assert!(figure(&status, "mesh_open_tags") >= 1, "{status}");
+    a.stop();
+    b.stop();
+}
+
+#[tokio::test]
+async fn a_stated_integrity_is_served_by_a_stranger_and_a_wrong_one_never() {
+    let origin = Origin::builder()
+        .route("/media/photo.jpg", |_| Reply::generated(LEN))
+        .run()
+        .await;
+    let url = origin.url("/media/photo.jpg");
+    let right = format!("sha256-{}", b64(&sha256(&body())));
+    let wrong = format!("sha256-{}", b64(&sha256(b"a forged photo")));
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Device::start_with_args(da.path(), "", &[]);
+    // A's messenger knew the hash from the message: it stated it.
+    let r = get(a.addr(), &url, &[("meshcache-integrity", &right)]).await;
+    assert_eq!(r.body, body());
+    let b = Device::start_with_args(db.path(), "", &["--open-peer", &a.open_ticket()]);
+    b.wait_strangers(1).await;
+
+    let r = get(b.addr(), &url, &[("meshcache-integrity", &right)]).await;
+    assert_eq!(r.status, 200);
+    assert!(r.body == body());
+    assert!(
+        r.cache_status().contains("detail=stranger-client"),
+        "{}",
+        r.cache_status()
+    );
+    assert_eq!(gets(&origin, "/media/photo.jpg"), 1);
+
+    // A wrong value: no stranger holds it, and the origin's body does not match it.
+    let r = get(b.addr(), &url, &[("meshcache-integrity", &wrong)]).await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    // Without a stated hash, the stranger's copy is not taken (the URL binds nothing).
+    let r = get(b.addr(), &url, &[]).await;
+    assert!(!r.cache_status().contains("peer="), "{}", r.cache_status());
+    a.stop();
+    b.stop();
+}
+
+#[tokio::test]
+async fn a_digest_the_origin_states_to_this_device_lets_a_stranger_send_the_body() {
+    let digest = format!("sha-256=:{}:", b64(&sha256(&body())));
+    let origin = Origin::builder()
+        .route("/v/clip.mp4", move |_| {
+            Reply::generated(LEN)
+                .header("cache-control", "public, max-age=600")
+                .header("content-type", "video/mp4")
+                .header("etag", "\"clip-1\"")
+                .header("repr-digest", &digest)
+        })
+        .run()
+        .await;
+    let url = origin.url("/v/clip.mp4");
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Device::start_with_args(da.path(), "", &[]);
+    assert_eq!(get(a.addr(), &url, &[]).await.body, body());
+    let b = Device::start_with_args(db.path(), "", &["--open-peer", &a.open_ticket()]);
+    b.wait_strangers(1).await;
+    let r = get(b.addr(), &url, &[]).await;
+    assert!(r.body == body());
+    assert!(
+        r.cache_status().contains("detail=stranger-origin"),
+        "{}",
+        r.cache_status()
+    );
+    // The headers are the origin's own (from B's HEAD), not the stranger's.
+    assert_eq!(r.header("content-type"), Some("video/mp4"));
+    assert_eq!(r.header("etag"), Some("\"clip-1\""));
+    let seen = origin.seen("/v/clip.mp4");
+    let heads = seen
+        .iter()
+        .filter(|s| s.method == http::Method::HEAD)
+        .count();
+    assert_eq!(
+        (gets(&origin, "/v/clip.mp4"), heads),
+        (1, 1),
+        "A's GET, B's HEAD"
+    );
+    a.stop();
+    b.stop();
+}
+
+#[tokio::test]
+async fn a_gateway_signed_object_is_relayed_by_a_stranger_to_a_device_that_trusts_the_gateway() {
+    let origin = Origin::builder()
+        .route("/channel/video.mp4", |_| {
+            Reply::generated(LEN).header("cache-control", "public, max-age=600")
+        })
+        .route("/channel/own.mp4", |_| {
+            Reply::generated(LEN).header("cache-control", "public, max-age=600")
+        })
+        .run()
+        .await;
+    let url = origin.url("/channel/video.mp4");
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    // The gateway answers strangers with its own signature: its id is public.
+    let gateway = Device::start_with_args(dirs[0].path(), "operator = true", &[]);
+    let g_id = gateway.id.clone();
+    assert_eq!(get(gateway.addr(), &url, &[]).await.body, body());
+    // S trusts the gateway and gets the video from it.
+    let s = Device::start_with_args(
+        dirs[1].path(),
+        "",
+        &["--operator", &g_id, "--open-peer", &gateway.open_ticket()],
+    );
+    s.wait_strangers(1).await;
+    let r = get(s.addr(), &url, &[]).await;
+    assert!(r.body == body());
+    assert!(r.cache_status().contains("peer="), "{}", r.cache_status());
+    // D trusts the gateway too but knows only S, a stranger: S relays the gateway's
+    // signature.
+    let d = Device::start_with_args(
+        dirs[2].path(),
+        "",
+        &["--operator", &g_id, "--open-peer", &s.open_ticket()],
+    );
+    d.wait_strangers(1).await;
+    let r = get(d.addr(), &url, &[]).await;
+    assert!(r.body == body());
+    assert!(
+        r.cache_status()
+            .contains(&format!("peer=\"{}\"", s.run.open.clone().unwrap().0)),
+        "served by the stranger S: {}",
+        r.cache_status()
+    );
+    assert_eq!(
+        gets(&origin, "/channel/video.mp4"),
+        1,
+        "only the gateway went to the origin"
+    );
+    // E trusts nobody: S's relay of the gateway's word counts for nothing there.
+    let e = Device::start_with_args(dirs[3].path(), "", &["--open-peer", &s.open_ticket()]);
+    e.wait_strangers(1).await;
+    let r = get(e.addr(), &url, &[]).await;
+    assert!(r.body == body());
+    assert!(!r.cache_status().contains("peer="), "{}", r.cache_status());
+    assert_eq!(gets(&origin, "/channel/video.mp4"), 2);
+    // And S never relays its own signature (its group identity stays unlinked): what S
+    // fetched from the origin itself is not offered to D.
+    assert_eq!(
+        get(s.addr(), &origin.url("/channel/own.mp4"), &[])
+            .await
+            .body,
+        body()
+    );
+    let r = get(d.addr(), &origin.url("/channel/own.mp4"), &[]).await;
+    assert!(!r.cache_status().contains("peer="), "{}", r.cache_status());
+    assert_eq!(gets(&origin, "/channel/own.mp4"), 2);
+    for dev in [gateway, s, d, e] {
+        dev.stop();
+    }
+}
