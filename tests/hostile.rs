@@ -96,11 +96,11 @@ impl ProtocolHandler for Liar {
 /// A blobs provider that answers any request with the whole blob, bao-encoded as iroh-blobs
 /// does, and (with `flip`) one byte changed in the middle of the stream.
 #[derive(Debug, Clone)]
-struct LyingBlobs {
-    store: iroh_blobs::api::Store,
-    flip: bool,
+pub(crate) struct LyingBlobs {
+    pub store: iroh_blobs::api::Store,
+    pub flip: bool,
     /// Send only the first half of the stream, then end it.
-    half: bool,
+    pub half: bool,
 }
 
 impl ProtocolHandler for LyingBlobs {

@@ -38,5 +38,7 @@ mod mesh;
 mod hostile;
 // Strangers (no shared group): what they cannot forge, through the binary.
 mod strangers;
+// Hostile strangers: the forgery matrix, and a hostile asker.
+mod open_hostile;
 // mDNS discovery between namespaces (root; skipped, saying why, elsewhere).
 mod mdns;

@@ -350,6 +350,23 @@ impl Mesh {
         self.inner.open.get().map(|o| o.ticket())
     }
 
+    /// Bans in force (peers and strangers): id, reason, time left, for the status page.
+    pub fn bans(&self) -> Vec<(String, String, Duration)> {
+        let now = Instant::now();
+        let mut out: Vec<(String, String, Duration)> = self
+            .inner
+            .peers
+            .bans
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(_, b)| b.until > now)
+            .map(|(id, b)| (id.to_string(), b.reason.clone(), b.until - now))
+            .collect();
+        out.sort_by_key(|b| std::cmp::Reverse(b.2));
+        out
+    }
+
     /// The peers, for the status page.
     pub fn peer_status(&self) -> Vec<peers::PeerStatus> {
         peers::status(&self.inner)

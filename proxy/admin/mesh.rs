@@ -40,6 +40,20 @@ pub(super) fn status_html(state: &State, s: &mut String) {
         }
         None => s.push_str("<p>Open mesh: off (<code>mesh.open</code>).</p>"),
     }
+    let bans = mesh.bans();
+    if !bans.is_empty() {
+        s.push_str("<p>Banned (peers and strangers):</p><ul>");
+        for (id, why, left) in bans.iter().take(50) {
+            let _ = write!(
+                s,
+                "<li><code>{}</code> for {}s more: {}</li>",
+                html_escape(id),
+                left.as_secs(),
+                html_escape(why)
+            );
+        }
+        s.push_str("</ul>");
+    }
     let groups = mesh.groups();
     if groups.is_empty() {
         s.push_str("<p>In no group: nothing is shared. <code>meshcache group create</code>, or <code>meshcache group join TICKET</code>.</p>");

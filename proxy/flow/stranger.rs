@@ -19,8 +19,8 @@ use cache::{Entry, Leader};
 
 use super::peer::fill_from;
 use super::{integrity, Outcome, Phase};
+use crate::http::empty;
 use crate::http::headers::{strip_hop_by_hop, CLIENT_CONDITIONALS};
-use crate::http::{empty, BoxError};
 use crate::state::State;
 
 /// What strangers hand over: the entry (headers ours) and its verified body.
@@ -28,6 +28,8 @@ pub(super) struct FromStranger {
     entry: Entry,
     body: mesh::open::StrangerBody,
     by: &'static str,
+    expected: Vec<Certified>,
+    mesh: mesh::Mesh,
 }
 
 /// Asks strangers for this request's body, when a digest for it is known here. `None`:
@@ -64,32 +66,56 @@ pub(super) async fn find(
         None => rule_headers(&expected, body.size),
     };
     let entry = entry_for(state, parts, headers, &body)?;
-    Some(FromStranger { entry, body, by })
+    Some(FromStranger {
+        entry,
+        body,
+        by,
+        expected,
+        mesh: m.clone(),
+    })
 }
 
-/// Serves (and stores) what [`find`] found through the key's fill. The body is already
-/// verified by the mesh (a mismatch ends it with an error before its last 64 KiB, and
-/// the fill never commits an errored body), so it is not hashed a second time; and it is
-/// never finished from the origin (a stranger's prefix spliced to the origin's rest would
-/// escape the digest check).
+/// Serves (and stores) what [`find`] found through the key's fill. If the stranger stops
+/// mid-way, the origin sends the rest (`peer_body::whole`: `Range`, checked against the
+/// BLAKE3 hash the stranger named); then the whole is checked against the digest this
+/// device knows before its last 64 KiB go out — so neither a forged body nor a stranger's
+/// prefix spliced to the origin's rest is ever released whole. A mismatch bans the
+/// stranger. (A small body was checked by the mesh already; it is checked again here at
+/// little cost, on the same path.)
 pub(super) fn serve(
     state: &Arc<State>,
     parts: &request::Parts,
     leader: Leader,
     found: FromStranger,
 ) -> Outcome {
-    use futures_util::StreamExt;
+    let FromStranger {
+        entry,
+        body,
+        by,
+        expected,
+        mesh,
+    } = found;
     let phase = Phase::Stranger {
-        peer: found.body.peer.clone(),
-        by: found.by,
+        peer: body.peer.clone(),
+        by,
     };
-    let body = found.body.body.map(|r| r.map_err(BoxError::from)).boxed();
+    let peer = body.peer.clone();
+    let whole = super::peer_body::whole(state.clone(), parts, &entry, body.body);
+    let checked = certify::held_back(whole, certify::Check::all(&expected), move |why| {
+        mesh.ban_stranger(
+            &peer,
+            &format!(
+                "sent a body that {}",
+                why.replace("the body does not", "does not")
+            ),
+        );
+    });
     fill_from(
         state,
         parts,
         leader,
-        found.entry,
-        body,
+        entry,
+        checked,
         None,
         Vec::new(),
         phase,

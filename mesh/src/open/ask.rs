@@ -2,14 +2,14 @@
 //! digest this device already knows (rungs 1–3), by key tag for attestations of a signer
 //! it trusts (rung 4, judged by `find.rs` exactly as a member's offer).
 //!
-//! A body by digest is verified twice over as it arrives: leaf by leaf against the BLAKE3
-//! hash the stranger named (iroh-blobs), and as a whole against the digest this device
-//! knows. Bodies up to [`WHOLE_MAX`] are fetched and checked before anything is handed on,
+//! A body by digest is verified twice over: leaf by leaf against the BLAKE3 hash the
+//! stranger named (iroh-blobs), and as a whole against the digest this device knows.
+//! Bodies up to [`WHOLE_MAX`] are fetched and checked here before anything is handed on,
 //! so a forgery costs the client nothing (the stranger is banned, the next one or the
-//! origin is asked); larger ones stream with their last 64 KiB held back until the digest
-//! matched, and a mismatch cuts the response off before its end.
+//! origin is asked); larger ones are handed on streaming, and the caller checks the digest
+//! with the last 64 KiB held back (after any resume from the origin, which the check must
+//! cover too), banning the stranger on a mismatch.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -36,12 +36,22 @@ pub struct StrangerBody {
     pub peer: String,
     pub hash: [u8; 32],
     pub size: u64,
-    /// Yields only verified bytes; a body that does not match ends with an error before
-    /// its last bytes.
+    /// Bytes verified against `hash` (BLAKE3, leaf by leaf).
     pub body: BoxStream<'static, Result<Bytes, PeerBodyError>>,
+    /// The whole body was also checked against the expected digests (a small body);
+    /// otherwise the caller must check them before releasing its last bytes.
+    pub checked: bool,
 }
 
 impl Mesh {
+    /// Bans a stranger (id and address) whose body did not match the digest it was
+    /// asked for (found out by the caller, for a streamed body).
+    pub fn ban_stranger(&self, id: &str, why: &str) {
+        if let Ok(id) = id.parse::<iroh::EndpointId>() {
+            peers::ban(&self.inner, id, why);
+        }
+    }
+
     /// A body that must have the digests in `expected` (every statement; see
     /// `cache::certify::Check::all`), from a stranger nearby. `None` when no stranger has
     /// it, or those who said so lied (they are banned).
@@ -95,6 +105,7 @@ impl Mesh {
                             hash,
                             size,
                             body: futures_util::stream::once(async move { Ok(bytes) }).boxed(),
+                            checked: true,
                         });
                     }
                     Err(e) => {
@@ -107,18 +118,16 @@ impl Mesh {
                     }
                 }
             }
-            let weak = Arc::downgrade(inner);
-            let body = cache::certify::held_back(body, check, move |why| {
-                if let Some(inner) = weak.upgrade() {
-                    peers::ban(&inner, id, &format!("sent a body that {why}"));
-                }
-            });
+            // Larger: streamed, verified leaf by leaf against the hash the stranger named;
+            // the caller checks the digest before the last bytes go out (and bans through
+            // `ban_stranger` on a mismatch).
             inner.bump(&inner.counters.peer_hits, 1);
             return Some(StrangerBody {
                 peer: id.to_string(),
                 hash,
                 size,
                 body,
+                checked: false,
             });
         }
         None
