@@ -10,6 +10,8 @@
 //! - [`attest`]: attestations, the signed binding of a URL to a body hash, and origin
 //!   digests (RFC 9530).
 //! - [`share`]: tickets for handing a file to a friend.
+//! - [`open`]: the open mesh — strangers, who share no group, asked and answered by tag
+//!   only for what they cannot forge, under a separate identity made at every start.
 //!
 //! Trust (DESIGN.md, "The mesh: trust and privacy"): a body from a peer is accepted only
 //! if its attestation verifies and the signer is trusted (a member of a shared group, a
