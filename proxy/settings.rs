@@ -111,6 +111,7 @@ impl Settings {
             o.open_peers = m.open_peers.clone();
             o.operators = m.operators.clone();
             o.operator = m.operator;
+            o.open_rotate = m.open_rotate;
             o.mdns = m.mdns;
             o.lookup_timeout = m.lookup_timeout;
             o.peer_fill_wait = m.peer_fill_wait;
@@ -200,6 +201,7 @@ mod tests {
         assert_eq!(m.open, lib.open);
         assert_eq!(m.open_bind, lib.open_bind);
         assert_eq!(m.operator, lib.operator);
+        assert_eq!(m.open_rotate, lib.open_rotate);
         assert_eq!(m.lookup_timeout, lib.lookup_timeout);
         assert_eq!(m.peer_fill_wait, lib.peer_fill_wait);
         assert_eq!(m.fetch_idle_timeout, lib.fetch_idle_timeout);

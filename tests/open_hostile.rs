@@ -525,6 +525,8 @@ async fn a_hostile_asker_gets_nothing_private_and_no_more_than_its_budget() {
         get(device.addr(), &origin.url(&public), &[]).await.body,
         good
     );
+    // Stored (and indexed for strangers) once its response has ended.
+    device.wait_figure("mesh_open_tags", 1).await;
     let mut positive = 0;
     for _ in 0..mesh::open::POSITIVE_ANSWERS + 20 {
         if let OpenAnswer::Content { size, .. } = ask(&conn, &by_content).await {

@@ -57,6 +57,7 @@ async fn a_by_hash_url_is_served_by_a_stranger_and_an_ordinary_one_is_not() {
         let r = get(a.addr(), &origin.url(path), &[]).await;
         assert_eq!(r.body, body());
     }
+    a.wait_figure("mesh_open_tags", 3).await;
     let b = Device::start_with_args(db.path(), "", &["--open-peer", &a.open_ticket()]);
     b.wait_strangers(1).await;
 
@@ -111,6 +112,7 @@ async fn a_stated_integrity_is_served_by_a_stranger_and_a_wrong_one_never() {
     // A's messenger knew the hash from the message: it stated it.
     let r = get(a.addr(), &url, &[("meshcache-integrity", &right)]).await;
     assert_eq!(r.body, body());
+    a.wait_figure("mesh_open_tags", 1).await;
     let b = Device::start_with_args(db.path(), "", &["--open-peer", &a.open_ticket()]);
     b.wait_strangers(1).await;
 
@@ -151,6 +153,7 @@ async fn a_digest_the_origin_states_to_this_device_lets_a_stranger_send_the_body
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let a = Device::start_with_args(da.path(), "", &[]);
     assert_eq!(get(a.addr(), &url, &[]).await.body, body());
+    a.wait_figure("mesh_open_tags", 1).await;
     let b = Device::start_with_args(db.path(), "", &["--open-peer", &a.open_ticket()]);
     b.wait_strangers(1).await;
     let r = get(b.addr(), &url, &[]).await;
@@ -194,6 +197,7 @@ async fn a_gateway_signed_object_is_relayed_by_a_stranger_to_a_device_that_trust
     let gateway = Device::start_with_args(dirs[0].path(), "operator = true", &[]);
     let g_id = gateway.id.clone();
     assert_eq!(get(gateway.addr(), &url, &[]).await.body, body());
+    gateway.wait_figure("mesh_open_tags", 1).await;
     // S trusts the gateway and gets the video from it.
     let s = Device::start_with_args(
         dirs[1].path(),
@@ -204,6 +208,7 @@ async fn a_gateway_signed_object_is_relayed_by_a_stranger_to_a_device_that_trust
     let r = get(s.addr(), &url, &[]).await;
     assert!(r.body == body());
     assert!(r.cache_status().contains("peer="), "{}", r.cache_status());
+    s.wait_figure("mesh_open_tags", 1).await;
     // D trusts the gateway too but knows only S, a stranger: S relays the gateway's
     // signature.
     let d = Device::start_with_args(
@@ -246,4 +251,77 @@ async fn a_gateway_signed_object_is_relayed_by_a_stranger_to_a_device_that_trust
     for dev in [gateway, s, d, e] {
         dev.stop();
     }
+}
+
+/// The open-mesh id of a device, from its `/status.json`.
+async fn open_id(d: &Device) -> String {
+    let s: serde_json::Value = serde_json::from_str(&d.status().await).unwrap();
+    s["mesh_open_id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn the_open_identity_is_made_anew_and_strangers_are_found_again() {
+    // Three objects A holds: one try each after the rotations (a try that overlaps the
+    // next rotation may go to the origin; the test needs one that does not).
+    let lens = [LEN, LEN + 1, LEN + 2];
+    let gen = |len: u64| (0..len).map(pattern).collect::<Vec<u8>>();
+    let paths: Vec<String> = lens
+        .iter()
+        .map(|l| format!("/pool/by-hash/SHA256/{}", hex(&sha256(&gen(*l)))))
+        .collect();
+    let mut ob = Origin::builder();
+    for (p, l) in paths.iter().zip(lens) {
+        ob = ob.route(p, move |_| Reply::generated(l));
+    }
+    let origin = ob.run().await;
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Device::start_with_args(da.path(), "", &[]);
+    for (p, l) in paths.iter().zip(lens) {
+        assert_eq!(get(a.addr(), &origin.url(p), &[]).await.body, gen(l));
+    }
+    a.wait_figure("mesh_open_tags", 6).await;
+    let b = Device::start_with_args(
+        db.path(),
+        "open_rotate = \"2s\"",
+        &["--open-peer", &a.open_ticket()],
+    );
+    let first = open_id(&b).await;
+    assert_eq!(first, b.run.open.clone().unwrap().0);
+    assert_ne!(first, b.id, "the open identity is not the group identity");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut ids = vec![first];
+    while ids.len() < 3 {
+        let now = open_id(&b).await;
+        if ids.last() != Some(&now) {
+            assert!(
+                !ids.contains(&now),
+                "a new identity every time: {ids:?} {now}"
+            );
+            ids.push(now);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never rotated: {ids:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // The stranger by ticket is found again under the new identity.
+    let mut served = Vec::new();
+    for (p, l) in paths.iter().zip(lens) {
+        b.wait_strangers(1).await;
+        let r = get(b.addr(), &origin.url(p), &[]).await;
+        assert!(r.body == gen(l));
+        served.push(r.cache_status().to_string());
+        if r.cache_status().contains("detail=stranger-url") {
+            break;
+        }
+    }
+    assert!(
+        served
+            .last()
+            .is_some_and(|c| c.contains("detail=stranger-url")),
+        "never served by the stranger after rotating: {served:?}"
+    );
+    a.stop();
+    b.stop();
 }

@@ -318,6 +318,10 @@ pub struct Mesh {
     /// under its own (published) id. Default `false` (a device relays only others'
     /// signatures to strangers, so its group identity is never linked to its open one).
     pub operator: bool,
+    /// How often the open mesh's identity is made anew (it is also new at every
+    /// start); non-zero. Default `"24h"`.
+    #[serde(with = "duration_str")]
+    pub open_rotate: Duration,
     /// Find peers on the LAN by mDNS (needs a default or multicast route).
     /// Default `true`.
     pub mdns: bool,
@@ -357,6 +361,7 @@ impl Default for Mesh {
             open_peers: Vec::new(),
             operators: Vec::new(),
             operator: false,
+            open_rotate: Duration::from_secs(24 * 3600),
             mdns: true,
             lookup_timeout: Duration::from_millis(50),
             peer_fill_wait: Duration::from_secs(30),
@@ -544,6 +549,7 @@ impl Config {
             ("mesh.lookup_timeout", self.mesh.lookup_timeout),
             ("mesh.fetch_idle_timeout", self.mesh.fetch_idle_timeout),
             ("mesh.ban_duration", self.mesh.ban_duration),
+            ("mesh.open_rotate", self.mesh.open_rotate),
         ];
         for (field, timeout) in timeouts {
             check(!timeout.is_zero(), field, "must not be zero".to_owned())?;

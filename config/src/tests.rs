@@ -111,6 +111,7 @@ open_listen = "192.168.1.7:5001"
 open_peers = ["endpointdef"]
 operators = ["fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210"]
 operator = true
+open_rotate = "1h"
 mdns = false
 lookup_timeout = "20ms"
 peer_fill_wait = "5s"
@@ -185,6 +186,7 @@ fn full_expected() -> Config {
                 "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210".into(),
             ],
             operator: true,
+            open_rotate: Duration::from_secs(3600),
             mdns: false,
             lookup_timeout: Duration::from_millis(20),
             peer_fill_wait: Duration::from_secs(5),
@@ -413,6 +415,7 @@ fn other_invalid_values() {
         ("[mesh]\noperators = [\"abc\"]\n", "mesh.operators[0]"),
         ("[mesh]\nopen_peers = [\"abc\"]\n", "mesh.open_peers[0]"),
         ("[mesh]\nlookup_timeout = \"0s\"\n", "mesh.lookup_timeout"),
+        ("[mesh]\nopen_rotate = \"0s\"\n", "mesh.open_rotate"),
     ];
     for (text, expected) in cases {
         assert_eq!(invalid(text).0, expected, "{text}");

@@ -23,9 +23,9 @@ pub(crate) async fn start(inner: &Arc<Inner>) {
     }
     let weak = Arc::downgrade(inner);
     watch(
-        inner,
         &inner.endpoint,
         "meshcache",
+        inner.shutdown.subscribe(),
         Box::new(move |addr| {
             if let Some(inner) = weak.upgrade() {
                 peers::add(&inner, addr, "mdns");
@@ -36,12 +36,12 @@ pub(crate) async fn start(inner: &Arc<Inner>) {
 }
 
 /// Announces `endpoint` under mDNS service `service` and hands every endpoint found to
-/// `found`, until shutdown. (The open mesh uses its own service, `meshcache-open`, so
+/// `found`, until `stop` turns true. (The open mesh uses its own service, `meshcache-open`, so
 /// its announcements carry nothing of the group identity.)
 pub(crate) async fn watch(
-    inner: &Arc<Inner>,
     endpoint: &iroh::Endpoint,
     service: &'static str,
+    mut stop: tokio::sync::watch::Receiver<bool>,
     found: Box<dyn Fn(iroh::EndpointAddr) + Send + Sync>,
 ) {
     let mdns = match MdnsAddressLookup::builder()
@@ -62,7 +62,6 @@ pub(crate) async fn watch(
         }
     }
     let mut events = mdns.subscribe().await;
-    let mut stop = inner.shutdown.subscribe();
     tracing::info!("mDNS discovery on (service '{service}')");
     tokio::spawn(async move {
         let _keep = mdns;

@@ -77,6 +77,8 @@ pub struct Options {
     /// Answer strangers with this device's own attestations (a carriage operator, whose
     /// id is public anyway). Default false.
     pub operator: bool,
+    /// How often the open mesh's identity is made anew. Default 24 h.
+    pub open_rotate: Duration,
     /// Find peers on the LAN by mDNS. Default true.
     pub mdns: bool,
     /// How long a lookup waits for peers' answers. Default 50 ms.
@@ -110,6 +112,7 @@ impl Options {
             open_peers: Vec::new(),
             operators: Vec::new(),
             operator: false,
+            open_rotate: Duration::from_secs(24 * 3600),
             mdns: true,
             lookup_timeout: Duration::from_millis(50),
             peer_fill_wait: Duration::from_secs(30),
@@ -179,8 +182,9 @@ pub(crate) struct Inner {
     friends: HashSet<EndpointId>,
     /// Carriage operators: trusted signers whoever relays their attestations.
     operators: HashSet<EndpointId>,
-    /// The open mesh (strangers), when `opts.open`.
-    open: std::sync::OnceLock<open::Open>,
+    /// The open mesh (strangers), when `opts.open`: its current identity (replaced every
+    /// `open_rotate`).
+    open: std::sync::RwLock<Option<Arc<open::Open>>>,
     peers: peers::Peers,
     /// Keys this device is seeking or fetching right now (see [`Mesh::seek`]).
     inflight: Mutex<HashMap<String, server::Inflight>>,
@@ -228,7 +232,7 @@ impl Mesh {
             groups,
             friends,
             operators,
-            open: std::sync::OnceLock::new(),
+            open: std::sync::RwLock::new(None),
             peers: peers::Peers::default(),
             inflight: Mutex::new(HashMap::new()),
             offered: Mutex::new(access::Offered::default()),
@@ -349,7 +353,7 @@ impl Mesh {
 
     /// This device's open-mesh ticket (a new identity at every start), if it is on.
     pub fn open_ticket(&self) -> Option<String> {
-        self.inner.open.get().map(|o| o.ticket())
+        self.inner.open().map(|o| o.ticket())
     }
 
     /// Bans in force (peers and strangers): id, reason, time left, for the status page.
@@ -399,7 +403,7 @@ impl Mesh {
                 tracing::warn!("mesh shutdown: {e}");
             }
         }
-        if let Some(o) = self.inner.open.get() {
+        if let Some(o) = self.inner.open() {
             o.shutdown().await;
         }
         self.inner.endpoint.close().await;
@@ -513,6 +517,11 @@ pub(crate) fn unix_ms(t: SystemTime) -> u64 {
 impl Inner {
     pub(crate) fn bump(&self, c: &AtomicU64, n: u64) {
         c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The open mesh's current identity, if it runs.
+    pub(crate) fn open(&self) -> Option<Arc<open::Open>> {
+        self.open.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub(crate) fn is_shutting_down(&self) -> bool {

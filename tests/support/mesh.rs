@@ -75,16 +75,19 @@ impl Device {
 
     /// Waits until at least `n` strangers are connected; panics after 30 s.
     pub async fn wait_strangers(&self, n: u64) {
+        self.wait_figure("mesh_strangers_connected", n).await
+    }
+
+    /// Waits until `/status.json`'s figure `name` is at least `n` (a body stored after
+    /// its response ended shows as open-mesh tags, for instance); panics after 30 s.
+    pub async fn wait_figure(&self, name: &str, n: u64) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let s = self.status().await;
-            if figure(&s, "mesh_strangers_connected") >= n {
+            if figure(&s, name) >= n {
                 return;
             }
-            assert!(
-                Instant::now() < deadline,
-                "{n} strangers never connected: {s}"
-            );
+            assert!(Instant::now() < deadline, "{name} never reached {n}: {s}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

@@ -57,7 +57,7 @@ impl Mesh {
     /// it, or those who said so lied (they are banned).
     pub async fn find_by_digest(&self, expected: &[Certified]) -> Option<StrangerBody> {
         let inner = &self.inner;
-        let open = inner.open.get()?;
+        let open = inner.open()?;
         let first = expected.first()?;
         let tag = content_tag(first);
         let max = inner.cache.options().max_object_size;
@@ -199,7 +199,7 @@ pub(crate) async fn signed(
     req: &request::Parts,
     allow_stale: bool,
 ) -> Vec<Candidate> {
-    let Some(open) = inner.open.get() else {
+    let Some(open) = inner.open() else {
         return Vec::new();
     };
     let trusts_others = !inner.operators.is_empty()

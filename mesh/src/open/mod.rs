@@ -82,6 +82,8 @@ pub(crate) struct Open {
     /// Positive answers given per stranger id and per address in the current window.
     answered: Mutex<LruCache<Who, (Instant, u32)>>,
     pub tags: Mutex<tags::Tags>,
+    /// Ends this identity's tasks (mDNS, redialing) when it is replaced or shut down.
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -104,50 +106,66 @@ pub(crate) fn ban_key(a: SocketAddr) -> SocketAddr {
 }
 
 /// Starts the open mesh: a fresh identity on its own endpoint, the open lookup protocol
-/// and the (gated) blobs protocol, strangers by ticket and mDNS, the tag index.
+/// and the (gated) blobs protocol, strangers by ticket and mDNS, the tag index; and the
+/// task that makes a new identity every `open_rotate`.
 pub(crate) async fn start(
     inner: &Arc<Inner>,
     blobs: iroh_blobs::BlobsProtocol,
 ) -> Result<(), MeshError> {
-    let opts = &inner.opts;
+    let open = bind(inner, &blobs).await?;
+    *inner.open.write().unwrap_or_else(|e| e.into_inner()) = Some(open.clone());
+    tags::build(inner);
+    begin(inner, &open).await;
+    tokio::spawn(rotate(Arc::downgrade(inner), blobs));
+    Ok(())
+}
+
+/// A new identity on a new endpoint, serving the open protocols.
+async fn bind(
+    inner: &Arc<Inner>,
+    blobs: &iroh_blobs::BlobsProtocol,
+) -> Result<Arc<Open>, MeshError> {
+    let bind = inner.opts.open_bind;
     let endpoint = Endpoint::builder(presets::Minimal)
         .secret_key(SecretKey::generate())
         .clear_ip_transports()
-        .bind_addr(opts.open_bind)
-        .map_err(|e| MeshError::Endpoint(format!("open mesh bind {}: {e}", opts.open_bind)))?
+        .bind_addr(bind)
+        .map_err(|e| MeshError::Endpoint(format!("open mesh bind {bind}: {e}")))?
         .relay_mode(RelayMode::Disabled)
         .bind()
         .await
-        .map_err(|e| MeshError::Endpoint(format!("open mesh bind {}: {e}", opts.open_bind)))?;
+        .map_err(|e| MeshError::Endpoint(format!("open mesh bind {bind}: {e}")))?;
     let router = Router::builder(endpoint.clone())
         .accept(proto::ALPN, serve::Handler::new(Arc::downgrade(inner)))
-        .accept(iroh_blobs::ALPN, crate::access::Blobs(blobs))
+        .accept(iroh_blobs::ALPN, crate::access::Blobs(blobs.clone()))
         .spawn();
-    let open = Open {
-        endpoint: endpoint.clone(),
+    Ok(Arc::new(Open {
+        endpoint,
         router: Mutex::new(Some(router)),
         strangers: Mutex::new(HashMap::new()),
         addr_bans: Mutex::new(HashMap::new()),
         answered: Mutex::new(LruCache::new(NonZeroUsize::new(4 * MAX_STRANGERS).unwrap())),
         tags: Mutex::new(tags::Tags::default()),
-    };
-    if inner.open.set(open).is_err() {
-        return Err(MeshError::Endpoint("the open mesh started twice".into()));
-    }
+        stop: tokio::sync::watch::channel(false).0,
+    }))
+}
+
+/// Puts a new identity to work: strangers by ticket, mDNS, redialing.
+async fn begin(inner: &Arc<Inner>, open: &Arc<Open>) {
+    let endpoint = &open.endpoint;
     tracing::info!(id = %endpoint.id(), addrs = ?endpoint.bound_sockets(), "open mesh up (strangers: only what they cannot forge)");
-    tags::build(inner);
-    for t in &opts.open_peers {
+    for t in &inner.opts.open_peers {
         match crate::parse_peer(t) {
             Ok(addr) => add(inner, addr, "ticket"),
             Err(e) => tracing::warn!("mesh.open_peers: {e}"),
         }
     }
-    if opts.mdns {
+    if inner.opts.mdns {
         let weak = Arc::downgrade(inner);
         crate::discovery::watch(
-            inner,
-            &endpoint,
+            endpoint,
             "meshcache-open",
+            open.stop.subscribe(),
             Box::new(move |addr| {
                 if let Some(inner) = weak.upgrade() {
                     add(&inner, addr, "mdns");
@@ -156,8 +174,57 @@ pub(crate) async fn start(
         )
         .await;
     }
-    tokio::spawn(maintain(Arc::downgrade(inner)));
-    Ok(())
+    tokio::spawn(maintain(Arc::downgrade(inner), Arc::downgrade(open)));
+}
+
+/// Every `open_rotate`, a new identity: a stranger who saw this device yesterday cannot
+/// tell it is the same one today (on the same network its address may still say so). The
+/// bans, answer budgets and tag index carry over; strangers are found again (tickets at
+/// once, mDNS as it announces, askers by dialing back).
+async fn rotate(weak: Weak<Inner>, blobs: iroh_blobs::BlobsProtocol) {
+    let Some(every) = weak.upgrade().map(|i| i.opts.open_rotate) else {
+        return;
+    };
+    let mut stop = match weak.upgrade() {
+        Some(i) => i.shutdown.subscribe(),
+        None => return,
+    };
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let Some(inner) = weak.upgrade() else { return };
+        let Some(old) = inner.open() else { return };
+        // A fixed port must be free before the new endpoint binds it.
+        let fixed = inner.opts.open_bind.port() != 0;
+        if fixed {
+            old.shutdown().await;
+        }
+        let new = match bind(&inner, &blobs).await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!("open mesh: a new identity failed ({e}); the open mesh is off");
+                *inner.open.write().unwrap_or_else(|e| e.into_inner()) = None;
+                if !fixed {
+                    old.shutdown().await;
+                }
+                return;
+            }
+        };
+        *lock(&new.tags) = std::mem::take(&mut *lock(&old.tags));
+        *lock(&new.addr_bans) = lock(&old.addr_bans).clone();
+        *lock(&new.answered) = std::mem::replace(
+            &mut *lock(&old.answered),
+            LruCache::new(NonZeroUsize::new(1).unwrap()),
+        );
+        *inner.open.write().unwrap_or_else(|e| e.into_inner()) = Some(new.clone());
+        if !fixed {
+            old.shutdown().await;
+        }
+        tracing::info!(old = %old.endpoint.id(), new = %new.endpoint.id(), "open mesh: a new identity");
+        begin(&inner, &new).await;
+    }
 }
 
 impl Open {
@@ -230,6 +297,7 @@ impl Open {
     }
 
     pub async fn shutdown(&self) {
+        self.stop.send_replace(true);
         let router = lock(&self.router).take();
         if let Some(r) = router {
             if let Err(e) = r.shutdown().await {
@@ -242,7 +310,7 @@ impl Open {
 
 /// Adds a stranger (if new and not banned) and dials it.
 pub(crate) fn add(inner: &Arc<Inner>, addr: EndpointAddr, source: &'static str) {
-    let Some(open) = inner.open.get() else { return };
+    let Some(open) = inner.open() else { return };
     if addr.id == open.endpoint.id()
         || inner.peers.banned(&addr.id)
         || addr.ip_addrs().any(|a| open.addr_banned(*a))
@@ -290,7 +358,7 @@ pub(crate) fn add(inner: &Arc<Inner>, addr: EndpointAddr, source: &'static str) 
 /// Dials a stranger in the background (once at a time; not again within
 /// [`REDIAL_AFTER`] of a failure).
 fn dial(inner: &Arc<Inner>, id: EndpointId) {
-    let Some(open) = inner.open.get() else { return };
+    let Some(open) = inner.open() else { return };
     let addr = {
         let mut map = lock(&open.strangers);
         let Some(s) = map.get_mut(&id) else { return };
@@ -300,16 +368,16 @@ fn dial(inner: &Arc<Inner>, id: EndpointId) {
         s.dialing = true;
         s.addr.clone()
     };
+    let weak = Arc::downgrade(&open);
     let ep = open.endpoint.clone();
-    let weak = Arc::downgrade(inner);
     tokio::spawn(async move {
         let res = tokio::time::timeout(
             crate::proto::HANDSHAKE_TIMEOUT,
             ep.connect(addr, proto::ALPN),
         )
         .await;
-        let Some(inner) = weak.upgrade() else { return };
-        let Some(open) = inner.open.get() else { return };
+        // The identity that dialed (it may have been replaced meanwhile).
+        let Some(open) = weak.upgrade() else { return };
         let mut map = lock(&open.strangers);
         let Some(s) = map.get_mut(&id) else { return };
         s.dialing = false;
@@ -325,8 +393,9 @@ fn dial(inner: &Arc<Inner>, id: EndpointId) {
     });
 }
 
-/// Redials strangers whose connection went, forgets those gone for long.
-async fn maintain(weak: Weak<Inner>) {
+/// Redials strangers whose connection went, forgets those gone for long (for one
+/// identity, until it is replaced).
+async fn maintain(weak: Weak<Inner>, this: Weak<Open>) {
     let mut tick = tokio::time::interval(REDIAL_AFTER);
     loop {
         tick.tick().await;
@@ -334,7 +403,10 @@ async fn maintain(weak: Weak<Inner>) {
         if inner.is_shutting_down() {
             return;
         }
-        let Some(open) = inner.open.get() else { return };
+        let Some(open) = this.upgrade() else { return };
+        if *open.stop.borrow() {
+            return;
+        }
         let redial: Vec<EndpointId> = {
             let mut map = lock(&open.strangers);
             let now = Instant::now();
@@ -356,7 +428,7 @@ async fn maintain(weak: Weak<Inner>) {
 /// Bans a stranger's addresses too (called by `peers::ban` for strangers), and closes
 /// its connections.
 pub(crate) fn ban(inner: &Inner, id: EndpointId) {
-    let Some(open) = inner.open.get() else { return };
+    let Some(open) = inner.open() else { return };
     let (addrs, conns) = {
         let mut map = lock(&open.strangers);
         match map.get_mut(&id) {
@@ -381,7 +453,7 @@ pub(crate) async fn blobs_conn(
     inner: &Inner,
     id: EndpointId,
 ) -> Option<Result<Connection, String>> {
-    let open = inner.open.get()?;
+    let open = inner.open()?;
     let addr = {
         let map = lock(&open.strangers);
         let s = map.get(&id)?;
@@ -428,7 +500,7 @@ pub struct OpenStatus {
 }
 
 pub(crate) fn status(inner: &Inner) -> Option<OpenStatus> {
-    let open = inner.open.get()?;
+    let open = inner.open()?;
     let now = Instant::now();
     // One lock at a time: a guard made inside the struct literal would live to its end.
     let strangers_known = lock(&open.strangers).len();

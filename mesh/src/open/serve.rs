@@ -41,7 +41,7 @@ impl ProtocolHandler for Handler {
             _ => None,
         };
         if let (Some(inner), Some(a)) = (self.0.upgrade(), addr) {
-            if inner.open.get().is_some_and(|o| o.addr_banned(a)) {
+            if inner.open().is_some_and(|o| o.addr_banned(a)) {
                 inner.bump(&inner.counters.refused, 1);
                 return Err(AcceptError::from_err(std::io::Error::other(
                     "a banned address",
@@ -118,10 +118,10 @@ async fn serve(
 ) -> Result<(), ProtoError> {
     let req: OpenRequest =
         mproto::within(REQUEST_READ_TIMEOUT, mproto::read_msg(&mut recv)).await?;
-    let Some(open) = inner.open.get() else {
+    let Some(open) = inner.open() else {
         return Ok(());
     };
-    let answer = answer(inner, open, remote, addr, &req);
+    let answer = answer(inner, &open, remote, addr, &req);
     inner.bump(&inner.counters.answers, 1);
     mproto::write_msg(&mut send, &answer).await?;
     let _ = send.finish();

@@ -90,7 +90,7 @@ pub(crate) fn build(inner: &Arc<Inner>) {
                 return;
             }
         };
-        let Some(open) = inner.open.get() else { return };
+        let Some(open) = inner.open() else { return };
         let mut tags = super::lock(&open.tags);
         for (key, e) in &list {
             tags.insert(key, e);
