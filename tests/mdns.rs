@@ -25,8 +25,10 @@ impl Drop for Pair {
     }
 }
 
-fn setup() -> Result<Pair, String> {
-    let tag = format!("{:x}", std::process::id() & 0xffffff);
+/// Two namespaces joined by a veth pair; `n` tells the pairs of one test run apart (the
+/// tests run in parallel in one process).
+fn setup(n: u32) -> Result<Pair, String> {
+    let tag = format!("{:x}{n}", std::process::id() & 0xffffff);
     let pair = Pair {
         a: format!("mma{tag}"),
         b: format!("mmb{tag}"),
@@ -125,7 +127,7 @@ fn wait_for_all(
 
 #[test]
 fn two_devices_in_namespaces_find_each_other_by_mdns() {
-    let pair = match setup() {
+    let pair = match setup(0) {
         Ok(p) => p,
         Err(e) => {
             eprintln!(
@@ -146,6 +148,39 @@ fn two_devices_in_namespaces_find_each_other_by_mdns() {
             &["new mesh peer", "source=\"mdns\""],
             &["A: ", "mesh peer connected"],
             &["B: ", "mesh peer connected"],
+        ],
+        Duration::from_secs(30),
+    );
+    for c in [&mut a, &mut b] {
+        let _ = Command::new("kill").arg(c.id().to_string()).status();
+        let _ = c.wait();
+    }
+    result.unwrap();
+    drop(pair);
+}
+
+#[test]
+fn two_strangers_in_namespaces_find_each_other_by_mdns() {
+    let pair = match setup(1) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!(
+                "skipped: cannot create network namespaces here (needs root and iproute2): {e}"
+            );
+            return;
+        }
+    };
+    // No group, no ticket: the open mesh's own mDNS service (meshcache-open).
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let (tx, rx) = mpsc::channel();
+    let mut a = start_in(&pair.a, dirs[0].path(), "10.78.0.1:4919", "A", tx.clone());
+    let mut b = start_in(&pair.b, dirs[1].path(), "10.78.0.2:4919", "B", tx);
+    let result = wait_for_all(
+        &rx,
+        &[
+            &["stranger added", "source=\"mdns\""],
+            &["A: ", "connected to a stranger"],
+            &["B: ", "connected to a stranger"],
         ],
         Duration::from_secs(30),
     );

@@ -351,7 +351,7 @@ pub(crate) fn add(inner: &Arc<Inner>, addr: EndpointAddr, source: &'static str) 
             },
         );
     }
-    tracing::debug!(stranger = %addr.id, source, "stranger added");
+    tracing::info!(stranger = %addr.id, source, "stranger added");
     dial(inner, addr.id);
 }
 
@@ -384,7 +384,7 @@ fn dial(inner: &Arc<Inner>, id: EndpointId) {
         s.since = Instant::now();
         match res {
             Ok(Ok(conn)) => {
-                tracing::debug!(stranger = %id, "connected to a stranger");
+                tracing::info!(stranger = %id, "connected to a stranger");
                 s.conn = Some(conn);
             }
             Ok(Err(e)) => tracing::debug!(stranger = %id, "dial: {e}"),
