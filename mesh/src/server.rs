@@ -117,7 +117,7 @@ impl cache::Attester for Signer {
 
     fn committed(&self, key: &str, entry: &cache::Entry) {
         if let Some(inner) = self.inner.upgrade() {
-            if let Some(o) = inner.open.get() {
+            if let Some(o) = inner.open() {
                 o.tags
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
