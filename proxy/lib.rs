@@ -172,6 +172,7 @@ impl App {
             server: opts.clone(),
             shutdown: rx.clone(),
             permits: permits.clone(),
+            digest_hosts: Default::default(),
         });
         let front = listen::Front {
             opts,

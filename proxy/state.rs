@@ -55,6 +55,44 @@ pub struct State {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// The connection permits (for the count of open connections).
     pub(crate) permits: Arc<Permits>,
+    /// Origins (host and port) that stated a `Content-Digest` / `Repr-Digest` to this
+    /// device: only for these does a miss first ask the origin for a `HEAD` (whose digest
+    /// lets a stranger send the body). Others never pay the extra round trip.
+    pub(crate) digest_hosts: DigestHosts,
+}
+
+/// Origins known to state digests, most recently seen first (bounded).
+pub(crate) struct DigestHosts(std::sync::Mutex<lru::LruCache<String, ()>>);
+
+/// Origins remembered as stating digests.
+pub(crate) const DIGEST_HOSTS: usize = 1024;
+
+impl Default for DigestHosts {
+    fn default() -> Self {
+        Self(std::sync::Mutex::new(lru::LruCache::new(
+            std::num::NonZeroUsize::new(DIGEST_HOSTS).unwrap(),
+        )))
+    }
+}
+
+impl DigestHosts {
+    pub fn saw(&self, uri: &http::Uri) {
+        if let Some(a) = uri.authority() {
+            self.0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .put(a.as_str().to_ascii_lowercase(), ());
+        }
+    }
+
+    pub fn states_digests(&self, uri: &http::Uri) -> bool {
+        uri.authority().is_some_and(|a| {
+            self.0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&a.as_str().to_ascii_lowercase())
+        })
+    }
 }
 
 impl State {

@@ -161,6 +161,11 @@ async fn forgery_run(rung: Rung, forgery: Forgery, len: u64) {
                 r
             }
         })
+        .route("/media/earlier.bin", |_| {
+            let small = right(1000);
+            Reply::generated(1000)
+                .header("repr-digest", format!("sha-256=:{}:", b64(&sha256(&small))))
+        })
         .run()
         .await;
     let url = origin.url(&path);
@@ -198,6 +203,11 @@ async fn forgery_run(rung: Rung, forgery: Forgery, len: u64) {
     let dir = tempfile::tempdir().unwrap();
     let victim = Device::start_with_args(dir.path(), "", &["--open-peer", &ticket]);
     victim.wait_strangers(1).await;
+    if rung == Rung::Origin {
+        // The victim has seen this origin state digests: it asks it for a HEAD first.
+        let r = get(victim.addr(), &origin.url("/media/earlier.bin"), &[]).await;
+        assert_eq!(r.body, right(1000));
+    }
 
     let (status, cs, got) = fetch(victim.addr(), &url, &headers).await;
     assert_eq!(status, 200, "{what}");

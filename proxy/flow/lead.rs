@@ -140,6 +140,9 @@ pub(super) async fn lead(
     } else {
         Vec::new()
     };
+    if certified.iter().any(|c| c.rule == "origin-digest") {
+        state.digest_hosts.saw(&parts.uri);
+    }
     let stated = parts.headers.contains_key(cache::certify::INTEGRITY);
     if certified.iter().any(|c| c.rule != "origin-digest") {
         cache::certify::immutable_unless_stated(&mut rparts.headers);

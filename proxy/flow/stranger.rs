@@ -2,7 +2,8 @@
 //! already knows the digest the body must have, from somewhere the stranger does not
 //! control — the URL (rung 1), the client's `Meshcache-Integrity` (rung 2), or the origin
 //! itself (rung 3: a `HEAD` over this device's own connection whose `Content-Digest` /
-//! `Repr-Digest` names it). The mesh verifies the bytes (`Mesh::find_by_digest`); the
+//! `Repr-Digest` names it; sent only to origins that stated digests to this device
+//! before, see `State::digest_hosts`). The mesh verifies the bytes (`Mesh::find_by_digest`); the
 //! response headers are built **here** — from the rule or the origin's `HEAD` — never
 //! taken from the stranger. (Rung 4, a trusted signer's attestation relayed by a
 //! stranger, goes through `Mesh::find` like a member's offer.)
@@ -51,7 +52,11 @@ pub(super) async fn find(
     let mut origin_head = None;
     if expected.is_empty() {
         // Rung 3: the origin states the digest to us (a HEAD costs a round trip, not the
-        // body: the body then comes from the stranger nearby).
+        // body: the body then comes from the stranger nearby) — asked only of origins
+        // that stated digests to this device before, so the others cost nothing extra.
+        if !state.digest_hosts.states_digests(&parts.uri) {
+            return None;
+        }
         let head = origin_head_digest(state, parts).await?;
         expected = certify::stated_digest(&head);
         origin_head = Some(head);
