@@ -92,6 +92,11 @@ async fn a_by_hash_url_is_served_by_a_stranger_and_an_ordinary_one_is_not() {
     assert_eq!(r.body, body());
     assert!(!r.cache_status().contains("peer="), "{}", r.cache_status());
     assert_eq!(gets(&origin, "/news.jpg"), 2, "B went to the origin");
+    assert_eq!(
+        origin.seen("/news.jpg").len(),
+        2,
+        "and sent no HEAD first: this origin never stated a digest"
+    );
     let status = a.status().await;
     assert!(figure(&status, "mesh_open_tags") >= 1, "{status}");
     a.stop();
