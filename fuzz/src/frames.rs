@@ -1,9 +1,10 @@
-//! Target `frames`: bytes → the `meshcache/1` messages (`mesh::proto`), decoded with
-//! postcard as `read_msg` does.
+//! Target `frames`: bytes → the `meshcache/1` messages (`mesh::proto`) and the open
+//! mesh's `meshcache-open/1` messages (`mesh::open::proto`, what strangers send), decoded
+//! with postcard as `read_msg` does.
 //!
 //! Input: one selector byte (low 3 bits: `Hello`, `HelloAck`, `Proofs`, `Welcome`,
-//! `Request`, `Answer`; high bit: build a message from the bytes with `arbitrary` instead
-//! of decoding them), then the body.
+//! `Request`, `Answer`, `OpenRequest`, `OpenAnswer`; high bit: build a message from the
+//! bytes with `arbitrary` instead of decoding them — the first six kinds), then the body.
 //!
 //! Invariants: decoding never panics; a decoded message re-encodes to bytes that decode to
 //! an equal message and re-encode to the same bytes (the encoding of a value is canonical,
@@ -20,6 +21,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use arbitrary::{Result as ArbResult, Unstructured};
+use mesh::open::proto::{OpenAnswer, OpenRequest};
 use mesh::proto::{Answer, Hello, HelloAck, PeerInfo, Proof, Proofs, Request, Welcome};
 use serde::{de::DeserializeOwned, Serialize};
 
@@ -66,7 +68,7 @@ pub fn examples() -> Vec<(u8, Vec<u8>)> {
         group: [2; 16],
         mac: [3; 32],
     };
-    let offers = crate::attest::seeds()
+    let offers: Vec<Vec<u8>> = crate::attest::seeds()
         .into_iter()
         .filter(|s| s.first() == Some(&0))
         .map(|s| s[1..].to_vec())
@@ -110,7 +112,18 @@ pub fn examples() -> Vec<(u8, Vec<u8>)> {
             }),
         ),
         (4, enc(&Request::Peers)),
-        (5, enc(&Answer::Offers(offers))),
+        (5, enc(&Answer::Offers(offers.clone()))),
+        (6, enc(&OpenRequest::Content { tag: [7; 32] })),
+        (6, enc(&OpenRequest::Signed { tag: [8; 32] })),
+        (7, enc(&OpenAnswer::NotFound)),
+        (
+            7,
+            enc(&OpenAnswer::Content {
+                hash: [1; 32],
+                size: u64::MAX,
+            }),
+        ),
+        (7, enc(&OpenAnswer::Signed(offers))),
         (5, enc(&Answer::Fetching)),
         (5, enc(&Answer::NotFound)),
         (5, enc(&Answer::Peers(vec![peer]))),
@@ -151,7 +164,8 @@ pub fn run(data: &[u8]) {
             2 => build_proofs(&mut u).map(|m| exact(&Proofs { proofs: m })),
             3 => build_welcome(&mut u).map(|m| exact(&m)),
             4 => build_request(&mut u).map(|m| exact(&m)),
-            _ => build_answer(&mut u).map(|m| exact(&m)),
+            5 => build_answer(&mut u).map(|m| exact(&m)),
+            _ => Ok(()),
         };
         return;
     }
@@ -161,9 +175,17 @@ pub fn run(data: &[u8]) {
         2 => _ = decode::<Proofs>(body, 2),
         3 => _ = decode::<Welcome>(body, 3),
         4 => _ = decode::<Request>(body, 4),
-        _ => {
+        5 => {
             if let Some(Answer::Offers(offers)) = decode::<Answer>(body, 5) {
                 for o in offers.iter().take(4) {
+                    crate::attest::check_bytes(o);
+                }
+            }
+        }
+        6 => _ = decode::<OpenRequest>(body, 6),
+        _ => {
+            if let Some(OpenAnswer::Signed(list)) = decode::<OpenAnswer>(body, 7) {
+                for o in list.iter().take(4) {
                     crate::attest::check_bytes(o);
                 }
             }
