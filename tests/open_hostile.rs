@@ -325,6 +325,9 @@ enum SignedLie {
     ForgedOperator,
     /// A body where attestations were asked for.
     OutOfTurn,
+    /// Its own attestation of a `302` to an attacker's page (`max-age` a year): a
+    /// stranger's redirect is never followed nor stored.
+    Redirect,
 }
 
 async fn signed_run(lie: SignedLie) {
@@ -381,6 +384,23 @@ async fn signed_run(lie: SignedLie) {
             &[],
         )]),
         SignedLie::OutOfTurn => OpenAnswer::Content { hash, size },
+        SignedLie::Redirect => {
+            let mut c = claim(
+                *me.public().as_bytes(),
+                &url,
+                hash,
+                size,
+                vec![
+                    ("location".to_string(), b"http://evil.example/".to_vec()),
+                    (
+                        "cache-control".to_string(),
+                        b"public, max-age=31536000".to_vec(),
+                    ),
+                ],
+            );
+            c.status = 302;
+            OpenAnswer::Signed(vec![Attestation::sign(&me, &c, &[])])
+        }
     };
     let blobs = iroh_blobs::BlobsProtocol::new(&store, None);
     let (router, ticket) = stranger_endpoint(Stranger { answer }, blobs).await;
@@ -391,6 +411,10 @@ async fn signed_run(lie: SignedLie) {
     victim.wait_strangers(1).await;
     let r = get(victim.addr(), &url, &[]).await;
     assert_eq!(r.status, 200, "{lie:?}");
+    assert!(
+        r.header("location").is_none(),
+        "{lie:?}: a stranger's redirect"
+    );
     assert!(
         r.body == good,
         "{lie:?}: the client got the stranger's bytes"
@@ -414,7 +438,7 @@ async fn signed_run(lie: SignedLie) {
     let bans = victim.figure("mesh_bans").await;
     match lie {
         // Signing is not lying: a stranger's own signature is simply not trusted.
-        SignedLie::OwnKey => assert_eq!(bans, 0, "{lie:?}"),
+        SignedLie::OwnKey | SignedLie::Redirect => assert_eq!(bans, 0, "{lie:?}"),
         SignedLie::ForgedOperator | SignedLie::OutOfTurn => {
             assert!(bans >= 1, "{lie:?}: not banned");
             assert!(victim.figure("mesh_address_bans").await >= 1, "{lie:?}");
@@ -430,6 +454,7 @@ async fn a_strangers_signatures_count_for_nothing_and_forged_ones_ban_it() {
         SignedLie::OwnKey,
         SignedLie::ForgedOperator,
         SignedLie::OutOfTurn,
+        SignedLie::Redirect,
     ] {
         signed_run(lie).await;
     }
