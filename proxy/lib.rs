@@ -30,6 +30,7 @@ mod listen;
 mod origin;
 pub mod settings;
 mod state;
+mod sync;
 mod tls;
 
 use std::future::Future;

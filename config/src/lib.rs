@@ -4,8 +4,8 @@
 //! [`Listen`] (`[listen]`, the client side), [`Data`] (`[data]`, where state
 //! is stored), [`Cache`] (`[cache]`, sizes and caching policy), [`Origin`]
 //! (`[origin]`, talking to origin servers and where they may be), [`Tls`] (`[tls]`),
-//! [`Mesh`] (`[mesh]`, nearby devices), [`Admin`] (`[admin]`, admin clients) and [`Log`]
-//! (`[log]`). Every field
+//! [`Mesh`] (`[mesh]`, nearby devices), [`Admin`] (`[admin]`, admin clients), [`Sync`]
+//! (`[sync]` and `[[sync.feed]]`, feed sync) and [`Log`] (`[log]`). Every field
 //! is optional and has a default (an empty file is the default
 //! configuration); unknown fields are errors. Sizes are [`ByteSize`] values
 //! (`"64MiB"` or an integer of bytes) and durations are written as strings
@@ -19,6 +19,7 @@
 #![warn(missing_docs)]
 
 mod error;
+mod sync;
 mod units;
 
 use std::net::SocketAddr;
@@ -29,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use units::duration_str;
 
 pub use error::ConfigError;
+pub use sync::{Feed, Media, Sync};
 pub use units::{ByteSize, ParseUnitError};
 
 /// The whole configuration file.
@@ -51,6 +53,8 @@ pub struct Config {
     pub mesh: Mesh,
     /// `[admin]`: admin clients. Default: see [`Admin`].
     pub admin: Admin,
+    /// `[sync]`: feeds kept up to date from nearby devices. Default: see [`Sync`].
+    pub sync: Sync,
 }
 
 /// `[listen]`: where and how the proxy accepts clients.
@@ -415,6 +419,7 @@ impl Config {
     /// Checks that the values make sense together. The error's `path` is
     /// empty; [`Config::from_toml_str`] fills it in.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.sync.validate()?;
         let (listen, cache, origin) = (&self.listen, &self.cache, &self.origin);
         let networks = [
             ("listen.allow", &self.listen.allow),

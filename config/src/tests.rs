@@ -119,6 +119,15 @@ fetch_idle_timeout = "3s"
 ban_duration = "1h"
 share_max_file = "1MiB"
 share_max_size = "10MiB"
+
+[sync]
+budget = "1GiB"
+from_origin = true
+
+[[sync.feed]]
+url = "https://example.org/news/feed.xml"
+media = "none"
+max_item = "1MiB"
 "#;
 
 fn full_expected() -> Config {
@@ -194,6 +203,15 @@ fn full_expected() -> Config {
             ban_duration: Duration::from_secs(3600),
             share_max_file: ByteSize(1 << 20),
             share_max_size: ByteSize(10 << 20),
+        },
+        sync: crate::Sync {
+            budget: ByteSize(1 << 30),
+            from_origin: true,
+            feed: vec![crate::Feed {
+                url: "https://example.org/news/feed.xml".into(),
+                media: crate::Media::None,
+                max_item: ByteSize(1 << 20),
+            }],
         },
     }
 }
@@ -454,4 +472,59 @@ fn load_reads_file_and_names_unreadable_one() {
             .starts_with(&format!("{}: ", missing.display())),
         "{error}"
     );
+}
+
+#[test]
+fn sync_feeds_parse_with_their_defaults() {
+    let text = r#"
+[sync]
+budget = "256MiB"
+from_origin = false
+
+[[sync.feed]]
+url = "https://example.org/news/feed.xml"
+media = "all"
+max_item = "8MiB"
+
+[[sync.feed]]
+url = "http://example.org/thumbs.json"
+media = "thumbnails"
+"#;
+    let c = Config::from_toml_str(text, Path::new("s.toml")).unwrap();
+    assert_eq!(c.sync.budget, ByteSize(256 << 20));
+    assert!(!c.sync.from_origin);
+    assert_eq!(c.sync.feed.len(), 2);
+    assert_eq!(c.sync.feed[1].media, crate::Media::Thumbnails);
+    assert_eq!(c.sync.feed[1].max_item, ByteSize(8 << 20), "the default");
+    assert_eq!(Config::default().sync.budget, ByteSize(256 << 20));
+    assert!(Config::default().sync.feed.is_empty());
+    let again = Config::from_toml_str(&c.to_toml_string(), Path::new("s.toml")).unwrap();
+    assert_eq!(again, c, "written back and read again");
+}
+
+#[test]
+fn bad_sync_feeds_name_the_field() {
+    for (text, field) in [
+        (
+            "[[sync.feed]]\nurl = \"ftp://x/feed\"\n",
+            "sync.feed[0].url",
+        ),
+        ("[[sync.feed]]\nurl = \"not a url\"\n", "sync.feed[0].url"),
+        (
+            "[[sync.feed]]\nurl = \"http://a/f\"\n[[sync.feed]]\nurl = \"http://a/f\"\n",
+            "sync.feed[1].url",
+        ),
+        (
+            "[[sync.feed]]\nurl = \"http://a/f\"\nmax_item = 0\n",
+            "sync.feed[0].max_item",
+        ),
+        (
+            "[[sync.feed]]\nurl = \"http://a/f\"\nmedia = \"some\"\n",
+            "media",
+        ),
+        ("[[sync.feed]]\nmedia = \"all\"\n", "url"),
+    ] {
+        let err = Config::from_toml_str(text, Path::new("s.toml")).unwrap_err();
+        assert!(err.to_string().contains(field), "{text:?}: {err}");
+    }
 }
