@@ -1,8 +1,12 @@
 //! Feed sync (issue 11, in progress): a device keeps the feeds its owner follows
 //! (`[[sync.feed]]`) up to date from the devices nearby, before the owner opens the app.
-//! Built so far: [`feed`], a feed document turned into what to prefetch. To build: peer
-//! catalogs, sync on meeting, the budgeted queue, the status section (docs/mesh.md,
-//! "Feed sync").
+//! Built so far: [`feed`], a feed document turned into what to prefetch, and [`plan`], the
+//! order of the prefetch queue (documents, thumbnails, the rest; newest first; fair across
+//! feeds) and the daily budget (reserve before fetching, never exceed). To build: peer
+//! catalogs, sync on meeting, the fetching engine, the status section.
 
-#[allow(dead_code)] // used by the sync engine, still to build; its tests run now
+// Used by the sync engine, still to build; their tests run now.
+#[allow(dead_code)]
 pub mod feed;
+#[allow(dead_code)]
+pub mod plan;
