@@ -1,11 +1,13 @@
 //! What the mesh benches share: an in-process origin of generated bodies that counts what
-//! it serves, in-process devices (a proxy, optionally with the mesh on loopback) and a
-//! small HTTP/1.1 client that streams bodies and counts their bytes.
+//! it serves (in all and per body id), in-process devices (a proxy, optionally with the
+//! mesh on loopback: in a group, or only the open mesh of strangers) and a small HTTP/1.1
+//! client that streams bodies and counts their bytes.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -27,34 +29,104 @@ const CHUNK: usize = 64 * 1024;
 /// they have different hashes in the body store), `None` is a 404.
 pub type Route = Arc<dyn Fn(&str) -> Option<(u64, u64)> + Send + Sync>;
 
+/// Extra response headers the origin sends at a path; each replaces the default header of
+/// the same name (e.g. `cache-control`).
+pub type Extra = Arc<dyn Fn(&str) -> Vec<(&'static str, String)> + Send + Sync>;
+
+/// What the origin served for one body id.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Served {
+    pub gets: u64,
+    pub heads: u64,
+    /// Body bytes sent.
+    pub bytes: u64,
+}
+
 /// An in-process origin on 127.0.0.1:0 serving generated bodies with
 /// `cache-control: max-age=3600`, counting GET requests and body bytes sent.
 pub struct Origin {
     pub addr: SocketAddr,
     requests: Arc<AtomicU64>,
     bytes: Arc<AtomicU64>,
+    by_id: Arc<Mutex<HashMap<u64, Served>>>,
+}
+
+/// What a connection of the origin needs.
+#[derive(Clone)]
+struct Serving {
+    route: Route,
+    extra: Extra,
+    base: Arc<[u8]>,
+    requests: Arc<AtomicU64>,
+    bytes: Arc<AtomicU64>,
+    by_id: Arc<Mutex<HashMap<u64, Served>>>,
+}
+
+/// The first 64 KiB pattern every generated body is made of.
+fn base() -> Arc<[u8]> {
+    (0..CHUNK as u64)
+        .map(|i| (i.wrapping_mul(31) ^ (i >> 9)) as u8)
+        .collect()
+}
+
+/// `n` bytes of body `id` from `pos` (a multiple of [`CHUNK`]).
+fn chunk(base: &[u8], id: u64, pos: u64, n: usize) -> Vec<u8> {
+    let mut v = base[..n].to_vec();
+    // Stamp the id and the chunk number, so bodies and chunks differ.
+    let stamp = ((id << 32) | (pos / CHUNK as u64)).to_le_bytes();
+    for (b, s) in v.iter_mut().zip(stamp) {
+        *b ^= s;
+    }
+    v
+}
+
+/// The SHA-256 of the body the origin generates for `(size, id)`.
+pub fn body_sha256(size: u64, id: u64) -> [u8; 32] {
+    let base = base();
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut pos = 0;
+    while pos < size {
+        let n = (size - pos).min(CHUNK as u64) as usize;
+        ctx.update(&chunk(&base, id, pos, n));
+        pos += n as u64;
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
 }
 
 impl Origin {
     pub async fn start(route: Route) -> Origin {
+        Origin::start_with(route, Arc::new(|_: &str| Vec::new())).await
+    }
+
+    /// An origin that also sends `extra(path)` headers.
+    pub async fn start_with(route: Route, extra: Extra) -> Origin {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
         let addr = listener.local_addr().unwrap();
-        let requests = Arc::new(AtomicU64::new(0));
-        let bytes = Arc::new(AtomicU64::new(0));
-        let base: Arc<[u8]> = (0..CHUNK as u64)
-            .map(|i| (i.wrapping_mul(31) ^ (i >> 9)) as u8)
-            .collect();
-        let (rq, by) = (requests.clone(), bytes.clone());
+        let serving = Serving {
+            route,
+            extra,
+            base: base(),
+            requests: Arc::new(AtomicU64::new(0)),
+            bytes: Arc::new(AtomicU64::new(0)),
+            by_id: Arc::new(Mutex::new(HashMap::new())),
+        };
+        let (requests, bytes, by_id) = (
+            serving.requests.clone(),
+            serving.bytes.clone(),
+            serving.by_id.clone(),
+        );
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
-                let (route, base, rq, by) = (route.clone(), base.clone(), rq.clone(), by.clone());
+                let serving = serving.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                        let r = answer(&req, &route, &base, &rq, &by);
+                        let r = answer(&req, &serving);
                         async move { Ok::<_, Infallible>(r) }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
@@ -67,6 +139,7 @@ impl Origin {
             addr,
             requests,
             bytes,
+            by_id,
         }
     }
 
@@ -82,46 +155,56 @@ impl Origin {
             self.bytes.load(Ordering::Relaxed),
         )
     }
+
+    /// What was served for body `id` so far.
+    pub fn served_id(&self, id: u64) -> Served {
+        self.by_id
+            .lock()
+            .unwrap()
+            .get(&id)
+            .copied()
+            .unwrap_or_default()
+    }
 }
 
 type OriginBody = http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible>;
 
-fn answer(
-    req: &Request<Incoming>,
-    route: &Route,
-    base: &Arc<[u8]>,
-    requests: &Arc<AtomicU64>,
-    bytes: &Arc<AtomicU64>,
-) -> Response<OriginBody> {
-    let Some((size, id)) = route(req.uri().path()) else {
+fn answer(req: &Request<Incoming>, sv: &Serving) -> Response<OriginBody> {
+    let path = req.uri().path();
+    let Some((size, id)) = (sv.route)(path) else {
         return Response::builder()
             .status(404)
             .body(Empty::new().boxed_unsync())
             .unwrap();
     };
-    let head = Response::builder()
+    let mut head = Response::builder()
         .header("content-type", "application/octet-stream")
         .header("cache-control", "max-age=3600")
         .header("content-length", size);
+    if let Some(h) = head.headers_mut() {
+        for (name, value) in (sv.extra)(path) {
+            h.insert(name, value.parse().expect("an extra header value"));
+        }
+    }
     if req.method() != hyper::Method::GET {
+        if req.method() == hyper::Method::HEAD {
+            sv.by_id.lock().unwrap().entry(id).or_default().heads += 1;
+        }
         return head.body(Empty::new().boxed_unsync()).unwrap();
     }
-    requests.fetch_add(1, Ordering::Relaxed);
-    let (base, bytes) = (base.clone(), bytes.clone());
+    sv.requests.fetch_add(1, Ordering::Relaxed);
+    sv.by_id.lock().unwrap().entry(id).or_default().gets += 1;
+    let sv = sv.clone();
     let chunks = futures_util::stream::unfold(0u64, move |pos| {
-        let (base, bytes) = (base.clone(), bytes.clone());
+        let sv = sv.clone();
         async move {
             if pos >= size {
                 return None;
             }
             let n = (size - pos).min(CHUNK as u64) as usize;
-            let mut v = base[..n].to_vec();
-            // Stamp the id and the chunk number, so bodies and chunks differ.
-            let stamp = ((id << 32) | (pos / CHUNK as u64)).to_le_bytes();
-            for (b, s) in v.iter_mut().zip(stamp) {
-                *b ^= s;
-            }
-            bytes.fetch_add(n as u64, Ordering::Relaxed);
+            let v = chunk(&sv.base, id, pos, n);
+            sv.bytes.fetch_add(n as u64, Ordering::Relaxed);
+            sv.by_id.lock().unwrap().entry(id).or_default().bytes += n as u64;
             Some((
                 Ok::<_, Infallible>(Frame::data(Bytes::from(v))),
                 pos + n as u64,
@@ -145,29 +228,72 @@ impl Device {
     /// Starts a proxy on 127.0.0.1:0. With `group`, the mesh runs on a loopback UDP port,
     /// without mDNS, in that group, knowing `peers` (tickets); without, there is no mesh.
     pub async fn start(group: Option<&mesh::Group>, peers: &[String]) -> Device {
+        match group {
+            Some(g) => Device::start_mesh(Some(g), |m| m.peers = peers.to_vec()).await,
+            None => {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let s = settings(&dir);
+                Device::launch(dir, s).await
+            }
+        }
+    }
+
+    /// Starts a proxy on 127.0.0.1:0 with the mesh on loopback UDP ports (the group
+    /// endpoint and the open mesh's), without mDNS, in `group` if any, then as `configure`
+    /// says (open-mesh tickets, operators, ...).
+    pub async fn start_mesh(
+        group: Option<&mesh::Group>,
+        configure: impl FnOnce(&mut mesh::Options),
+    ) -> Device {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut s = Settings::new("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
-        s.access_log = false;
+        let mut s = settings(&dir);
+        let mesh_dir = dir.path().join("mesh");
+        std::fs::create_dir_all(&mesh_dir).expect("mesh dir");
         if let Some(g) = group {
-            let mesh_dir = dir.path().join("mesh");
-            std::fs::create_dir_all(&mesh_dir).expect("mesh dir");
             mesh::Groups::open(&mesh_dir)
                 .and_then(|gs| gs.add(g))
                 .expect("write the group");
-            let mut m = mesh::Options::new(mesh_dir);
-            m.bind = "127.0.0.1:0".parse().unwrap();
-            m.mdns = false;
-            m.peers = peers.to_vec();
-            s.mesh = Some(m);
         }
+        let mut m = mesh::Options::new(mesh_dir);
+        m.bind = "127.0.0.1:0".parse().unwrap();
+        m.open_bind = "127.0.0.1:0".parse().unwrap();
+        m.mdns = false;
+        configure(&mut m);
+        s.mesh = Some(m);
+        let d = Device::launch(dir, s).await;
+        if d.proxy.mesh().is_none() {
+            panic!("the mesh did not start (the proxy logs why with RUST_LOG=error)");
+        }
+        d
+    }
+
+    async fn launch(dir: tempfile::TempDir, s: Settings) -> Device {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let proxy = Proxy::start_on(s, listener, Arc::new(SystemClock))
             .await
             .expect("start proxy");
-        if group.is_some() && proxy.mesh().is_none() {
-            panic!("the mesh did not start (the proxy logs why with RUST_LOG=error)");
-        }
         Device { proxy, dir }
+    }
+
+    /// Strangers this device has a live connection to (0 without the open mesh).
+    pub fn strangers(&self) -> usize {
+        self.mesh()
+            .open_status()
+            .map_or(0, |s| s.strangers_connected)
+    }
+
+    /// Polls until this device has at least `n` strangers connected; false after `within`.
+    pub async fn wait_strangers(&self, n: usize, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            if self.strangers() >= n {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -183,6 +309,14 @@ impl Device {
         self.proxy.shutdown().await;
         drop(self.dir);
     }
+}
+
+/// A proxy's settings: every default, listening on loopback, storing in `dir`, no
+/// access log.
+fn settings(dir: &tempfile::TempDir) -> Settings {
+    let mut s = Settings::new("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
+    s.access_log = false;
+    s
 }
 
 // ---------------------------------------------------------------------------------------
@@ -219,27 +353,39 @@ impl Conn {
 
     /// Absolute-form GET of `url`; reads the body to the end, counting its bytes.
     pub async fn get(&mut self, url: &str) -> Result<Got, String> {
-        self.request(hyper::Method::GET, url).await
+        self.request(hyper::Method::GET, url, &[]).await
+    }
+
+    /// [`Conn::get`] with extra request headers.
+    pub async fn get_with(&mut self, url: &str, headers: &[(&str, &str)]) -> Result<Got, String> {
+        self.request(hyper::Method::GET, url, headers).await
     }
 
     /// Absolute-form HEAD of `url`.
     pub async fn head(&mut self, url: &str) -> Result<Got, String> {
-        self.request(hyper::Method::HEAD, url).await
+        self.request(hyper::Method::HEAD, url, &[]).await
     }
 
-    async fn request(&mut self, method: hyper::Method, url: &str) -> Result<Got, String> {
+    async fn request(
+        &mut self,
+        method: hyper::Method,
+        url: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Got, String> {
         let uri: hyper::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
         let host = uri.authority().map(|a| a.to_string()).unwrap_or_default();
         self.send
             .ready()
             .await
             .map_err(|e| format!("connection: {e}"))?;
-        let req = Request::builder()
+        let mut req = Request::builder()
             .method(method)
             .uri(uri)
-            .header("host", host)
-            .body(Empty::new())
-            .unwrap();
+            .header("host", host);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let req = req.body(Empty::new()).map_err(|e| format!("{url}: {e}"))?;
         let start = Instant::now();
         let res = self
             .send
@@ -274,6 +420,15 @@ impl Conn {
 /// GET on a new connection.
 pub async fn get_once(addr: SocketAddr, url: &str) -> Result<Got, String> {
     Conn::open(addr).await?.get(url).await
+}
+
+/// GET with extra request headers on a new connection.
+pub async fn get_once_with(
+    addr: SocketAddr,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Result<Got, String> {
+    Conn::open(addr).await?.get_with(url, headers).await
 }
 
 /// Polls with HEAD until `url` is a plain hit on the proxy at `addr` (its body committed
