@@ -50,6 +50,8 @@ pub use settings::{Settings, TlsSettings};
 
 #[doc(hidden)]
 pub use crate::http::range::{first_byte, if_range_matches, parse as parse_range, Ranges};
+#[doc(hidden)]
+pub use crate::sync::feed::{parse as parse_feed, Item as FeedItem};
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]

@@ -15,6 +15,7 @@
 //! | [`attest`] | bytes → `mesh::attest` (attestations, origin digests) |
 //! | [`tickets`] | text → group, share and endpoint (peer) tickets |
 //! | [`certify`] | request targets and `Accept` → `cache::certify` (URLs that name their hash) |
+//! | [`feed`] | feed documents → feed sync's parser (RSS 2.0, Atom, JSON Feed, Media RSS) |
 //!
 //! [`fuzz`] runs a target from a seed: a small built-in corpus of valid examples per target
 //! (real headers, real config text, encoded frames, real tickets), mutated by
@@ -30,6 +31,7 @@ pub mod rng;
 pub mod attest;
 pub mod certify;
 pub mod config;
+pub mod feed;
 pub mod frames;
 pub mod key;
 pub mod policy;
@@ -75,6 +77,7 @@ pub fn targets() -> Vec<Target> {
         attest::TARGET,
         tickets::TARGET,
         certify::TARGET,
+        feed::TARGET,
     ]
 }
 

@@ -60,10 +60,15 @@ fn certify() {
 }
 
 #[test]
+fn feed() {
+    short("feed");
+}
+
+#[test]
 fn every_target_is_tested_here() {
     let names: Vec<_> = meshcache_fuzz::targets().iter().map(|t| t.name).collect();
     assert_eq!(
         names,
-        ["key", "range", "policy", "config", "frames", "attest", "tickets", "certify"]
+        ["key", "range", "policy", "config", "frames", "attest", "tickets", "certify", "feed"]
     );
 }

@@ -33,7 +33,8 @@ pub struct Media {
 /// One item of a feed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Item {
-    /// The feed's id for it (feed-rs makes one up from the content when the feed has none).
+    /// The feed's id for it; when the feed gives none, `meshcache:` and a hash of the
+    /// item's links and title (the same on every device).
     pub id: String,
     pub published: Option<SystemTime>,
     pub media: Vec<Media>,
@@ -56,6 +57,21 @@ pub fn parse(url: &str, body: &[u8]) -> Result<Vec<Item>, FeedError> {
     })?;
     let feed = feed_rs::parser::Builder::new()
         .base_uri(Some(url))
+        // Deterministic ids for items that have none (feed-rs would make up random ones):
+        // the same document gives the same items, on every device.
+        .id_generator(|links, title, uri| {
+            let mut h = blake3::Hasher::new();
+            for l in links {
+                h.update(l.href.as_bytes());
+                h.update(b"\0");
+            }
+            if let Some(t) = title {
+                h.update(t.content.as_bytes());
+            }
+            h.update(b"\0");
+            h.update(uri.unwrap_or("").as_bytes());
+            format!("meshcache:{}", &h.finalize().to_hex()[..32])
+        })
         .build()
         .parse(body)
         .map_err(|e| FeedError {
@@ -64,7 +80,7 @@ pub fn parse(url: &str, body: &[u8]) -> Result<Vec<Item>, FeedError> {
         })?;
     let mut items: Vec<Item> = feed.entries.iter().map(|e| item(&base, e)).collect();
     // Stable: undated items keep their order, after the dated ones.
-    items.sort_by_key(|i| std::cmp::Reverse(i.published.unwrap_or(SystemTime::UNIX_EPOCH)));
+    items.sort_by_key(|i| std::cmp::Reverse((i.published.is_some(), i.published)));
     Ok(items)
 }
 
@@ -230,6 +246,18 @@ mod tests {
                 declared: Some(777)
             }]
         );
+    }
+
+    /// Regression (found by the `feed` fuzz target): feed-rs makes up a random id for an
+    /// item without one, so the same document parsed twice gave different items.
+    #[test]
+    fn items_without_an_id_get_the_same_id_every_time() {
+        let rss = r#"<rss version="2.0"><channel><title>N</title><link>https://e/</link><description>d</description>
+<item><title>no guid</title><link>https://e/1</link></item></channel></rss>"#;
+        let a = parse("https://e/feed", rss.as_bytes()).unwrap();
+        let b = parse("https://e/feed", rss.as_bytes()).unwrap();
+        assert_eq!(a, b);
+        assert!(a[0].id.starts_with("meshcache:"), "{}", a[0].id);
     }
 
     #[test]
