@@ -27,8 +27,9 @@ use crate::{peers, Inner, Mesh, PeerBodyError};
 
 /// Bodies up to this size are fetched whole and checked before the response starts.
 pub const WHOLE_MAX: u64 = 2 << 20;
-/// Strangers asked per miss, at most.
-pub const MAX_ASKED: usize = 8;
+/// Strangers asked per miss, at most (one at a time, within 4 × `lookup_timeout`; those
+/// that answered usefully before are asked first).
+pub const MAX_ASKED: usize = 16;
 
 /// A body from a stranger, verified against the digest this device knows.
 pub struct StrangerBody {
@@ -72,7 +73,10 @@ impl Mesh {
                 break;
             }
             let (hash, size) = match ask(inner, &conn, OpenRequest::Content { tag }).await {
-                Ok(OpenAnswer::Content { hash, size }) => (hash, size),
+                Ok(OpenAnswer::Content { hash, size }) => {
+                    open.was_useful(&id);
+                    (hash, size)
+                }
                 Ok(OpenAnswer::NotFound) => continue,
                 Ok(OpenAnswer::Signed(_)) => {
                     peers::ban(inner, id, "answered a content lookup with attestations");
@@ -222,6 +226,7 @@ pub(crate) async fn signed(
             Ok(OpenAnswer::Signed(list)) => {
                 let found = judge_all(inner, id, key, req, &list, allow_stale);
                 if !found.is_empty() {
+                    open.was_useful(&id);
                     return found;
                 }
             }

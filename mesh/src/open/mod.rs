@@ -69,6 +69,8 @@ pub(crate) struct Stranger {
     pub conn: Option<Connection>,
     pub blobs: Option<Connection>,
     pub dialing: bool,
+    /// Lookups it answered with something this device could use: asked first next time.
+    pub useful: u32,
 }
 
 /// The open mesh of one device.
@@ -84,6 +86,8 @@ pub(crate) struct Open {
     pub tags: Mutex<tags::Tags>,
     /// Ends this identity's tasks (mDNS, redialing) when it is replaced or shut down.
     stop: tokio::sync::watch::Sender<bool>,
+    /// Where the next lookup starts among strangers equally useful so far.
+    turn: std::sync::atomic::AtomicUsize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -147,6 +151,7 @@ async fn bind(
         answered: Mutex::new(LruCache::new(NonZeroUsize::new(4 * MAX_STRANGERS).unwrap())),
         tags: Mutex::new(tags::Tags::default()),
         stop: tokio::sync::watch::channel(false).0,
+        turn: std::sync::atomic::AtomicUsize::new(0),
     }))
 }
 
@@ -281,8 +286,11 @@ impl Open {
     }
 
     /// Strangers with a live connection, and their connections.
+    /// Strangers with a live connection, in the order to ask them: those that were
+    /// useful before first, the others in turn (each call starts one further along, so a
+    /// long list is not always cut at the same place).
     pub fn connected(&self, inner: &Inner) -> Vec<(EndpointId, Connection)> {
-        lock(&self.strangers)
+        let mut list: Vec<(EndpointId, Connection, u32)> = lock(&self.strangers)
             .iter()
             .filter(|(id, s)| {
                 !inner.peers.banned(id) && !s.addr.ip_addrs().any(|a| self.addr_banned(*a))
@@ -291,9 +299,25 @@ impl Open {
                 s.conn
                     .clone()
                     .filter(|c| c.close_reason().is_none())
-                    .map(|c| (*id, c))
+                    .map(|c| (*id, c, s.useful))
             })
-            .collect()
+            .collect();
+        list.sort_by_key(|(id, _, _)| *id.as_bytes());
+        if !list.is_empty() {
+            let turn = self.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let n = list.len();
+            list.rotate_left(turn % n);
+        }
+        // Stable: the rotation stays among equals.
+        list.sort_by_key(|(_, _, useful)| std::cmp::Reverse(*useful));
+        list.into_iter().map(|(id, c, _)| (id, c)).collect()
+    }
+
+    /// `id` answered a lookup usefully.
+    pub fn was_useful(&self, id: &EndpointId) {
+        if let Some(s) = lock(&self.strangers).get_mut(id) {
+            s.useful = s.useful.saturating_add(1);
+        }
     }
 
     pub async fn shutdown(&self) {
@@ -348,6 +372,7 @@ pub(crate) fn add(inner: &Arc<Inner>, addr: EndpointAddr, source: &'static str) 
                 conn: None,
                 blobs: None,
                 dialing: false,
+                useful: 0,
             },
         );
     }
