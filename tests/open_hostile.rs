@@ -58,13 +58,19 @@ enum Rung {
 #[derive(Debug, Clone)]
 struct Stranger {
     answer: OpenAnswer,
+    /// Lookups that asked it to wait (after it said "fetching").
+    waits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl ProtocolHandler for Stranger {
     async fn accept(&self, conn: Connection) -> Result<(), AcceptError> {
         while let Ok((mut send, mut recv)) = conn.accept_bi().await {
-            if proto::read_msg::<OpenRequest>(&mut recv).await.is_err() {
-                break;
+            match proto::read_msg::<OpenRequest>(&mut recv).await {
+                Ok(OpenRequest::Content { wait_ms, .. }) if wait_ms > 0 => {
+                    self.waits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                Ok(_) => {}
+                Err(_) => break,
             }
             if proto::write_msg(&mut send, &self.answer).await.is_err() {
                 break;
@@ -189,6 +195,7 @@ async fn forgery_run(rung: Rung, forgery: Forgery, len: u64) {
         .unwrap();
     let hash = store.blobs().add_bytes(offered.clone()).await.unwrap().hash;
     let lookup = Stranger {
+        waits: Default::default(),
         answer: OpenAnswer::Content {
             hash: hash.into(),
             size: offered.len() as u64,
@@ -403,7 +410,14 @@ async fn signed_run(lie: SignedLie) {
         }
     };
     let blobs = iroh_blobs::BlobsProtocol::new(&store, None);
-    let (router, ticket) = stranger_endpoint(Stranger { answer }, blobs).await;
+    let (router, ticket) = stranger_endpoint(
+        Stranger {
+            answer,
+            waits: Default::default(),
+        },
+        blobs,
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let op = operator.public().to_string();
     let victim =
@@ -514,6 +528,7 @@ async fn a_hostile_asker_gets_nothing_private_and_no_more_than_its_budget() {
     };
     let by_content = OpenRequest::Content {
         tag: content_tag(&c),
+        wait_ms: 0,
     };
     assert_eq!(
         ask(&conn, &by_content).await,
@@ -571,4 +586,47 @@ async fn a_hostile_asker_gets_nothing_private_and_no_more_than_its_budget() {
     }
     assert_eq!(positive, mesh::open::POSITIVE_ANSWERS, "the budget holds");
     device.stop();
+}
+
+/// A stranger that always says "I am fetching it" is waited for once (at most 5 s), then
+/// not believed again: it cannot stall every miss.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_that_always_says_fetching_is_waited_for_once() {
+    let bodies: Vec<Vec<u8>> = (0..3u64).map(|i| right(1000 + i)).collect();
+    let paths: Vec<String> = bodies
+        .iter()
+        .map(|b| format!("/by-hash/SHA256/{}", hex(&sha256(b))))
+        .collect();
+    let mut ob = Origin::builder();
+    for (p, i) in paths.iter().zip(0..3u64) {
+        ob = ob.route(p, move |_| Reply::generated(1000 + i));
+    }
+    let origin = ob.run().await;
+    let waits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let liar = Stranger {
+        answer: OpenAnswer::Fetching,
+        waits: waits.clone(),
+    };
+    let store = iroh_blobs::store::mem::MemStore::new();
+    let (router, ticket) =
+        stranger_endpoint(liar, iroh_blobs::BlobsProtocol::new(&store, None)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let victim = Device::start_with_args(dir.path(), "", &["--open-peer", &ticket]);
+    victim.wait_strangers(1).await;
+    for (p, b) in paths.iter().zip(&bodies) {
+        let r = get(victim.addr(), &origin.url(p), &[]).await;
+        assert!(r.body == *b, "the origin's body");
+        assert!(
+            !r.cache_status().contains("stranger"),
+            "{}",
+            r.cache_status()
+        );
+    }
+    assert_eq!(
+        waits.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "waited for once, then its word was not taken"
+    );
+    victim.stop();
+    router.shutdown().await.unwrap();
 }

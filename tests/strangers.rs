@@ -346,3 +346,44 @@ async fn the_open_identity_is_made_anew_and_strangers_are_found_again() {
     a.stop();
     b.stop();
 }
+
+#[tokio::test]
+async fn a_stranger_downloading_it_now_is_waited_for_one_download_per_carriage() {
+    let by_hash = format!("/slow/by-hash/SHA256/{}", hex(&sha256(&body())));
+    let origin = Origin::builder()
+        .route(&by_hash, |_| {
+            Reply::generated(LEN).delay(std::time::Duration::from_millis(1500))
+        })
+        .run()
+        .await;
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Device::start_with_args(da.path(), "", &[]);
+    let b = Device::start_with_args(db.path(), "", &["--open-peer", &a.open_ticket()]);
+    b.wait_strangers(1).await;
+    a.wait_strangers(1).await; // A dialed B back
+    let url = origin.url(&by_hash);
+    let first = tokio::spawn({
+        let (addr, url) = (a.addr(), url.clone());
+        async move { get(addr, &url, &[]).await }
+    });
+    // A is downloading it (the origin has its request, and answers after 1.5 s).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while origin.hits(&by_hash) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "A never asked the origin"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let r = get(b.addr(), &url, &[]).await;
+    assert!(r.body == body());
+    assert!(
+        r.cache_status().contains("detail=stranger-url"),
+        "B waited for A's download: {}",
+        r.cache_status()
+    );
+    assert!(first.await.unwrap().body == body());
+    assert_eq!(gets(&origin, &by_hash), 1, "one download for both");
+    a.stop();
+    b.stop();
+}

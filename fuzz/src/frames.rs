@@ -113,7 +113,14 @@ pub fn examples() -> Vec<(u8, Vec<u8>)> {
         ),
         (4, enc(&Request::Peers)),
         (5, enc(&Answer::Offers(offers.clone()))),
-        (6, enc(&OpenRequest::Content { tag: [7; 32] })),
+        (
+            6,
+            enc(&OpenRequest::Content {
+                tag: [7; 32],
+                wait_ms: 100,
+            }),
+        ),
+        (7, enc(&OpenAnswer::Fetching)),
         (6, enc(&OpenRequest::Signed { tag: [8; 32] })),
         (7, enc(&OpenAnswer::NotFound)),
         (

@@ -519,6 +519,17 @@ impl Inner {
         c.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Keys this device is downloading from the origin right now.
+    pub(crate) fn fetching_keys(&self) -> Vec<String> {
+        self.inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(_, i)| i.is_fetching())
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
     /// The open mesh's current identity, if it runs.
     pub(crate) fn open(&self) -> Option<Arc<open::Open>> {
         self.open.read().unwrap_or_else(|e| e.into_inner()).clone()

@@ -39,6 +39,12 @@ pub(crate) struct Inflight {
     pub(crate) defer_to: Option<EndpointId>,
 }
 
+impl Inflight {
+    pub(crate) fn is_fetching(&self) -> bool {
+        *self.phase.borrow() == Phase::Fetching
+    }
+}
+
 /// Registration of a key this device is seeking, then fetching. Dropping it tells the
 /// peers waiting for this device to look again.
 pub struct SeekGuard {
@@ -409,7 +415,7 @@ fn answer(inner: &Inner, remote: EndpointId, key: &str) -> Answer {
 
 /// Waits until this device is no longer seeking or fetching `key` (and any fill of it
 /// has been stored), or until `deadline`.
-async fn settle(inner: &Inner, key: &str, deadline: Instant) {
+pub(crate) async fn settle(inner: &Inner, key: &str, deadline: Instant) {
     let deadline = tokio::time::Instant::from_std(deadline);
     loop {
         let rx = inner

@@ -10,13 +10,15 @@
 //! with the last 64 KiB held back (after any resume from the origin, which the check must
 //! cover too), banning the stranger on a mismatch.
 
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use http::request;
 use iroh::endpoint::Connection;
+use iroh::EndpointId;
 
 use cache::certify::{Certified, Check};
 
@@ -61,81 +63,116 @@ impl Mesh {
         let open = inner.open()?;
         let first = expected.first()?;
         let tag = content_tag(first);
-        let max = inner.cache.options().max_object_size;
         let strangers = open.connected(inner);
         if strangers.is_empty() {
             return None;
         }
         inner.bump(&inner.counters.lookups, 1);
         let deadline = Instant::now() + 4 * inner.opts.lookup_timeout;
+        let mut fetching: Option<(EndpointId, Connection)> = None;
         for (id, conn) in strangers.into_iter().take(MAX_ASKED) {
             if Instant::now() >= deadline {
                 break;
             }
-            let (hash, size) = match ask(inner, &conn, OpenRequest::Content { tag }).await {
-                Ok(OpenAnswer::Content { hash, size }) => {
-                    open.was_useful(&id);
-                    (hash, size)
-                }
-                Ok(OpenAnswer::NotFound) => continue,
-                Ok(OpenAnswer::Signed(_)) => {
-                    peers::ban(inner, id, "answered a content lookup with attestations");
-                    continue;
-                }
-                Err(e) if e.is_violation() => {
-                    peers::ban(inner, id, &e.to_string());
-                    continue;
-                }
-                Err(e) => {
-                    tracing::debug!(stranger = %id, "content lookup: {e}");
-                    continue;
-                }
-            };
-            if size > max {
-                continue;
-            }
-            let Some((_, body)) = crate::stream::start(inner.clone(), hash, size, vec![id]).await
-            else {
-                continue;
-            };
-            let body = body.map(|r| r.map_err(PeerBodyError)).boxed();
-            let check = Check::all(expected);
-            if size <= WHOLE_MAX {
-                match whole(body, check, size).await {
-                    Ok(bytes) => {
-                        inner.bump(&inner.counters.peer_hits, 1);
-                        return Some(StrangerBody {
-                            peer: id.to_string(),
-                            hash,
-                            size,
-                            body: futures_util::stream::once(async move { Ok(bytes) }).boxed(),
-                            checked: true,
-                        });
+            let req = OpenRequest::Content { tag, wait_ms: 0 };
+            match ask(inner, &conn, req, inner.opts.lookup_timeout).await {
+                Ok(OpenAnswer::Fetching) => {
+                    if fetching.is_none() && open.may_wait_for(&id) {
+                        fetching = Some((id, conn));
                     }
-                    Err(e) => {
-                        if e.lie {
-                            peers::ban(inner, id, &format!("sent a body that {}", e.why));
-                        } else {
-                            tracing::info!(stranger = %id, "body from a stranger: {}", e.why);
-                        }
-                        continue;
+                }
+                answer => {
+                    if let Some(b) = take(inner, &open, id, answer, expected).await {
+                        return Some(b);
                     }
                 }
             }
-            // Larger: streamed, verified leaf by leaf against the hash the stranger named;
-            // the caller checks the digest before the last bytes go out (and bans through
-            // `ban_stranger` on a mismatch).
-            inner.bump(&inner.counters.peer_hits, 1);
-            return Some(StrangerBody {
-                peer: id.to_string(),
-                hash,
-                size,
-                body,
-                checked: false,
-            });
         }
-        None
+        // One download per carriage: a stranger downloading it right now will have it soon.
+        // A stranger's word is worth a bounded wait only, once: if it had nothing to show
+        // for it, its "fetching" is not believed for a while.
+        let (id, conn) = fetching?;
+        let wait = inner.opts.peer_fill_wait.min(STRANGER_WAIT);
+        let wait_ms = wait.as_millis() as u32;
+        let req = OpenRequest::Content { tag, wait_ms };
+        let answer = ask(inner, &conn, req, wait + Duration::from_secs(2)).await;
+        let got = take(inner, &open, id, answer, expected).await;
+        if got.is_none() {
+            open.broke_promise(&id);
+        }
+        got
     }
+}
+
+/// How long a stranger that says it is fetching the object is waited for, at most.
+pub const STRANGER_WAIT: Duration = Duration::from_secs(5);
+
+/// Takes what a stranger answered to a content lookup: the body, verified.
+async fn take(
+    inner: &Arc<Inner>,
+    open: &super::Open,
+    id: EndpointId,
+    answer: Result<OpenAnswer, ProtoError>,
+    expected: &[Certified],
+) -> Option<StrangerBody> {
+    let (hash, size) = match answer {
+        Ok(OpenAnswer::Content { hash, size }) => {
+            open.was_useful(&id);
+            (hash, size)
+        }
+        Ok(OpenAnswer::NotFound) | Ok(OpenAnswer::Fetching) => return None,
+        Ok(OpenAnswer::Signed(_)) => {
+            peers::ban(inner, id, "answered a content lookup with attestations");
+            return None;
+        }
+        Err(e) if e.is_violation() => {
+            peers::ban(inner, id, &e.to_string());
+            return None;
+        }
+        Err(e) => {
+            tracing::debug!(stranger = %id, "content lookup: {e}");
+            return None;
+        }
+    };
+    if size > inner.cache.options().max_object_size {
+        return None;
+    }
+    let (_, body) = crate::stream::start(inner.clone(), hash, size, vec![id]).await?;
+    let body = body.map(|r| r.map_err(PeerBodyError)).boxed();
+    let check = Check::all(expected);
+    if size <= WHOLE_MAX {
+        return match whole(body, check, size).await {
+            Ok(bytes) => {
+                inner.bump(&inner.counters.peer_hits, 1);
+                Some(StrangerBody {
+                    peer: id.to_string(),
+                    hash,
+                    size,
+                    body: futures_util::stream::once(async move { Ok(bytes) }).boxed(),
+                    checked: true,
+                })
+            }
+            Err(e) => {
+                if e.lie {
+                    peers::ban(inner, id, &format!("sent a body that {}", e.why));
+                } else {
+                    tracing::info!(stranger = %id, "body from a stranger: {}", e.why);
+                }
+                None
+            }
+        };
+    }
+    // Larger: streamed, verified leaf by leaf against the hash the stranger named; the
+    // caller checks the digest before the last bytes go out (and bans through
+    // `ban_stranger` on a mismatch).
+    inner.bump(&inner.counters.peer_hits, 1);
+    Some(StrangerBody {
+        peer: id.to_string(),
+        hash,
+        size,
+        body,
+        checked: false,
+    })
 }
 
 struct Failed {
@@ -172,8 +209,14 @@ async fn whole(
     Ok(Bytes::from(all))
 }
 
-async fn ask(inner: &Inner, conn: &Connection, req: OpenRequest) -> Result<OpenAnswer, ProtoError> {
-    mproto::within(inner.opts.lookup_timeout, async {
+async fn ask(
+    inner: &Inner,
+    conn: &Connection,
+    req: OpenRequest,
+    within: Duration,
+) -> Result<OpenAnswer, ProtoError> {
+    let _ = inner;
+    mproto::within(within, async {
         let (mut send, mut recv) = conn
             .open_bi()
             .await
@@ -222,7 +265,14 @@ pub(crate) async fn signed(
         if Instant::now() >= deadline {
             break;
         }
-        match ask(inner, &conn, OpenRequest::Signed { tag }).await {
+        match ask(
+            inner,
+            &conn,
+            OpenRequest::Signed { tag },
+            inner.opts.lookup_timeout,
+        )
+        .await
+        {
             Ok(OpenAnswer::Signed(list)) => {
                 let found = judge_all(inner, id, key, req, &list, allow_stale);
                 if !found.is_empty() {
@@ -231,7 +281,7 @@ pub(crate) async fn signed(
                 }
             }
             Ok(OpenAnswer::NotFound) => {}
-            Ok(OpenAnswer::Content { .. }) => {
+            Ok(OpenAnswer::Content { .. }) | Ok(OpenAnswer::Fetching) => {
                 peers::ban(inner, id, "answered a signed lookup with a body")
             }
             Err(e) if e.is_violation() => peers::ban(inner, id, &e.to_string()),

@@ -71,6 +71,8 @@ pub(crate) struct Stranger {
     pub dialing: bool,
     /// Lookups it answered with something this device could use: asked first next time.
     pub useful: u32,
+    /// Until then its "fetching" is not waited for (it said so before, and had nothing).
+    pub no_wait_until: Option<Instant>,
 }
 
 /// The open mesh of one device.
@@ -313,6 +315,21 @@ impl Open {
         list.into_iter().map(|(id, c, _)| (id, c)).collect()
     }
 
+    /// May this device wait for `id`, which says it is fetching what was asked?
+    pub fn may_wait_for(&self, id: &EndpointId) -> bool {
+        lock(&self.strangers)
+            .get(id)
+            .is_some_and(|s| s.no_wait_until.is_none_or(|t| t <= Instant::now()))
+    }
+
+    /// `id` said it was fetching, was waited for, and had nothing: not believed again
+    /// for [`FORGET_AFTER`].
+    pub fn broke_promise(&self, id: &EndpointId) {
+        if let Some(s) = lock(&self.strangers).get_mut(id) {
+            s.no_wait_until = Some(Instant::now() + FORGET_AFTER);
+        }
+    }
+
     /// `id` answered a lookup usefully.
     pub fn was_useful(&self, id: &EndpointId) {
         if let Some(s) = lock(&self.strangers).get_mut(id) {
@@ -373,6 +390,7 @@ pub(crate) fn add(inner: &Arc<Inner>, addr: EndpointAddr, source: &'static str) 
                 blobs: None,
                 dialing: false,
                 useful: 0,
+                no_wait_until: None,
             },
         );
     }

@@ -37,8 +37,9 @@ pub fn key_tag(key: &str) -> [u8; 32] {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub enum OpenRequest {
-    /// Do you hold a body with this content tag?
-    Content { tag: [u8; 32] },
+    /// Do you hold a body with this content tag? With `wait_ms`, the asker was told
+    /// [`OpenAnswer::Fetching`] and waits up to that long for the download to end.
+    Content { tag: [u8; 32], wait_ms: u32 },
     /// Which attestations do you hold for the cache key with this tag?
     Signed { tag: [u8; 32] },
 }
@@ -53,6 +54,8 @@ pub enum OpenAnswer {
     },
     /// Attestations (at most [`crate::proto::MAX_OFFERS`]), as signed.
     Signed(Vec<Vec<u8>>),
+    /// Not yet: this device is downloading it from the origin now (ask again with a wait).
+    Fetching,
 }
 
 #[cfg(test)]
@@ -82,7 +85,10 @@ mod tests {
     #[test]
     fn messages_round_trip() {
         for m in [
-            OpenRequest::Content { tag: [7; 32] },
+            OpenRequest::Content {
+                tag: [7; 32],
+                wait_ms: 5,
+            },
             OpenRequest::Signed { tag: [9; 32] },
         ] {
             let b = postcard::to_stdvec(&m).unwrap();

@@ -121,11 +121,35 @@ async fn serve(
     let Some(open) = inner.open() else {
         return Ok(());
     };
-    let answer = answer(inner, &open, remote, addr, &req);
+    let mut answer = answer(inner, &open, remote, addr, &req);
+    if let (OpenAnswer::NotFound, OpenRequest::Content { tag, wait_ms }) = (&answer, &req) {
+        // Not here yet, but this device is downloading it from the origin now: say so, or
+        // (asked again with a wait) answer once the download is stored.
+        if let Some(key) = fetching(inner, tag) {
+            if *wait_ms == 0 {
+                answer = OpenAnswer::Fetching;
+            } else {
+                let wait = Duration::from_millis(*wait_ms as u64)
+                    .min(super::ask::STRANGER_WAIT)
+                    .min(inner.opts.peer_fill_wait);
+                crate::server::settle(inner, &key, std::time::Instant::now() + wait).await;
+                answer = self::answer(inner, &open, remote, addr, &req);
+            }
+        }
+    }
     inner.bump(&inner.counters.answers, 1);
     mproto::write_msg(&mut send, &answer).await?;
     let _ = send.finish();
     Ok(())
+}
+
+/// The key this device is fetching from the origin now whose body has content tag `tag`
+/// (its URL's rule or the digest its client stated; a digest the origin states is known
+/// only once the response arrives).
+fn fetching(inner: &Inner, tag: &[u8; 32]) -> Option<String> {
+    let keys = inner.fetching_keys();
+    keys.into_iter()
+        .find(|k| tags::key_digests(k).iter().any(|c| content_tag(c) == *tag))
 }
 
 /// What to answer a stranger.
@@ -137,7 +161,7 @@ pub(crate) fn answer(
     req: &OpenRequest,
 ) -> OpenAnswer {
     let tag = match req {
-        OpenRequest::Content { tag } | OpenRequest::Signed { tag } => tag,
+        OpenRequest::Content { tag, .. } | OpenRequest::Signed { tag } => tag,
     };
     let Some(key) = lock(&open.tags).get(tag) else {
         return OpenAnswer::NotFound;

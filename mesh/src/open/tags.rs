@@ -50,6 +50,13 @@ pub(crate) fn digests(key: &str, e: &Entry) -> Vec<Certified> {
     if !e.shareable || e.status != 200 {
         return Vec::new();
     }
+    let mut out = key_digests(key);
+    out.extend(certify::stated_digest(&e.header_map()));
+    out
+}
+
+/// The digests a key itself names: its URL's rule, the digest its client stated.
+pub(crate) fn key_digests(key: &str) -> Vec<Certified> {
     let (url, stated) = match key.split_once("#integrity=") {
         Some((u, s)) => (u, Some(s)),
         None => (key, None),
@@ -66,7 +73,6 @@ pub(crate) fn digests(key: &str, e: &Entry) -> Vec<Certified> {
     {
         out.extend(list);
     }
-    out.extend(certify::stated_digest(&e.header_map()));
     out
 }
 
