@@ -10,6 +10,8 @@
 //! - [`attest`]: attestations, the signed binding of a URL to a body hash, and origin
 //!   digests (RFC 9530).
 //! - [`share`]: tickets for handing a file to a friend.
+//! - [`catalog`]: compact, lossy summaries of what a device can share (feed sync, in
+//!   progress).
 //! - [`open`]: the open mesh — strangers, who share no group, asked and answered by tag
 //!   only for what they cannot forge, under a separate identity made at every start.
 //!
@@ -23,6 +25,7 @@
 
 mod access;
 pub mod attest;
+pub mod catalog;
 mod discovery;
 mod find;
 pub mod group;
