@@ -15,6 +15,7 @@
 //! | [`attest`] | bytes → `mesh::attest` (attestations, origin digests) |
 //! | [`tickets`] | text → group, share and endpoint (peer) tickets |
 //! | [`certify`] | request targets and `Accept` → `cache::certify` (URLs that name their hash) |
+//! | [`catalog`] | bytes → a peer's catalog (`mesh::catalog`, a Golomb-coded set) |
 //! | [`feed`] | feed documents → feed sync's parser (RSS 2.0, Atom, JSON Feed, Media RSS) |
 //!
 //! [`fuzz`] runs a target from a seed: a small built-in corpus of valid examples per target
@@ -29,6 +30,7 @@ pub mod mutate;
 pub mod rng;
 
 pub mod attest;
+pub mod catalog;
 pub mod certify;
 pub mod config;
 pub mod feed;
@@ -78,6 +80,7 @@ pub fn targets() -> Vec<Target> {
         tickets::TARGET,
         certify::TARGET,
         feed::TARGET,
+        catalog::TARGET,
     ]
 }
 

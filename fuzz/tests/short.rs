@@ -65,10 +65,18 @@ fn feed() {
 }
 
 #[test]
+fn catalog() {
+    short("catalog");
+}
+
+#[test]
 fn every_target_is_tested_here() {
     let names: Vec<_> = meshcache_fuzz::targets().iter().map(|t| t.name).collect();
     assert_eq!(
         names,
-        ["key", "range", "policy", "config", "frames", "attest", "tickets", "certify", "feed"]
+        [
+            "key", "range", "policy", "config", "frames", "attest", "tickets", "certify", "feed",
+            "catalog"
+        ]
     );
 }
