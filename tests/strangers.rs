@@ -387,3 +387,33 @@ async fn a_stranger_downloading_it_now_is_waited_for_one_download_per_carriage()
     a.stop();
     b.stop();
 }
+
+#[tokio::test]
+async fn two_strangers_missing_the_same_object_at_once_download_it_once() {
+    let by_hash = format!("/both/by-hash/SHA256/{}", hex(&sha256(&body())));
+    let origin = Origin::builder()
+        .route(&by_hash, |_| {
+            Reply::generated(LEN).delay(std::time::Duration::from_millis(500))
+        })
+        .run()
+        .await;
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Device::start_with_args(da.path(), "", &[]);
+    let b = Device::start_with_args(db.path(), "", &["--open-peer", &a.open_ticket()]);
+    b.wait_strangers(1).await;
+    a.wait_strangers(1).await;
+    let url = origin.url(&by_hash);
+    // Both ask the other before either goes to the origin: the smaller open-mesh id
+    // fetches, the other waits for it.
+    let (ra, rb) = tokio::join!(get(a.addr(), &url, &[]), get(b.addr(), &url, &[]));
+    assert!(ra.body == body() && rb.body == body());
+    assert_eq!(
+        gets(&origin, &by_hash),
+        1,
+        "one download: {} / {}",
+        ra.cache_status(),
+        rb.cache_status()
+    );
+    a.stop();
+    b.stop();
+}

@@ -522,13 +522,14 @@ impl Inner {
         c.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Keys this device is downloading from the origin right now.
-    pub(crate) fn fetching_keys(&self) -> Vec<String> {
+    /// Keys this device is downloading from the origin right now; with `seeking_too`,
+    /// also those it is still asking nearby devices about.
+    pub(crate) fn fetching_keys(&self, seeking_too: bool) -> Vec<String> {
         self.inflight
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .filter(|(_, i)| i.is_fetching())
+            .filter(|(_, i)| seeking_too || i.is_fetching())
             .map(|(k, _)| k.clone())
             .collect()
     }

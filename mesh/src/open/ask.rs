@@ -88,9 +88,15 @@ impl Mesh {
                 }
             }
         }
-        // One download per carriage: a stranger downloading it right now will have it soon.
-        // A stranger's word is worth a bounded wait only, once: if it had nothing to show
-        // for it, its "fetching" is not believed for a while.
+        // One download per carriage: a stranger downloading it right now will have it soon,
+        // and one seeking it too with a smaller id will download it. A stranger's word is
+        // worth a bounded wait only, once: if it had nothing to show for it, its
+        // "fetching" is not believed for a while.
+        if let Some(d) = open.deferred_to(&tag).filter(|d| open.may_wait_for(d)) {
+            if fetching.is_none() {
+                fetching = open.connected(inner).into_iter().find(|(id, _)| *id == d);
+            }
+        }
         let (id, conn) = fetching?;
         let wait = inner.opts.peer_fill_wait.min(STRANGER_WAIT);
         let wait_ms = wait.as_millis() as u32;

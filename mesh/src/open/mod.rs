@@ -90,6 +90,9 @@ pub(crate) struct Open {
     stop: tokio::sync::watch::Sender<bool>,
     /// Where the next lookup starts among strangers equally useful so far.
     turn: std::sync::atomic::AtomicUsize,
+    /// Content tags this device is seeking that a stranger with a smaller open-mesh id is
+    /// seeking too: if nobody has it, this device waits for that one.
+    deferred: Mutex<LruCache<[u8; 32], EndpointId>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -154,6 +157,7 @@ async fn bind(
         tags: Mutex::new(tags::Tags::default()),
         stop: tokio::sync::watch::channel(false).0,
         turn: std::sync::atomic::AtomicUsize::new(0),
+        deferred: Mutex::new(LruCache::new(NonZeroUsize::new(256).unwrap())),
     }))
 }
 
@@ -313,6 +317,21 @@ impl Open {
         // Stable: the rotation stays among equals.
         list.sort_by_key(|(_, _, useful)| std::cmp::Reverse(*useful));
         list.into_iter().map(|(id, c, _)| (id, c)).collect()
+    }
+
+    /// `id` (a smaller open-mesh id) is seeking `tag` too: this device will wait for it.
+    pub fn defer_to(&self, tag: [u8; 32], id: EndpointId) {
+        let mut d = lock(&self.deferred);
+        if d.peek(&tag)
+            .is_none_or(|cur| id.as_bytes() < cur.as_bytes())
+        {
+            d.put(tag, id);
+        }
+    }
+
+    /// Who this device defers to for `tag`, if anyone (taken: asked once).
+    pub fn deferred_to(&self, tag: &[u8; 32]) -> Option<EndpointId> {
+        lock(&self.deferred).pop(tag)
     }
 
     /// May this device wait for `id`, which says it is fetching what was asked?

@@ -125,7 +125,7 @@ async fn serve(
     if let (OpenAnswer::NotFound, OpenRequest::Content { tag, wait_ms }) = (&answer, &req) {
         // Not here yet, but this device is downloading it from the origin now: say so, or
         // (asked again with a wait) answer once the download is stored.
-        if let Some(key) = fetching(inner, tag) {
+        if let Some(key) = fetching(inner, &open, remote, tag) {
             if *wait_ms == 0 {
                 answer = OpenAnswer::Fetching;
             } else {
@@ -145,11 +145,22 @@ async fn serve(
 
 /// The key this device is fetching from the origin now whose body has content tag `tag`
 /// (its URL's rule or the digest its client stated; a digest the origin states is known
-/// only once the response arrives).
-fn fetching(inner: &Inner, tag: &[u8; 32]) -> Option<String> {
-    let keys = inner.fetching_keys();
-    keys.into_iter()
-        .find(|k| tags::key_digests(k).iter().any(|c| content_tag(c) == *tag))
+/// only once the response arrives). Two strangers that miss the same object at the same
+/// moment both ask before either fetches: the one whose open-mesh id is smaller says
+/// "fetching" while still asking, so the other waits for it (the same election as among
+/// members, by open-mesh ids).
+fn fetching(inner: &Inner, open: &Open, remote: EndpointId, tag: &[u8; 32]) -> Option<String> {
+    let me_first = open.endpoint.id().as_bytes() < remote.as_bytes();
+    let matches = |k: &String| tags::key_digests(k).iter().any(|c| content_tag(c) == *tag);
+    if let Some(k) = inner.fetching_keys(me_first).into_iter().find(matches) {
+        return Some(k);
+    }
+    if !me_first && inner.fetching_keys(true).iter().any(matches) {
+        // Both seeking, and the asker goes first: if nobody has it, wait for the asker
+        // rather than download it too (`Mesh::find_by_digest`).
+        open.defer_to(*tag, remote);
+    }
+    None
 }
 
 /// What to answer a stranger.
