@@ -125,9 +125,10 @@ fn wait_for_all(
     }
 }
 
-#[test]
-fn two_devices_in_namespaces_find_each_other_by_mdns() {
-    let pair = match setup(0) {
+/// Two `meshcache run` processes with data directories `dirs`, one in each of two new
+/// namespaces, until their logs show all of `wanted` (or 30 s pass).
+fn run_pair(n: u32, dirs: [&std::path::Path; 2], wanted: &[&[&str]]) {
+    let pair = match setup(n) {
         Ok(p) => p,
         Err(e) => {
             eprintln!(
@@ -136,21 +137,10 @@ fn two_devices_in_namespaces_find_each_other_by_mdns() {
             return;
         }
     };
-    let (dirs, _) = grouped(2);
     let (tx, rx) = mpsc::channel();
-    let mut a = start_in(&pair.a, dirs[0].path(), "10.78.0.1:4919", "A", tx.clone());
-    let mut b = start_in(&pair.b, dirs[1].path(), "10.78.0.2:4919", "B", tx);
-    // Neither knows the other's ticket: whichever hears the other first by mDNS dials it
-    // (the other learns it from that connection); both end up connected.
-    let result = wait_for_all(
-        &rx,
-        &[
-            &["new mesh peer", "source=\"mdns\""],
-            &["A: ", "mesh peer connected"],
-            &["B: ", "mesh peer connected"],
-        ],
-        Duration::from_secs(30),
-    );
+    let mut a = start_in(&pair.a, dirs[0], "10.78.0.1:4919", "A", tx.clone());
+    let mut b = start_in(&pair.b, dirs[1], "10.78.0.2:4919", "B", tx);
+    let result = wait_for_all(&rx, wanted, Duration::from_secs(30));
     for c in [&mut a, &mut b] {
         let _ = Command::new("kill").arg(c.id().to_string()).status();
         let _ = c.wait();
@@ -160,34 +150,32 @@ fn two_devices_in_namespaces_find_each_other_by_mdns() {
 }
 
 #[test]
+fn two_devices_in_namespaces_find_each_other_by_mdns() {
+    let (dirs, _) = grouped(2);
+    // Neither knows the other's ticket: whichever hears the other first by mDNS dials it
+    // (the other learns it from that connection); both end up connected.
+    run_pair(
+        0,
+        [dirs[0].path(), dirs[1].path()],
+        &[
+            &["new mesh peer", "source=\"mdns\""],
+            &["A: ", "mesh peer connected"],
+            &["B: ", "mesh peer connected"],
+        ],
+    );
+}
+
+#[test]
 fn two_strangers_in_namespaces_find_each_other_by_mdns() {
-    let pair = match setup(1) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!(
-                "skipped: cannot create network namespaces here (needs root and iproute2): {e}"
-            );
-            return;
-        }
-    };
     // No group, no ticket: the open mesh's own mDNS service (meshcache-open).
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
-    let (tx, rx) = mpsc::channel();
-    let mut a = start_in(&pair.a, dirs[0].path(), "10.78.0.1:4919", "A", tx.clone());
-    let mut b = start_in(&pair.b, dirs[1].path(), "10.78.0.2:4919", "B", tx);
-    let result = wait_for_all(
-        &rx,
+    run_pair(
+        1,
+        [dirs[0].path(), dirs[1].path()],
         &[
             &["stranger added", "source=\"mdns\""],
             &["A: ", "connected to a stranger"],
             &["B: ", "connected to a stranger"],
         ],
-        Duration::from_secs(30),
     );
-    for c in [&mut a, &mut b] {
-        let _ = Command::new("kill").arg(c.id().to_string()).status();
-        let _ = c.wait();
-    }
-    result.unwrap();
-    drop(pair);
 }

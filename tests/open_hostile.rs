@@ -14,7 +14,6 @@
 
 use std::time::{Duration, SystemTime};
 
-use base64::Engine;
 use http_body_util::BodyExt;
 use iroh::endpoint::Connection;
 use iroh::protocol::{AcceptError, ProtocolHandler, Router};
@@ -24,6 +23,7 @@ use mesh::open::proto::{content_tag, key_tag, OpenAnswer, OpenRequest, ALPN};
 use mesh::proto;
 
 use crate::hostile::LyingBlobs;
+use crate::support::digest::{b64, by_hash, generated, hex, sha256};
 use crate::support::mesh::{figure, Device};
 use crate::support::{get, open_with, pattern, Origin, Reply};
 
@@ -82,29 +82,12 @@ impl ProtocolHandler for Stranger {
 }
 
 fn right(len: u64) -> Vec<u8> {
-    (0..len).map(pattern).collect()
+    generated(len)
 }
 
-fn sha256(b: &[u8]) -> Vec<u8> {
-    ring::digest::digest(&ring::digest::SHA256, b)
-        .as_ref()
-        .to_vec()
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn b64(b: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(b)
-}
-
-/// A real endpoint on loopback serving `lookup` (open mesh) and `blobs`.
-async fn stranger_endpoint(
-    lookup: impl ProtocolHandler,
-    blobs: impl ProtocolHandler,
-) -> (Router, String) {
-    let ep = Endpoint::builder(iroh::endpoint::presets::Minimal)
+/// A real endpoint on loopback with a new key.
+async fn loopback_endpoint() -> Endpoint {
+    Endpoint::builder(iroh::endpoint::presets::Minimal)
         .secret_key(SecretKey::generate())
         .relay_mode(iroh::RelayMode::Disabled)
         .clear_ip_transports()
@@ -112,7 +95,15 @@ async fn stranger_endpoint(
         .unwrap()
         .bind()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// A real endpoint on loopback serving `lookup` (open mesh) and `blobs`.
+async fn stranger_endpoint(
+    lookup: impl ProtocolHandler,
+    blobs: impl ProtocolHandler,
+) -> (Router, String) {
+    let ep = loopback_endpoint().await;
     let router = Router::builder(ep.clone())
         .accept(ALPN, lookup)
         .accept(iroh_blobs::ALPN, blobs)
@@ -507,15 +498,7 @@ async fn a_hostile_asker_gets_nothing_private_and_no_more_than_its_budget() {
     )
     .await;
     assert_eq!(r.body, good);
-    let asker = Endpoint::builder(iroh::endpoint::presets::Minimal)
-        .secret_key(SecretKey::generate())
-        .relay_mode(iroh::RelayMode::Disabled)
-        .clear_ip_transports()
-        .bind_addr("127.0.0.1:0")
-        .unwrap()
-        .bind()
-        .await
-        .unwrap();
+    let asker = loopback_endpoint().await;
     let ticket = device.open_ticket();
     let conn = asker
         .connect(mesh::parse_peer(&ticket).unwrap(), ALPN)
@@ -593,10 +576,7 @@ async fn a_hostile_asker_gets_nothing_private_and_no_more_than_its_budget() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stranger_that_always_says_fetching_is_waited_for_once() {
     let bodies: Vec<Vec<u8>> = (0..3u64).map(|i| right(1000 + i)).collect();
-    let paths: Vec<String> = bodies
-        .iter()
-        .map(|b| format!("/by-hash/SHA256/{}", hex(&sha256(b))))
-        .collect();
+    let paths: Vec<String> = bodies.iter().map(|b| by_hash("", b)).collect();
     let mut ob = Origin::builder();
     for (p, i) in paths.iter().zip(0..3u64) {
         ob = ob.route(p, move |_| Reply::generated(1000 + i));

@@ -4,29 +4,25 @@
 //! stated to the asker directly, an attestation by a signer the asker trusts — and nothing
 //! else. The hostile strangers are in `open_hostile.rs`.
 
-use base64::Engine;
-
+use crate::support::digest::{b64, by_hash, generated, hex, sha256};
 use crate::support::mesh::{figure, Device};
 use crate::support::{get, pattern, Origin, Reply};
 
 const LEN: u64 = 600_000;
 
 fn body() -> Vec<u8> {
-    (0..LEN).map(pattern).collect()
+    generated(LEN)
 }
 
-fn sha256(b: &[u8]) -> Vec<u8> {
-    ring::digest::digest(&ring::digest::SHA256, b)
-        .as_ref()
-        .to_vec()
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn b64(b: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(b)
+/// Two devices in no group, B given A's open-mesh ticket, connected both ways (A dials
+/// B back); their data directories live as long as the third value.
+async fn two_strangers() -> (Device, Device, [tempfile::TempDir; 2]) {
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let a = Device::start_with_args(dirs[0].path(), "", &[]);
+    let b = Device::start_with_args(dirs[1].path(), "", &["--open-peer", &a.open_ticket()]);
+    b.wait_strangers(1).await;
+    a.wait_strangers(1).await;
+    (a, b, dirs)
 }
 
 /// GETs the origin saw for `path` (a device asking strangers first sends a HEAD).
@@ -286,10 +282,7 @@ async fn the_open_identity_is_made_anew_and_strangers_are_found_again() {
     // next rotation may go to the origin; the test needs one that does not).
     let lens = [LEN, LEN + 1, LEN + 2];
     let gen = |len: u64| (0..len).map(pattern).collect::<Vec<u8>>();
-    let paths: Vec<String> = lens
-        .iter()
-        .map(|l| format!("/pool/by-hash/SHA256/{}", hex(&sha256(&gen(*l)))))
-        .collect();
+    let paths: Vec<String> = lens.iter().map(|l| by_hash("/pool", &gen(*l))).collect();
     let mut ob = Origin::builder();
     for (p, l) in paths.iter().zip(lens) {
         ob = ob.route(p, move |_| Reply::generated(l));
@@ -349,26 +342,22 @@ async fn the_open_identity_is_made_anew_and_strangers_are_found_again() {
 
 #[tokio::test]
 async fn a_stranger_downloading_it_now_is_waited_for_one_download_per_carriage() {
-    let by_hash = format!("/slow/by-hash/SHA256/{}", hex(&sha256(&body())));
+    let path = by_hash("/slow", &body());
     let origin = Origin::builder()
-        .route(&by_hash, |_| {
+        .route(&path, |_| {
             Reply::generated(LEN).delay(std::time::Duration::from_millis(1500))
         })
         .run()
         .await;
-    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = Device::start_with_args(da.path(), "", &[]);
-    let b = Device::start_with_args(db.path(), "", &["--open-peer", &a.open_ticket()]);
-    b.wait_strangers(1).await;
-    a.wait_strangers(1).await; // A dialed B back
-    let url = origin.url(&by_hash);
+    let (a, b, _dirs) = two_strangers().await;
+    let url = origin.url(&path);
     let first = tokio::spawn({
         let (addr, url) = (a.addr(), url.clone());
         async move { get(addr, &url, &[]).await }
     });
     // A is downloading it (the origin has its request, and answers after 1.5 s).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while origin.hits(&by_hash) == 0 {
+    while origin.hits(&path) == 0 {
         assert!(
             std::time::Instant::now() < deadline,
             "A never asked the origin"
@@ -383,32 +372,28 @@ async fn a_stranger_downloading_it_now_is_waited_for_one_download_per_carriage()
         r.cache_status()
     );
     assert!(first.await.unwrap().body == body());
-    assert_eq!(gets(&origin, &by_hash), 1, "one download for both");
+    assert_eq!(gets(&origin, &path), 1, "one download for both");
     a.stop();
     b.stop();
 }
 
 #[tokio::test]
 async fn two_strangers_missing_the_same_object_at_once_download_it_once() {
-    let by_hash = format!("/both/by-hash/SHA256/{}", hex(&sha256(&body())));
+    let path = by_hash("/both", &body());
     let origin = Origin::builder()
-        .route(&by_hash, |_| {
+        .route(&path, |_| {
             Reply::generated(LEN).delay(std::time::Duration::from_millis(500))
         })
         .run()
         .await;
-    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = Device::start_with_args(da.path(), "", &[]);
-    let b = Device::start_with_args(db.path(), "", &["--open-peer", &a.open_ticket()]);
-    b.wait_strangers(1).await;
-    a.wait_strangers(1).await;
-    let url = origin.url(&by_hash);
+    let (a, b, _dirs) = two_strangers().await;
+    let url = origin.url(&path);
     // Both ask the other before either goes to the origin: the smaller open-mesh id
     // fetches, the other waits for it.
     let (ra, rb) = tokio::join!(get(a.addr(), &url, &[]), get(b.addr(), &url, &[]));
     assert!(ra.body == body() && rb.body == body());
     assert_eq!(
-        gets(&origin, &by_hash),
+        gets(&origin, &path),
         1,
         "one download: {} / {}",
         ra.cache_status(),

@@ -4,6 +4,7 @@
 
 pub mod binary;
 pub mod client;
+pub mod digest;
 pub mod mesh;
 pub mod origin;
 pub mod proxy;
