@@ -194,6 +194,22 @@ impl Peers {
     }
 }
 
+/// Admits an incoming connection: refused (and closed, saying why) when its peer is banned
+/// or holds too many connections already; else the slot it holds while it lasts.
+pub(crate) fn admit_incoming(inner: &Inner, conn: &Connection) -> Option<IncomingSlot> {
+    let remote = conn.remote_id();
+    if inner.peers.banned(&remote) {
+        conn.close(close::BANNED.into(), b"banned");
+        return None;
+    }
+    let slot = inner.peers.incoming.admit(remote);
+    if slot.is_none() {
+        inner.bump(&inner.counters.refused, 1);
+        conn.close(close::PROTOCOL.into(), b"too many connections");
+    }
+    slot
+}
+
 /// Bans a peer: closes its connections and refuses it until the ban ends.
 pub(crate) fn ban(inner: &Inner, id: EndpointId, reason: &str) {
     let until = Instant::now() + inner.opts.ban_duration;

@@ -143,13 +143,7 @@ impl ProtocolHandler for Lookup {
             return Ok(());
         };
         let remote = conn.remote_id();
-        if inner.peers.banned(&remote) {
-            conn.close(close::BANNED.into(), b"banned");
-            return Ok(());
-        }
-        let Some(_slot) = inner.peers.incoming.admit(remote) else {
-            inner.bump(&inner.counters.refused, 1);
-            conn.close(close::PROTOCOL.into(), b"too many connections");
+        let Some(_slot) = crate::peers::admit_incoming(&inner, &conn) else {
             return Ok(());
         };
         let groups =
