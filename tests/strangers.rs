@@ -402,3 +402,41 @@ async fn two_strangers_missing_the_same_object_at_once_download_it_once() {
     a.stop();
     b.stop();
 }
+
+/// A `Content-Digest` on a `HEAD` response describes its (empty) content, not the body a
+/// GET sends: it does not let a stranger send the body (only `Repr-Digest` does).
+#[tokio::test]
+async fn a_content_digest_on_a_head_is_not_taken_for_the_body() {
+    let digest = format!("sha-256=:{}:", b64(&sha256(&body())));
+    let reply = move |_: &crate::support::origin::Seen| {
+        Reply::generated(LEN)
+            .header("cache-control", "public, max-age=600")
+            .header("content-digest", &digest)
+    };
+    let origin = Origin::builder()
+        .route("/v/cd.mp4", reply.clone())
+        .route("/v/other.mp4", reply)
+        .run()
+        .await;
+    let url = origin.url("/v/cd.mp4");
+    let (a, b, _dirs) = two_strangers().await;
+    assert!(get(a.addr(), &url, &[]).await.body == body());
+    a.wait_figure("mesh_open_tags", 1).await;
+    // B learns that this origin states digests (its own GET of another URL on it).
+    let other = origin.url("/v/other.mp4");
+    assert!(get(b.addr(), &other, &[]).await.body == body());
+    let r = get(b.addr(), &url, &[]).await;
+    assert!(r.body == body());
+    assert!(
+        !r.cache_status().contains("stranger"),
+        "{}",
+        r.cache_status()
+    );
+    let seen = origin.seen("/v/cd.mp4");
+    assert!(
+        seen.iter().any(|s| s.method == http::Method::HEAD),
+        "B asked the origin for a HEAD first"
+    );
+    a.stop();
+    b.stop();
+}

@@ -128,7 +128,7 @@ pub(super) fn serve(
 }
 
 /// A `HEAD` to the origin over this device's own connection: its headers when it is a
-/// `200` that states a digest we can check.
+/// `200` whose `Repr-Digest` we can check.
 async fn origin_head_digest(state: &Arc<State>, parts: &request::Parts) -> Option<HeaderMap> {
     let mut req = parts.clone();
     req.method = Method::HEAD;
@@ -141,6 +141,9 @@ async fn origin_head_digest(state: &Arc<State>, parts: &request::Parts) -> Optio
     }
     let mut headers = res.into_parts().0.headers;
     strip_hop_by_hop(&mut headers);
+    // A HEAD response has no content: its `Content-Digest` (if any) describes that, not
+    // the body a GET would send. Only `Repr-Digest` speaks of the representation.
+    headers.remove("content-digest");
     (!certify::stated_digest(&headers).is_empty()).then_some(headers)
 }
 
