@@ -354,6 +354,13 @@ impl Mesh {
         open::status(&self.inner)
     }
 
+    /// Whether any stranger is connected now (cheap: the miss path asks it).
+    pub fn has_strangers(&self) -> bool {
+        self.inner
+            .open()
+            .is_some_and(|o| o.has_connected(&self.inner))
+    }
+
     /// This device's open-mesh ticket (a new identity at every start), if it is on.
     pub fn open_ticket(&self) -> Option<String> {
         self.inner.open().map(|o| o.ticket())

@@ -109,7 +109,7 @@ pub(super) async fn check_body(
             Err(e) => Err(Box::new(mismatch(uri, &e))),
         };
     }
-    Ok(held_back(body, Check::all(expected)))
+    Ok(certify::held_back(body, Check::all(expected), |_| {}))
 }
 
 /// The `502` for a body that does not match what was stated.
@@ -120,13 +120,4 @@ pub(super) fn mismatch(uri: &http::Uri, why: &str) -> Outcome {
         "integrity-mismatch",
         format!("meshcache: {uri}: {why}; nothing was stored\n"),
     )
-}
-
-/// Streams `body`, holding back its last [`certify::HOLD_BACK`] bytes until the whole
-/// matched `check` (see [`certify::held_back`]).
-pub(super) fn held_back(
-    body: BoxStream<'static, Result<Bytes, BoxError>>,
-    check: Check,
-) -> BoxStream<'static, Result<Bytes, BoxError>> {
-    certify::held_back(body, check, |_| {})
 }

@@ -10,6 +10,8 @@
 
 use std::sync::Arc;
 
+use futures_util::StreamExt;
+
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{request, Method, StatusCode};
 
@@ -20,8 +22,8 @@ use cache::{Entry, Leader};
 
 use super::peer::fill_from;
 use super::{integrity, Outcome, Phase};
-use crate::http::empty;
 use crate::http::headers::{strip_hop_by_hop, CLIENT_CONDITIONALS};
+use crate::http::{empty, BoxError};
 use crate::state::State;
 
 /// What strangers hand over: the entry (headers ours) and its verified body.
@@ -40,7 +42,7 @@ pub(super) async fn find(
     m: &mesh::Mesh,
     parts: &request::Parts,
 ) -> Option<FromStranger> {
-    if m.open_status().is_none_or(|s| s.strangers_connected == 0) {
+    if !m.has_strangers() {
         return None;
     }
     let mut expected = integrity::expected(parts, None);
@@ -85,8 +87,7 @@ pub(super) async fn find(
 /// BLAKE3 hash the stranger named); then the whole is checked against the digest this
 /// device knows before its last 64 KiB go out — so neither a forged body nor a stranger's
 /// prefix spliced to the origin's rest is ever released whole. A mismatch bans the
-/// stranger. (A small body was checked by the mesh already; it is checked again here at
-/// little cost, on the same path.)
+/// stranger. A small body the mesh already fetched whole and checked is stored as it is.
 pub(super) fn serve(
     state: &Arc<State>,
     parts: &request::Parts,
@@ -104,6 +105,12 @@ pub(super) fn serve(
         peer: body.peer.clone(),
         by,
     };
+    if body.checked {
+        // A small body the mesh fetched whole and checked against the digests already:
+        // it is in memory and cannot break off, so there is nothing to splice or check.
+        let whole = body.body.map(|r| r.map_err(BoxError::from)).boxed();
+        return fill_from(state, parts, leader, entry, whole, None, Vec::new(), phase);
+    }
     let peer = body.peer.clone();
     let whole = super::peer_body::whole(state.clone(), parts, &entry, body.body);
     let checked = certify::held_back(whole, certify::Check::all(&expected), move |why| {

@@ -41,8 +41,8 @@ pub struct StrangerBody {
     pub size: u64,
     /// Bytes verified against `hash` (BLAKE3, leaf by leaf).
     pub body: BoxStream<'static, Result<Bytes, PeerBodyError>>,
-    /// The whole body was also checked against the expected digests (a small body);
-    /// otherwise the caller must check them before releasing its last bytes.
+    /// The whole body is in memory and was checked against the expected digests (a small
+    /// body); otherwise the caller must check them before releasing its last bytes.
     pub checked: bool,
 }
 
@@ -75,7 +75,7 @@ impl Mesh {
                 break;
             }
             let req = OpenRequest::Content { tag, wait_ms: 0 };
-            match ask(inner, &conn, req, inner.opts.lookup_timeout).await {
+            match ask(&conn, req, inner.opts.lookup_timeout).await {
                 Ok(OpenAnswer::Fetching) => {
                     if fetching.is_none() && open.may_wait_for(&id) {
                         fetching = Some((id, conn));
@@ -101,7 +101,7 @@ impl Mesh {
         let wait = inner.opts.peer_fill_wait.min(STRANGER_WAIT);
         let wait_ms = wait.as_millis() as u32;
         let req = OpenRequest::Content { tag, wait_ms };
-        let answer = ask(inner, &conn, req, wait + Duration::from_secs(2)).await;
+        let answer = ask(&conn, req, wait + Duration::from_secs(2)).await;
         let got = take(inner, &open, id, answer, expected).await;
         if got.is_none() {
             open.broke_promise(&id);
@@ -216,12 +216,10 @@ async fn whole(
 }
 
 async fn ask(
-    inner: &Inner,
     conn: &Connection,
     req: OpenRequest,
     within: Duration,
 ) -> Result<OpenAnswer, ProtoError> {
-    let _ = inner;
     mproto::within(within, async {
         let (mut send, mut recv) = conn
             .open_bi()
@@ -272,7 +270,6 @@ pub(crate) async fn signed(
             break;
         }
         match ask(
-            inner,
             &conn,
             OpenRequest::Signed { tag },
             inner.opts.lookup_timeout,

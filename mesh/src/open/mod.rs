@@ -349,6 +349,13 @@ impl Open {
         }
     }
 
+    /// Is any stranger connected (and not banned)?
+    pub fn has_connected(&self, inner: &Inner) -> bool {
+        lock(&self.strangers).iter().any(|(id, s)| {
+            s.conn.as_ref().is_some_and(|c| c.close_reason().is_none()) && !inner.peers.banned(id)
+        })
+    }
+
     /// `id` answered a lookup usefully.
     pub fn was_useful(&self, id: &EndpointId) {
         if let Some(s) = lock(&self.strangers).get_mut(id) {
