@@ -167,15 +167,7 @@ async fn hostile_endpoint(
     lookup: impl ProtocolHandler,
     blobs: impl ProtocolHandler,
 ) -> (Endpoint, Router, String) {
-    let ep = Endpoint::builder(iroh::endpoint::presets::Minimal)
-        .secret_key(secret)
-        .relay_mode(iroh::RelayMode::Disabled)
-        .clear_ip_transports()
-        .bind_addr("127.0.0.1:0")
-        .unwrap()
-        .bind()
-        .await
-        .unwrap();
+    let ep = crate::support::mesh::loopback_endpoint(secret).await;
     let router = Router::builder(ep.clone())
         .accept(proto::ALPN, lookup)
         .accept(iroh_blobs::ALPN, blobs)

@@ -7,7 +7,8 @@
 
 use base64::Engine;
 
-use crate::support::{check_pattern, get, open_with, pattern, Origin, Reply};
+use crate::support::digest::generated;
+use crate::support::{check_pattern, get, open_with, Origin, Reply};
 
 const LEN: u64 = 300_000;
 
@@ -24,10 +25,6 @@ fn sri(alg: &'static ring::digest::Algorithm, body: &[u8]) -> String {
         "{name}-{}",
         base64::engine::general_purpose::STANDARD.encode(d.as_ref())
     )
-}
-
-fn generated(len: u64) -> Vec<u8> {
-    (0..len).map(pattern).collect()
 }
 
 #[tokio::test]

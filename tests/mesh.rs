@@ -164,14 +164,7 @@ async fn a_device_outside_the_group_gets_neither_lookups_nor_bodies() {
     // A stranger that knows the body's hash cannot fetch it over the blobs protocol.
     let hash = iroh_blobs::Hash::new(expected(body_len));
     let store = iroh_blobs::store::mem::MemStore::new();
-    let ep = iroh::Endpoint::builder(iroh::endpoint::presets::Minimal)
-        .relay_mode(iroh::RelayMode::Disabled)
-        .clear_ip_transports()
-        .bind_addr("127.0.0.1:0")
-        .unwrap()
-        .bind()
-        .await
-        .unwrap();
+    let ep = crate::support::mesh::loopback_endpoint(iroh::SecretKey::generate()).await;
     let addr = mesh::parse_peer(&a.ticket).unwrap();
     let conn = ep.connect(addr, iroh_blobs::ALPN).await.unwrap();
     let fetched = store.remote().fetch(conn, hash).await;

@@ -17,14 +17,14 @@ use std::time::{Duration, SystemTime};
 use http_body_util::BodyExt;
 use iroh::endpoint::Connection;
 use iroh::protocol::{AcceptError, ProtocolHandler, Router};
-use iroh::{Endpoint, SecretKey};
+use iroh::SecretKey;
 use mesh::attest::{Attestation, Claim};
 use mesh::open::proto::{content_tag, key_tag, OpenAnswer, OpenRequest, ALPN};
 use mesh::proto;
 
 use crate::hostile::LyingBlobs;
 use crate::support::digest::{b64, by_hash, generated, hex, sha256};
-use crate::support::mesh::{figure, Device};
+use crate::support::mesh::{figure, loopback_endpoint, Device};
 use crate::support::{get, open_with, pattern, Origin, Reply};
 
 /// Fetched whole and checked before the response starts (the mesh's `WHOLE_MAX` is 2 MiB).
@@ -85,25 +85,12 @@ fn right(len: u64) -> Vec<u8> {
     generated(len)
 }
 
-/// A real endpoint on loopback with a new key.
-async fn loopback_endpoint() -> Endpoint {
-    Endpoint::builder(iroh::endpoint::presets::Minimal)
-        .secret_key(SecretKey::generate())
-        .relay_mode(iroh::RelayMode::Disabled)
-        .clear_ip_transports()
-        .bind_addr("127.0.0.1:0")
-        .unwrap()
-        .bind()
-        .await
-        .unwrap()
-}
-
 /// A real endpoint on loopback serving `lookup` (open mesh) and `blobs`.
 async fn stranger_endpoint(
     lookup: impl ProtocolHandler,
     blobs: impl ProtocolHandler,
 ) -> (Router, String) {
-    let ep = loopback_endpoint().await;
+    let ep = loopback_endpoint(SecretKey::generate()).await;
     let router = Router::builder(ep.clone())
         .accept(ALPN, lookup)
         .accept(iroh_blobs::ALPN, blobs)
@@ -498,7 +485,7 @@ async fn a_hostile_asker_gets_nothing_private_and_no_more_than_its_budget() {
     )
     .await;
     assert_eq!(r.body, good);
-    let asker = loopback_endpoint().await;
+    let asker = loopback_endpoint(SecretKey::generate()).await;
     let ticket = device.open_ticket();
     let conn = asker
         .connect(mesh::parse_peer(&ticket).unwrap(), ALPN)

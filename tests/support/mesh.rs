@@ -152,3 +152,17 @@ pub fn figure(status: &str, name: &str) -> u64 {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no {name} in {status}"))
 }
+
+/// A real iroh endpoint on loopback (port 0) with `secret`, relays off: what the tests'
+/// hostile peers, strangers and outsiders speak from.
+pub async fn loopback_endpoint(secret: iroh::SecretKey) -> iroh::Endpoint {
+    iroh::Endpoint::builder(iroh::endpoint::presets::Minimal)
+        .secret_key(secret)
+        .relay_mode(iroh::RelayMode::Disabled)
+        .clear_ip_transports()
+        .bind_addr("127.0.0.1:0")
+        .unwrap()
+        .bind()
+        .await
+        .unwrap()
+}
