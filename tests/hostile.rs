@@ -311,15 +311,6 @@ async fn a_peer_that_stops_half_way_is_not_banned_and_the_origin_sends_the_rest(
     liar_run(Lie::WalksAway).await;
 }
 
-fn content_digest(body: &[u8]) -> String {
-    use base64::Engine;
-    let d = ring::digest::digest(&ring::digest::SHA256, body);
-    format!(
-        "sha-256=:{}:",
-        base64::engine::general_purpose::STANDARD.encode(d.as_ref())
-    )
-}
-
 /// Regression (issue 10, rung 3): a member relaying an entry signed by a stranger, whose
 /// attested headers carry a `Content-Digest`, had it accepted when the digest matched the
 /// bytes — but whoever signs the claim writes the digest too, so it proves nothing. The
@@ -350,9 +341,9 @@ async fn stranger_offer_with_digest(matching: bool) {
     let hash = store.blobs().add_bytes(body.clone()).await.unwrap().hash;
     let stranger = SecretKey::generate();
     let digest = if matching {
-        content_digest(&body)
+        crate::support::digest::digest_field(&body)
     } else {
-        content_digest(b"other bytes")
+        crate::support::digest::digest_field(b"other bytes")
     };
     let headers = vec![
         ("cache-control".into(), b"max-age=600".to_vec()),

@@ -7,7 +7,7 @@
 
 use base64::Engine;
 
-use crate::support::digest::generated;
+use crate::support::digest::{digest_field, generated};
 use crate::support::{check_pattern, get, open_with, Origin, Reply};
 
 const LEN: u64 = 300_000;
@@ -203,16 +203,8 @@ async fn a_non_200_where_a_matching_body_was_asked_for_is_a_502() {
 async fn an_origin_body_that_does_not_match_its_own_content_digest_is_not_stored() {
     // Rung 3's other side: a digest the origin states to this device is checked too.
     let body = generated(LEN);
-    let right = format!(
-        "sha-256=:{}:",
-        base64::engine::general_purpose::STANDARD
-            .encode(ring::digest::digest(&ring::digest::SHA256, &body).as_ref())
-    );
-    let wrong = format!(
-        "sha-256=:{}:",
-        base64::engine::general_purpose::STANDARD
-            .encode(ring::digest::digest(&ring::digest::SHA256, b"x").as_ref())
-    );
+    let right = digest_field(&body);
+    let wrong = digest_field(b"x");
     let origin = Origin::builder()
         .route("/right", move |_| {
             Reply::generated(LEN)

@@ -23,7 +23,7 @@ use mesh::open::proto::{content_tag, key_tag, OpenAnswer, OpenRequest, ALPN};
 use mesh::proto;
 
 use crate::hostile::LyingBlobs;
-use crate::support::digest::{b64, by_hash, generated, hex, sha256};
+use crate::support::digest::{b64, by_hash, digest_field, generated, hex, sha256};
 use crate::support::mesh::{figure, loopback_endpoint, Device};
 use crate::support::{get, open_with, pattern, Origin, Reply};
 
@@ -135,7 +135,7 @@ async fn forgery_run(rung: Rung, forgery: Forgery, len: u64) {
         Rung::Url => format!("/debian/by-hash/SHA256/{}", hex(&digest)),
         _ => "/media/file.bin".to_string(),
     };
-    let repr = format!("sha-256=:{}:", b64(&digest));
+    let repr = digest_field(&good);
     let origin = Origin::builder()
         .route(&path, move |_| {
             let r = Reply::generated(len).header("cache-control", "public, max-age=600");
@@ -147,8 +147,7 @@ async fn forgery_run(rung: Rung, forgery: Forgery, len: u64) {
         })
         .route("/media/earlier.bin", |_| {
             let small = right(1000);
-            Reply::generated(1000)
-                .header("repr-digest", format!("sha-256=:{}:", b64(&sha256(&small))))
+            Reply::generated(1000).header("repr-digest", digest_field(&small))
         })
         .run()
         .await;
@@ -353,7 +352,7 @@ async fn signed_run(lie: SignedLie) {
         ),
         (
             "content-digest".to_string(),
-            format!("sha-256=:{}:", b64(&sha256(&evil))).into_bytes(),
+            digest_field(&evil).into_bytes(),
         ),
     ];
     let size = evil.len() as u64;

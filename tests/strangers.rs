@@ -4,7 +4,7 @@
 //! stated to the asker directly, an attestation by a signer the asker trusts — and nothing
 //! else. The hostile strangers are in `open_hostile.rs`.
 
-use crate::support::digest::{b64, by_hash, generated, hex, sha256};
+use crate::support::digest::{b64, by_hash, digest_field, generated, hex, sha256};
 use crate::support::mesh::{figure, Device};
 use crate::support::{get, pattern, Origin, Reply};
 
@@ -139,10 +139,10 @@ async fn a_stated_integrity_is_served_by_a_stranger_and_a_wrong_one_never() {
 
 #[tokio::test]
 async fn a_digest_the_origin_states_to_this_device_lets_a_stranger_send_the_body() {
-    let digest = format!("sha-256=:{}:", b64(&sha256(&body())));
+    let digest = digest_field(&body());
     let origin = Origin::builder()
         .route("/v/earlier.mp4", {
-            let digest = format!("sha-256=:{}:", b64(&sha256(&body())));
+            let digest = digest_field(&body());
             move |_| {
                 Reply::generated(LEN)
                     .header("cache-control", "public, max-age=600")
@@ -407,7 +407,7 @@ async fn two_strangers_missing_the_same_object_at_once_download_it_once() {
 /// GET sends: it does not let a stranger send the body (only `Repr-Digest` does).
 #[tokio::test]
 async fn a_content_digest_on_a_head_is_not_taken_for_the_body() {
-    let digest = format!("sha-256=:{}:", b64(&sha256(&body())));
+    let digest = digest_field(&body());
     let reply = move |_: &crate::support::origin::Seen| {
         Reply::generated(LEN)
             .header("cache-control", "public, max-age=600")

@@ -25,3 +25,8 @@ pub fn b64(b: &[u8]) -> String {
 pub fn by_hash(prefix: &str, body: &[u8]) -> String {
     format!("{prefix}/by-hash/SHA256/{}", hex(&sha256(body)))
 }
+
+/// An RFC 9530 `Content-Digest` / `Repr-Digest` value for `body` (`sha-256=:<base64>:`).
+pub fn digest_field(body: &[u8]) -> String {
+    format!("sha-256=:{}:", b64(&sha256(body)))
+}
