@@ -113,14 +113,20 @@ async fn private_and_authorized_responses_are_never_served_by_a_peer() {
     let auth = [("authorization", "Bearer alice")];
     get(a.addr(), &origin.url("/account"), &auth).await;
     get(a.addr(), &origin.url("/set-cookie"), &[]).await;
-    assert!(get(a.addr(), &origin.url("/private"), &[])
-        .await
-        .cache_status()
-        .contains("hit"));
-    assert!(get(a.addr(), &origin.url("/account"), &auth)
-        .await
-        .cache_status()
-        .contains("hit"));
+    // Each is stored once its response has ended (the commit follows the last byte).
+    a.wait_figure("stored_variants", 2).await;
+    let again = get(a.addr(), &origin.url("/private"), &[]).await;
+    assert!(
+        again.cache_status().contains("hit"),
+        "{}",
+        again.cache_status()
+    );
+    let again = get(a.addr(), &origin.url("/account"), &auth).await;
+    assert!(
+        again.cache_status().contains("hit"),
+        "{}",
+        again.cache_status()
+    );
 
     for path in ["/private", "/account", "/set-cookie"] {
         let r = get(b.addr(), &origin.url(path), &[]).await;
