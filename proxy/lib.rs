@@ -176,7 +176,12 @@ impl App {
             shutdown: rx.clone(),
             permits: permits.clone(),
             digest_hosts: Default::default(),
+            sync: (!settings.sync.feed.is_empty())
+                .then(|| Arc::new(sync::engine::Engine::new(settings.sync.clone()))),
         });
+        if let Some(engine) = &state.sync {
+            sync::engine::spawn(state.clone(), engine.clone());
+        }
         let front = listen::Front {
             opts,
             permits: permits.clone(),

@@ -28,6 +28,8 @@ pub struct Settings {
     pub transparent: Option<SocketAddr>,
     /// The mesh; `None` when off.
     pub mesh: Option<mesh::Options>,
+    /// Feed sync (`[sync]`).
+    pub sync: config::Sync,
 }
 
 /// HTTPS interception settings (`[tls]`).
@@ -133,6 +135,7 @@ impl Settings {
             tls,
             transparent: l.transparent,
             mesh,
+            sync: cfg.sync.clone(),
         }
     }
 }

@@ -59,6 +59,8 @@ pub struct State {
     /// device: only for these does a miss first ask the origin for a `HEAD` (whose digest
     /// lets a stranger send the body). Others never pay the extra round trip.
     pub(crate) digest_hosts: DigestHosts,
+    /// Feed sync (its figures for the status page); `None` without subscriptions.
+    pub(crate) sync: Option<Arc<crate::sync::engine::Engine>>,
 }
 
 /// Origins known to state digests, most recently seen first (bounded).

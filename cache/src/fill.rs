@@ -416,6 +416,17 @@ impl Fills {
         }
     }
 
+    /// Keys whose fill is under way and will be shareable (what a peer may wait for).
+    pub fn shareable_keys(&self) -> Vec<String> {
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|f| f.head_now().is_some_and(|h| h.shareable))
+            .map(|f| f.key.clone())
+            .collect()
+    }
+
     pub fn in_progress(&self) -> usize {
         self.map.lock().unwrap_or_else(|e| e.into_inner()).len()
     }

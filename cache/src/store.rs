@@ -492,6 +492,11 @@ impl Cache {
         self.inner.fills.join(key)
     }
 
+    /// Keys being filled now whose response will be shareable.
+    pub fn shareable_fills(&self) -> Vec<String> {
+        self.inner.fills.shareable_keys()
+    }
+
     /// The fill under way for `key`, if any.
     pub fn fill_in_progress(&self, key: &str) -> Option<Arc<Fill>> {
         self.inner.fills.get(key)

@@ -116,6 +116,15 @@ impl Attestation {
         Ok((a, claim))
     }
 
+    /// The fetch time in an attestation this device stored itself (its own store is
+    /// trusted: the signature was checked when the entry came in, or made here). Not for
+    /// bytes from the network.
+    pub fn stored_fetched_at_ms(bytes: &[u8]) -> Option<u64> {
+        let a: Attestation = postcard::from_bytes(bytes).ok()?;
+        let claim: Claim = postcard::from_bytes(&a.claim).ok()?;
+        Some(claim.fetched_at_ms)
+    }
+
     /// True when one of the signer's group proofs checks with one of `groups`.
     pub fn signed_by_member(&self, claim: &Claim, groups: &[Group]) -> bool {
         let digest = *blake3::hash(&self.claim).as_bytes();

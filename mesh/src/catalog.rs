@@ -1,4 +1,4 @@
-//! Catalogs (feed sync, issue 11, in progress): a compact, lossy summary of the cache keys
+//! Catalogs: a compact, lossy summary of the cache keys
 //! a device can share, so a miss asks only the peers that may hold the key. A Golomb-coded
 //! set (as BIP 158's block filters): each key is hashed into `[0, n·M)`, the sorted values
 //! are sent as Golomb–Rice coded gaps with `P` = 8 (M = 256) — about 9.5 bits per key, no
@@ -11,8 +11,8 @@
 //! the bits decode to exactly that many values, each in range, before it is used; the
 //! values are then kept sorted for lookups by binary search.
 //!
-//! Still to build on it: the exchange on connect and the deltas, the miss path consulting
-//! the catalogs, feed heads.
+//! The exchange (whole catalog on connect, deltas after, the miss path consulting them,
+//! feed heads) is `exchange.rs`.
 
 use serde::{Deserialize, Serialize};
 
@@ -47,10 +47,18 @@ pub enum CatalogError {
     Invalid(&'static str),
 }
 
-/// The value of `key` in a set of `n` keys: a 64-bit hash scaled into `[0, n << P)`.
-fn value(key: &str, n: u32) -> u64 {
+/// A key's 64-bit hash: what deltas carry, and what a filter's values are scaled from.
+pub fn key_hash(key: &str) -> u64 {
     let d = blake3::derive_key("meshcache catalog v1 key", key.as_bytes());
-    let h = u64::from_le_bytes(d[..8].try_into().unwrap_or([0; 8]));
+    u64::from_le_bytes(d[..8].try_into().unwrap_or([0; 8]))
+}
+
+/// The value of `key` in a set of `n` keys: its hash scaled into `[0, n << P)`.
+fn value(key: &str, n: u32) -> u64 {
+    scaled(key_hash(key), n)
+}
+
+fn scaled(h: u64, n: u32) -> u64 {
     ((h as u128 * ((n as u128) << P)) >> 64) as u64
 }
 
@@ -67,7 +75,12 @@ impl Filter {
 
     /// May the set hold `key`?
     pub fn may_hold(&self, key: &str) -> bool {
-        self.n > 0 && self.values.binary_search(&value(key, self.n)).is_ok()
+        self.may_hold_hash(key_hash(key))
+    }
+
+    /// May the set hold the key whose [`key_hash`] is `h`?
+    pub fn may_hold_hash(&self, h: u64) -> bool {
+        self.n > 0 && self.values.binary_search(&scaled(h, self.n)).is_ok()
     }
 
     /// Keys it was built from.

@@ -38,6 +38,14 @@ pub struct Found {
     pub body: Option<BoxStream<'static, Result<bytes::Bytes, PeerBodyError>>>,
 }
 
+/// Marks a request as a prefetch (feed sync): only offers fetched from the origin after
+/// `newer_than_ms` and no larger than `max_len` are taken.
+#[derive(Debug, Clone, Copy)]
+pub struct Nearby {
+    pub newer_than_ms: u64,
+    pub max_len: u64,
+}
+
 pub(crate) struct Candidate {
     pub peer: EndpointId,
     pub entry: Entry,
@@ -118,6 +126,28 @@ async fn candidates(
         // No member nearby: strangers may relay a trusted signer's attestation.
         return crate::open::ask::signed(inner, key, req, allow_stale).await;
     }
+    // Only the peers whose catalog may hold the key (or that have sent none yet).
+    let t = crate::exchange::targets(inner, key, conns);
+    let mut conns = t.holders;
+    if conns.is_empty() && t.with_catalog > 0 && wait {
+        // Nobody holds it. One download per carriage: neighbours missing the same key
+        // at this moment announce it within the election window (exchange.rs); all of
+        // them are asked, and the lookup protocol's election picks the one that fetches.
+        let window = (inner.opts.lookup_timeout / 10)
+            .clamp(Duration::from_millis(1), Duration::from_millis(100));
+        let busy = crate::exchange::busy_nearby(inner, key, window).await;
+        conns = inner
+            .peers
+            .connected()
+            .into_iter()
+            .filter(|(id, _)| busy.contains(id))
+            .collect();
+    }
+    conns.extend(t.unknown);
+    if conns.is_empty() {
+        inner.bump(&inner.counters.lookups_skipped, 1);
+        return crate::open::ask::signed(inner, key, req, allow_stale).await;
+    }
     inner.bump(&inner.counters.lookups, 1);
     let timeout = inner.opts.lookup_timeout;
     let mut asks: FuturesUnordered<_> = conns
@@ -126,7 +156,7 @@ async fn candidates(
             (
                 id,
                 conn.clone(),
-                proto::within(timeout, ask(&conn, key, 0)).await,
+                proto::within(timeout, ask(inner, &conn, key, 0)).await,
             )
         })
         .collect();
@@ -140,7 +170,9 @@ async fn candidates(
             }
             Ok(Answer::Fetching) => fetching.push((id, conn)),
             Ok(Answer::NotFound) => {}
-            Ok(Answer::Peers(_)) => peers::ban(inner, id, "answered a lookup with a peer list"),
+            Ok(Answer::Peers(_)) | Ok(Answer::Catalog(_)) => {
+                peers::ban(inner, id, "answered a lookup with something else")
+            }
             Err(e) if e.is_violation() => peers::ban(inner, id, &e.to_string()),
             Err(e) => tracing::debug!(peer = %id, %key, "lookup: {e}"),
         }
@@ -165,7 +197,12 @@ async fn candidates(
             let wait = inner.opts.peer_fill_wait;
             tracing::debug!(peer = %id, %key, "a peer is fetching it: waiting");
             let wait_ms = wait.as_millis().min(u32::MAX as u128) as u32;
-            match proto::within(wait + Duration::from_secs(2), ask(&conn, key, wait_ms)).await {
+            match proto::within(
+                wait + Duration::from_secs(2),
+                ask(inner, &conn, key, wait_ms),
+            )
+            .await
+            {
                 Ok(Answer::Offers(offers)) => {
                     candidates.extend(judge_all(inner, id, key, req, &offers, allow_stale))
                 }
@@ -182,7 +219,13 @@ async fn candidates(
     candidates
 }
 
-async fn ask(conn: &Connection, key: &str, wait_ms: u32) -> Result<Answer, ProtoError> {
+async fn ask(
+    inner: &Inner,
+    conn: &Connection,
+    key: &str,
+    wait_ms: u32,
+) -> Result<Answer, ProtoError> {
+    inner.bump(&inner.counters.lookups_sent, 1);
     let (mut send, mut recv) = conn
         .open_bi()
         .await
@@ -246,6 +289,13 @@ fn judge(
     }
     if variant_key(&claim.vary, &req.headers) != claim.variant {
         return Ok(None);
+    }
+    // A prefetch asks for a newer copy than the one here, and no larger than its share
+    // of the budget.
+    if let Some(n) = req.extensions.get::<Nearby>() {
+        if claim.fetched_at_ms <= n.newer_than_ms || claim.size > n.max_len {
+            return Ok(None);
+        }
     }
     let signer =
         iroh::PublicKey::from_bytes(&claim.signer).map_err(|_| "bad signer".to_string())?;

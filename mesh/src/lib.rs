@@ -10,8 +10,9 @@
 //! - [`attest`]: attestations, the signed binding of a URL to a body hash, and origin
 //!   digests (RFC 9530).
 //! - [`share`]: tickets for handing a file to a friend.
-//! - [`catalog`]: compact, lossy summaries of what a device can share (feed sync, in
-//!   progress).
+//! - [`catalog`]: compact, lossy summaries of what a device can share; `exchange.rs`
+//!   gives them to the members nearby (whole on connect, deltas after) so a miss asks
+//!   only the peers that may hold the key, and carries the feed heads feed sync needs.
 //! - [`open`]: the open mesh — strangers, who share no group, asked and answered by tag
 //!   only for what they cannot forge, under a separate identity made at every start.
 //!
@@ -27,6 +28,7 @@ mod access;
 pub mod attest;
 pub mod catalog;
 mod discovery;
+mod exchange;
 mod find;
 pub mod group;
 mod identity;
@@ -50,7 +52,7 @@ use iroh::{Endpoint, EndpointAddr, EndpointId, RelayMode};
 
 use cache::Cache;
 
-pub use find::{Found, PartialBody};
+pub use find::{Found, Nearby, PartialBody};
 pub use group::{Group, Groups};
 pub use server::SeekGuard;
 
@@ -166,6 +168,11 @@ pub struct Counters {
     pub bytes_from_peers: AtomicU64,
     pub bytes_to_peers: AtomicU64,
     pub answers: AtomicU64,
+    /// Lookup messages sent to peers, and answered for peers.
+    pub lookups_sent: AtomicU64,
+    pub lookups_answered: AtomicU64,
+    /// Misses on which no peer's catalog matched, so no peer was asked.
+    pub lookups_skipped: AtomicU64,
     pub refused: AtomicU64,
     pub bans: AtomicU64,
 }
@@ -195,6 +202,12 @@ pub(crate) struct Inner {
     offered: Mutex<access::Offered>,
     /// Hashes of files shared with a ticket: anyone holding the ticket may fetch them.
     shared: Mutex<HashSet<[u8; 32]>>,
+    /// This device's catalog, as its peers see it.
+    catalog: exchange::Source,
+    /// The peers' catalogs.
+    summaries: exchange::Summaries,
+    /// Feed documents whose fetch time peers are asked to tell (feed sync).
+    watch: Mutex<Vec<String>>,
     counters: Counters,
     shutdown: tokio::sync::watch::Sender<bool>,
 }
@@ -240,6 +253,9 @@ impl Mesh {
             inflight: Mutex::new(HashMap::new()),
             offered: Mutex::new(access::Offered::default()),
             shared: Mutex::new(HashSet::new()),
+            catalog: exchange::Source::new(),
+            summaries: exchange::Summaries::default(),
+            watch: Mutex::new(Vec::new()),
             counters: Counters::default(),
             shutdown,
             opts: opts.clone(),
@@ -343,6 +359,58 @@ impl Mesh {
                 return self.connected_peers() >= n;
             }
         }
+    }
+
+    /// Asks every peer's catalog to carry the fetch time of these keys (the feed
+    /// documents subscribed to; at most [`proto::MAX_WATCH`]).
+    pub fn watch(&self, keys: Vec<String>) {
+        let mut keys = keys;
+        keys.truncate(proto::MAX_WATCH);
+        *self.inner.watch.lock().unwrap_or_else(|e| e.into_inner()) = keys;
+    }
+
+    /// The peers holding `key` (a watched document) and when their copy was fetched from
+    /// the origin (ms since the epoch), as their catalogs say.
+    pub fn heads(&self, key: &str) -> Vec<(String, u64)> {
+        self.inner
+            .summaries
+            .heads(key)
+            .into_iter()
+            .map(|(id, t)| (id.to_string(), t))
+            .collect()
+    }
+
+    /// When this device's own shareable copy of `key` was fetched from the origin.
+    pub fn own_head(&self, key: &str) -> Option<u64> {
+        exchange::head(&self.inner, key)
+    }
+
+    /// Connected peers whose catalog may hold `key`.
+    pub fn holders(&self, key: &str) -> Vec<String> {
+        let connected: HashSet<EndpointId> = self
+            .inner
+            .peers
+            .connected()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        self.inner
+            .summaries
+            .holders(key)
+            .into_iter()
+            .filter(|id| connected.contains(id))
+            .map(|id| id.to_string())
+            .collect()
+    }
+
+    /// Moves whenever a peer's catalog (or the set of them) changes.
+    pub fn catalogs_changed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.summaries.changed.subscribe()
+    }
+
+    /// Peers whose catalog this device holds, and the keys they list in all.
+    pub fn catalog_figures(&self) -> (usize, usize) {
+        (self.inner.summaries.held(), self.inner.summaries.keys())
     }
 
     pub fn counters(&self) -> &Counters {
@@ -539,6 +607,11 @@ impl Inner {
             .filter(|(_, i)| seeking_too || i.is_fetching())
             .map(|(k, _)| k.clone())
             .collect()
+    }
+
+    /// Feed documents peers are asked about.
+    pub(crate) fn watched(&self) -> Vec<String> {
+        self.watch.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The open mesh's current identity, if it runs.

@@ -425,7 +425,7 @@ async fn dial(inner: &Arc<Inner>, id: EndpointId) -> Result<Connection, (String,
         .await
         .unwrap_or(Err(HandshakeError::Proto(ProtoError::Timeout)));
     match result {
-        Ok(welcome) => {
+        Ok((welcome, version)) => {
             let groups = welcome.groups.clone();
             {
                 let mut map = lock(&inner.peers.map);
@@ -441,6 +441,13 @@ async fn dial(inner: &Arc<Inner>, id: EndpointId) -> Result<Connection, (String,
             inner.peers.notify();
             tracing::info!(peer = %id, groups = groups.len(), "mesh peer connected");
             learn(inner, welcome.peers);
+            if version >= proto::CATALOG_VERSION {
+                tokio::spawn(crate::exchange::pull(
+                    Arc::downgrade(inner),
+                    id,
+                    conn.clone(),
+                ));
+            }
             Ok(conn)
         }
         Err(e) => {
@@ -494,7 +501,11 @@ pub(crate) enum HandshakeError {
     Proto(#[from] ProtoError),
 }
 
-async fn handshake(inner: &Arc<Inner>, conn: &Connection) -> Result<Welcome, HandshakeError> {
+/// The dialer's side of the handshake: the acceptor's welcome and its minor version.
+async fn handshake(
+    inner: &Arc<Inner>,
+    conn: &Connection,
+) -> Result<(Welcome, u16), HandshakeError> {
     let me = *inner.endpoint.id().as_bytes();
     let them = *conn.remote_id().as_bytes();
     let groups = inner.groups.current().unwrap_or_default();
@@ -557,7 +568,7 @@ async fn handshake(inner: &Arc<Inner>, conn: &Connection) -> Result<Welcome, Han
     if welcome.groups.is_empty() {
         return Err(HandshakeError::NotMember);
     }
-    Ok(welcome)
+    Ok((welcome, ack.version))
 }
 
 /// Peers (other than `except`) that are connected and share one of `groups`: what a

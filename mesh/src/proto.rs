@@ -20,6 +20,13 @@
 //! and every [`GOSSIP_INTERVAL`] a [`Request::Peers`], so members that joined later are
 //! learned (a `Welcome` only lists those connected at handshake time).
 //!
+//! Since minor version 2 the dialer also keeps a [`Request::Catalog`] outstanding on its
+//! connection (a long poll): the acceptor answers at once with its whole catalog, then
+//! each time something changes with a delta — keys committed since, keys it is seeking or
+//! fetching right now, the fetch times of the feed documents the dialer watches. A miss
+//! asks only the peers whose catalog may hold the key (see `exchange.rs`). A dialer sends
+//! catalog requests only to an acceptor whose `HelloAck` says version 2 or later.
+//!
 //! Every message is a 4-byte big-endian length and a postcard body, at most
 //! [`MAX_MESSAGE`] bytes; anything larger or malformed is a protocol violation.
 
@@ -33,9 +40,19 @@ use crate::group::GroupId;
 /// The ALPN: the protocol's name and major version.
 pub const ALPN: &[u8] = b"meshcache/1";
 /// The minor version inside the handshake.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
+/// The first minor version that answers [`Request::Catalog`].
+pub const CATALOG_VERSION: u16 = 2;
 /// Largest message either side accepts.
 pub const MAX_MESSAGE: usize = 256 * 1024;
+/// Largest catalog answer (a whole catalog of [`crate::catalog::MAX_KEYS`] keys fits).
+pub const MAX_CATALOG_MESSAGE: usize = 2 << 20;
+/// Most feed documents one catalog request may watch.
+pub const MAX_WATCH: usize = 64;
+/// Most keys a peer may say it is seeking or fetching at once.
+pub const MAX_BUSY: usize = 4096;
+/// Most added keys in one delta (more: the whole catalog is sent instead).
+pub const MAX_ADDED: usize = 16384;
 /// Most offers in one answer.
 pub const MAX_OFFERS: usize = 8;
 /// Most peers listed in a [`Welcome`].
@@ -101,6 +118,33 @@ pub enum Request {
     /// Which members of our common groups are you connected to? (Asked every
     /// [`GOSSIP_INTERVAL`]: a member that joined after our handshake is learned this way.)
     Peers,
+    /// Your catalog: whole (`since` is `None`, or names another epoch or a generation
+    /// the acceptor no longer has the changes since), or what changed after `since`;
+    /// when nothing has, wait up to `wait_ms` for a change. `watch`: feed documents whose
+    /// fetch time the answer should carry (at most [`MAX_WATCH`]).
+    Catalog {
+        since: Option<(u64, u64)>,
+        watch: Vec<String>,
+        wait_ms: u32,
+    },
+}
+
+/// A catalog, or what changed in it (the answer to [`Request::Catalog`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct CatalogUpdate {
+    /// The acceptor's catalog epoch (new at every start) and generation.
+    pub epoch: u64,
+    pub gen: u64,
+    /// The whole catalog ([`crate::catalog::Filter`], encoded): replaces what the dialer
+    /// held. `None`: `added` is a delta on top of it.
+    pub full: Option<Vec<u8>>,
+    /// Keys committed since `since` ([`crate::catalog::key_hash`]), at most [`MAX_ADDED`].
+    pub added: Vec<u64>,
+    /// Keys the acceptor is seeking (`false`) or fetching (`true`) now: the whole set.
+    pub busy: Vec<(u64, bool)>,
+    /// Watched feed documents it holds, with the time its newest copy was fetched from
+    /// the origin (ms since the epoch, as attested).
+    pub heads: Vec<(String, u64)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,6 +156,8 @@ pub enum Answer {
     NotFound,
     /// The answer to [`Request::Peers`], at most [`MAX_GOSSIP`].
     Peers(Vec<PeerInfo>),
+    /// The answer to [`Request::Catalog`].
+    Catalog(CatalogUpdate),
 }
 
 /// A protocol failure, and whose fault it is.
@@ -136,8 +182,17 @@ pub async fn write_msg<T: Serialize>(
     send: &mut iroh::endpoint::SendStream,
     msg: &T,
 ) -> Result<(), ProtoError> {
+    write_msg_max(send, msg, MAX_MESSAGE).await
+}
+
+/// [`write_msg`] with another size limit (catalog answers).
+pub async fn write_msg_max<T: Serialize>(
+    send: &mut iroh::endpoint::SendStream,
+    msg: &T,
+    max: usize,
+) -> Result<(), ProtoError> {
     let body = postcard::to_stdvec(msg).map_err(|e| ProtoError::Io(format!("encode: {e}")))?;
-    if body.len() > MAX_MESSAGE {
+    if body.len() > max {
         return Err(ProtoError::Io(format!(
             "message of {} bytes is over the limit",
             body.len()
@@ -153,14 +208,22 @@ pub async fn write_msg<T: Serialize>(
 pub async fn read_msg<T: DeserializeOwned>(
     recv: &mut iroh::endpoint::RecvStream,
 ) -> Result<T, ProtoError> {
+    read_msg_max(recv, MAX_MESSAGE).await
+}
+
+/// [`read_msg`] with another size limit (catalog answers).
+pub async fn read_msg_max<T: DeserializeOwned>(
+    recv: &mut iroh::endpoint::RecvStream,
+    max: usize,
+) -> Result<T, ProtoError> {
     let mut len = [0u8; 4];
     recv.read_exact(&mut len)
         .await
         .map_err(|e| ProtoError::Io(e.to_string()))?;
     let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_MESSAGE {
+    if len > max {
         return Err(ProtoError::Violation(format!(
-            "message of {len} bytes (limit {MAX_MESSAGE})"
+            "message of {len} bytes (limit {max})"
         )));
     }
     let mut body = vec![0u8; len];

@@ -57,6 +57,9 @@ impl SeekGuard {
     /// This device goes to the origin for the key now.
     pub fn fetching(&self) {
         self.phase.send_replace(Phase::Fetching);
+        if let Some(inner) = self.inner.upgrade() {
+            inner.catalog.busy_changed();
+        }
     }
 }
 
@@ -70,6 +73,8 @@ impl Drop for SeekGuard {
             {
                 map.remove(&self.key);
             }
+            drop(map);
+            inner.catalog.busy_changed();
         }
     }
 }
@@ -91,6 +96,7 @@ impl Mesh {
                     defer_to: None,
                 },
             );
+        self.inner.catalog.busy_changed();
         SeekGuard {
             inner: Arc::downgrade(&self.inner),
             key: key.to_string(),
@@ -123,6 +129,9 @@ impl cache::Attester for Signer {
 
     fn committed(&self, key: &str, entry: &cache::Entry) {
         if let Some(inner) = self.inner.upgrade() {
+            if entry.shareable && entry.attestation.is_some() {
+                inner.catalog.added(key);
+            }
             if let Some(o) = inner.open() {
                 o.tags
                     .lock()
@@ -331,7 +340,24 @@ async fn serve_request(
                 let wait = Duration::from_millis(wait_ms as u64).min(inner.opts.peer_fill_wait);
                 settle(inner, &key, Instant::now() + wait).await;
             }
+            inner.bump(&inner.counters.lookups_answered, 1);
             answer(inner, remote, &key)
+        }
+        Request::Catalog {
+            since,
+            watch,
+            wait_ms,
+        } => {
+            let update = crate::exchange::answer(inner, since, watch, wait_ms).await?;
+            inner.bump(&inner.counters.answers, 1);
+            proto::write_msg_max(
+                &mut send,
+                &Answer::Catalog(update),
+                proto::MAX_CATALOG_MESSAGE,
+            )
+            .await?;
+            let _ = send.finish();
+            return Ok(());
         }
         Request::Peers => {
             let groups = inner

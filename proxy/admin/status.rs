@@ -65,6 +65,21 @@ struct Full {
     mesh_address_bans: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     mesh_open_tags: Option<usize>,
+    /// Lookups sent to and answered for peers; misses no peer's catalog matched (so no
+    /// peer was asked); peers whose catalog is here and the keys they list.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mesh_lookups_sent: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mesh_lookups_answered: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mesh_lookups_skipped: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mesh_catalogs: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mesh_catalog_keys: Option<usize>,
+    /// Feed sync: the budget, and per feed what is here and from whom.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    sync: Option<crate::sync::engine::Status>,
     shared_files_bytes: u64,
     learned_passthrough: Vec<Learned>,
 }
@@ -121,6 +136,12 @@ async fn full(state: &State) -> Full {
         mesh_strangers_connected: open.as_ref().map(|o| o.strangers_connected),
         mesh_address_bans: open.as_ref().map(|o| o.addr_bans),
         mesh_open_tags: open.as_ref().map(|o| o.tags),
+        mesh_lookups_sent: m.map(|m| m.lookups_sent.load(Ordering::Relaxed)),
+        mesh_lookups_answered: m.map(|m| m.lookups_answered.load(Ordering::Relaxed)),
+        mesh_lookups_skipped: m.map(|m| m.lookups_skipped.load(Ordering::Relaxed)),
+        mesh_catalogs: mesh.map(|m| m.catalog_figures().0),
+        mesh_catalog_keys: mesh.map(|m| m.catalog_figures().1),
+        sync: state.sync.as_ref().map(|s| s.status(state.cache.now())),
         shared_files_bytes: match mesh {
             Some(m) => m.shared_bytes().await,
             None => 0,
@@ -225,6 +246,7 @@ pub(super) async fn html(state: &State, admin: bool) -> String {
     if admin {
         let _ = write!(s, "<p>connections open: {}</p>", state.connections());
         super::mesh::status_html(state, &mut s);
+        sync_html(state, &mut s);
         if let Some(tls) = state.tls.as_ref() {
             let learned = tls.learned();
             if !learned.is_empty() {
@@ -261,6 +283,53 @@ pub(super) async fn html(state: &State, admin: bool) -> String {
         "<p><a href=\"/status.json\">status.json</a> · <a href=\"/proxy.pac\">proxy.pac</a></p>\n",
     );
     s
+}
+
+/// The feed sync section: per feed, what is here, from whom, and whether it is all here.
+fn sync_html(state: &State, s: &mut String) {
+    let Some(engine) = state.sync.as_ref() else {
+        return;
+    };
+    let st = engine.status(state.cache.now());
+    let _ = write!(
+        s,
+        "<h2>Feeds synced from nearby</h2><p>budget today: {} of {} used · {} objects prefetched · {} failed</p><table><tr><th>feed</th><th>items</th><th>media here</th><th>bytes</th><th>from</th><th>last</th><th>state</th></tr>",
+        size(st.sync_used_today),
+        size(st.sync_budget),
+        st.sync_fetched,
+        st.sync_failed
+    );
+    for f in &st.sync_feeds {
+        let when = f
+            .synced_at_unix_ms
+            .map(|ms| {
+                httpdate::fmt_http_date(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
+                )
+            })
+            .unwrap_or_else(|| "never".into());
+        let peers: Vec<String> = f
+            .peers
+            .iter()
+            .map(|p| p.chars().take(10).collect())
+            .collect();
+        let state = match (&f.last_error, f.up_to_date) {
+            (_, true) => "up to date from nearby".to_string(),
+            (Some(e), false) => format!("error: {}", html_escape(e)),
+            (None, false) => "waiting for a neighbour that has it".to_string(),
+        };
+        let _ = write!(
+            s,
+            "<tr><td><code>{}</code></td><td>{}</td><td>{} / {}</td><td>{}</td><td>{}</td><td>{when}</td><td>{state}</td></tr>",
+            html_escape(&f.url),
+            f.items_newest,
+            f.media_held,
+            f.media_wanted,
+            size(f.bytes),
+            html_escape(&peers.join(", ")),
+        );
+    }
+    s.push_str("</table>");
 }
 
 #[cfg(test)]

@@ -161,7 +161,9 @@ pub(super) async fn lead(
         || rparts.status == StatusCode::NOT_MODIFIED
     {
         Storability::No(policy::NoStoreReason::Status)
-    } else if len.is_some_and(|n| n > cache.options().max_object_size) {
+    } else if len.is_some_and(|n| n > cache.options().max_object_size)
+        || !super::prefetch::origin_len_ok(&parts, len)
+    {
         Storability::No(policy::NoStoreReason::TooLarge)
     } else if cache.pass_through() || !cache.has_room(len) {
         Storability::No(policy::NoStoreReason::DiskFull)

@@ -89,13 +89,26 @@ pub(super) async fn miss(
                 .filter(|_| stale.is_none() && mesh_eligible(&parts));
             let seek = mesh.map(|m| m.seek(&key));
             if let Some(m) = mesh {
-                if let Some(found) = m.find(&key, &parts, false).await {
+                // A prefetch takes a copy this device would call stale: better than none.
+                let prefetch = parts
+                    .extensions
+                    .get::<super::prefetch::Prefetch>()
+                    .is_some();
+                if let Some(found) = m.find(&key, &parts, prefetch).await {
                     return from_peer(state, &parts, &key, leader, found);
                 }
                 // Strangers, for a body whose digest this device knows.
                 if let Some(found) = stranger::find(state, m, &parts).await {
                     return stranger::serve(state, &parts, leader, found);
                 }
+            }
+            if parts
+                .extensions
+                .get::<super::prefetch::Prefetch>()
+                .is_some_and(|p| !p.from_origin)
+            {
+                drop(leader);
+                return super::prefetch::not_nearby(&parts.uri);
             }
             if let Some(s) = &seek {
                 s.fetching();

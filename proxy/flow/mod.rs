@@ -16,6 +16,7 @@ mod miss;
 mod peer;
 mod peer_body;
 mod phase;
+pub(crate) mod prefetch;
 mod revalidate;
 mod stranger;
 
