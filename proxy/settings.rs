@@ -115,6 +115,7 @@ impl Settings {
             o.operator = m.operator;
             o.open_rotate = m.open_rotate;
             o.mdns = m.mdns;
+            o.catalogs = m.catalogs;
             o.lookup_timeout = m.lookup_timeout;
             o.peer_fill_wait = m.peer_fill_wait;
             o.fetch_idle_timeout = m.fetch_idle_timeout;

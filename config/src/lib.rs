@@ -329,6 +329,9 @@ pub struct Mesh {
     /// Find peers on the LAN by mDNS (needs a default or multicast route).
     /// Default `true`.
     pub mdns: bool,
+    /// Exchange catalogs with members, so a miss asks only the peers that may hold
+    /// the key (off: every miss asks every member). Default `true`.
+    pub catalogs: bool,
     /// How long a miss waits for peers' answers; non-zero. Default `"50ms"`.
     #[serde(with = "duration_str")]
     pub lookup_timeout: Duration,
@@ -367,6 +370,7 @@ impl Default for Mesh {
             operator: false,
             open_rotate: Duration::from_secs(24 * 3600),
             mdns: true,
+            catalogs: true,
             lookup_timeout: Duration::from_millis(50),
             peer_fill_wait: Duration::from_secs(30),
             fetch_idle_timeout: Duration::from_secs(10),

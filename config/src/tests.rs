@@ -113,6 +113,7 @@ operators = ["fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210"]
 operator = true
 open_rotate = "1h"
 mdns = false
+catalogs = false
 lookup_timeout = "20ms"
 peer_fill_wait = "5s"
 fetch_idle_timeout = "3s"
@@ -197,6 +198,7 @@ fn full_expected() -> Config {
             operator: true,
             open_rotate: Duration::from_secs(3600),
             mdns: false,
+            catalogs: false,
             lookup_timeout: Duration::from_millis(20),
             peer_fill_wait: Duration::from_secs(5),
             fetch_idle_timeout: Duration::from_secs(3),

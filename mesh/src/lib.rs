@@ -86,6 +86,8 @@ pub struct Options {
     pub open_rotate: Duration,
     /// Find peers on the LAN by mDNS. Default true.
     pub mdns: bool,
+    /// Exchange catalogs with members (`exchange.rs`). Default true.
+    pub catalogs: bool,
     /// How long a lookup waits for peers' answers. Default 50 ms.
     pub lookup_timeout: Duration,
     /// How long to wait for a peer that is fetching the same object. Default 30 s.
@@ -119,6 +121,7 @@ impl Options {
             operator: false,
             open_rotate: Duration::from_secs(24 * 3600),
             mdns: true,
+            catalogs: true,
             lookup_timeout: Duration::from_millis(50),
             peer_fill_wait: Duration::from_secs(30),
             fetch_idle_timeout: Duration::from_secs(10),

@@ -441,7 +441,7 @@ async fn dial(inner: &Arc<Inner>, id: EndpointId) -> Result<Connection, (String,
             inner.peers.notify();
             tracing::info!(peer = %id, groups = groups.len(), "mesh peer connected");
             learn(inner, welcome.peers);
-            if version >= proto::CATALOG_VERSION {
+            if version >= proto::CATALOG_VERSION && inner.opts.catalogs {
                 tokio::spawn(crate::exchange::pull(
                     Arc::downgrade(inner),
                     id,
