@@ -116,6 +116,17 @@ impl Settings {
             o.open_rotate = m.open_rotate;
             o.mdns = m.mdns;
             o.catalogs = m.catalogs;
+            o.watch = cfg
+                .sync
+                .feed
+                .iter()
+                .filter_map(|f| {
+                    f.url
+                        .parse::<http::Uri>()
+                        .ok()
+                        .and_then(|u| cache::key::primary_key(&u))
+                })
+                .collect();
             o.lookup_timeout = m.lookup_timeout;
             o.peer_fill_wait = m.peer_fill_wait;
             o.fetch_idle_timeout = m.fetch_idle_timeout;

@@ -42,3 +42,5 @@ mod strangers;
 mod open_hostile;
 // mDNS discovery between namespaces (root; skipped, saying why, elsewhere).
 mod mdns;
+// Feed sync: subscribers prefetch from group peers within a budget; catalogs steer lookups.
+mod sync;

@@ -88,6 +88,9 @@ pub struct Options {
     pub mdns: bool,
     /// Exchange catalogs with members (`exchange.rs`). Default true.
     pub catalogs: bool,
+    /// Feed documents (cache keys) whose fetch time peers' catalogs should carry: the
+    /// feeds subscribed to (feed sync). At most [`proto::MAX_WATCH`]. Default none.
+    pub watch: Vec<String>,
     /// How long a lookup waits for peers' answers. Default 50 ms.
     pub lookup_timeout: Duration,
     /// How long to wait for a peer that is fetching the same object. Default 30 s.
@@ -122,6 +125,7 @@ impl Options {
             open_rotate: Duration::from_secs(24 * 3600),
             mdns: true,
             catalogs: true,
+            watch: Vec::new(),
             lookup_timeout: Duration::from_millis(50),
             peer_fill_wait: Duration::from_secs(30),
             fetch_idle_timeout: Duration::from_secs(10),
@@ -258,7 +262,7 @@ impl Mesh {
             shared: Mutex::new(HashSet::new()),
             catalog: exchange::Source::new(),
             summaries: exchange::Summaries::default(),
-            watch: Mutex::new(Vec::new()),
+            watch: Mutex::new(opts.watch.iter().take(proto::MAX_WATCH).cloned().collect()),
             counters: Counters::default(),
             shutdown,
             opts: opts.clone(),
@@ -362,14 +366,6 @@ impl Mesh {
                 return self.connected_peers() >= n;
             }
         }
-    }
-
-    /// Asks every peer's catalog to carry the fetch time of these keys (the feed
-    /// documents subscribed to; at most [`proto::MAX_WATCH`]).
-    pub fn watch(&self, keys: Vec<String>) {
-        let mut keys = keys;
-        keys.truncate(proto::MAX_WATCH);
-        *self.inner.watch.lock().unwrap_or_else(|e| e.into_inner()) = keys;
     }
 
     /// The peers holding `key` (a watched document) and when their copy was fetched from

@@ -31,6 +31,10 @@ pub(crate) struct Want {
     /// The most bytes it may take.
     pub max_len: u64,
     pub from_origin: bool,
+    /// With the owner's rights (local destinations allowed): the feed documents the
+    /// config names, and media on the same host. Media elsewhere are fetched as any
+    /// client's would be (a feed must not make the device reach into the LAN).
+    pub admin: bool,
 }
 
 /// Fetches `uri` for the sync engine. The outcome's phase says where it came from
@@ -58,6 +62,11 @@ pub(crate) async fn prefetch(state: &Arc<State>, uri: &Uri, want: Want) -> Outco
         req.headers_mut().insert(header::HOST, host);
     }
     let (mut parts, ()) = req.into_parts();
+    parts.extensions.insert(crate::client::Client::new(
+        state.listen,
+        want.admin,
+        Arc::new(()),
+    ));
     parts.extensions.insert(Prefetch {
         from_origin: want.from_origin,
     });

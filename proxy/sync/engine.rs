@@ -49,6 +49,8 @@ const DEBOUNCE: Duration = Duration::from_millis(50);
 const RETRY_BROKEN: Duration = Duration::from_secs(5);
 /// A URL that answered an error is tried again after this.
 const RETRY_ERROR: Duration = Duration::from_secs(600);
+/// How long a fetch waits for what it brought to be stored.
+const COMMIT_WAIT: Duration = Duration::from_secs(5);
 /// Peers named per feed in the status.
 const MAX_PEERS_SHOWN: usize = 16;
 
@@ -194,14 +196,8 @@ pub fn spawn(state: Arc<State>, engine: Arc<Engine>) {
     if engine.cfg.feed.is_empty() {
         return;
     }
-    let keys: Vec<String> = engine
-        .cfg
-        .feed
-        .iter()
-        .filter_map(|f| f.url.parse::<Uri>().ok().and_then(|u| primary_key(&u)))
-        .collect();
     match &state.mesh {
-        Some(m) => m.watch(keys),
+        Some(_) => {}
         None if !engine.cfg.from_origin => {
             tracing::warn!("sync: feeds are subscribed to, but the mesh is off and sync.from_origin is false: nothing will be prefetched");
         }
@@ -211,7 +207,12 @@ pub fn spawn(state: Arc<State>, engine: Arc<Engine>) {
         let mut changed = state.mesh.as_ref().map(|m| m.catalogs_changed());
         let mut stop = state.shutdown.clone();
         loop {
+            let before = engine.fetched.load(Ordering::Relaxed);
             let retry_soon = round(&state, &engine).await;
+            if engine.fetched.load(Ordering::Relaxed) > before && !*stop.borrow() {
+                // What arrived may bring more (a new document, new media): go on at once.
+                continue;
+            }
             let every = if retry_soon {
                 RETRY_BROKEN
             } else {
@@ -332,13 +333,25 @@ async fn document(
         let newest = m.heads(&key).into_iter().map(|(_, t)| t).max();
         if let Some(n) = newest.filter(|n| own.is_none_or(|o| *n > o)) {
             current = false;
-            if engine.may_try(&f.url) {
+            let now = state.cache.now();
+            let (used, limit) = engine.budget.used(now);
+            let reservation = engine
+                .budget
+                .reserve(max_item.min(limit.saturating_sub(used)), now);
+            if let Some(r) = reservation.filter(|_| engine.may_try(&f.url)) {
                 let want = Want {
                     newer_than_ms: Some(own.unwrap_or(0)),
-                    max_len: max_item,
+                    max_len: r.limit(),
                     from_origin: false,
+                    admin: true,
                 };
-                match fetch(state, engine, &uri, want, false).await {
+                let res = fetch(state, engine, &uri, want, false).await;
+                let took = match &res {
+                    Ok(Got::Body { len, .. }) => *len,
+                    _ => 0,
+                };
+                engine.budget.settle(r, took, state.cache.now());
+                match res {
                     Ok(Got::Body { len, from, .. }) => {
                         tracing::info!(feed = %f.url, bytes = len, fetched_at_ms = n, "sync: a newer feed document from nearby");
                         engine.arrived(i, &from, unix_ms(state.cache.now()));
@@ -362,6 +375,7 @@ async fn document(
         newer_than_ms: None,
         max_len: max_item,
         from_origin: engine.cfg.from_origin,
+        admin: true,
     };
     let body = match fetch(state, engine, &uri, want, true).await {
         Ok(Got::Body {
@@ -424,10 +438,16 @@ async fn media(state: &Arc<State>, engine: &Arc<Engine>, f: plan::Fetch) -> bool
         tracing::debug!(url = %f.media.url, "sync: the day's budget is used up");
         return false;
     };
+    let feed_host = engine.cfg.feed[f.feed]
+        .url
+        .parse::<Uri>()
+        .ok()
+        .and_then(|u| u.authority().cloned());
     let want = Want {
         newer_than_ms: None,
         max_len: r.limit(),
         from_origin: engine.cfg.from_origin,
+        admin: feed_host.is_some() && uri.authority() == feed_host.as_ref(),
     };
     let res = fetch(state, engine, &uri, want, false).await;
     let took = match &res {
@@ -474,6 +494,10 @@ async fn fetch(
         Phase::Peer { peer, .. } | Phase::Stranger { peer, .. } => From::Peer(peer.clone()),
         _ => From::Origin,
     };
+    let fill = match &from {
+        From::Here => None,
+        _ => primary_key(uri).and_then(|k| state.cache.fill_in_progress(&k)),
+    };
     let mut body = out.response.into_body();
     let mut kept = Vec::new();
     let mut len = 0u64;
@@ -494,6 +518,11 @@ async fn fetch(
                 kept.extend_from_slice(&data);
             }
         }
+    }
+    // Stored once its fill commits (just after the body's end): what the round reads
+    // next must find it.
+    if let Some(f) = fill {
+        let _ = tokio::time::timeout(COMMIT_WAIT, f.finished()).await;
     }
     Ok(Got::Body {
         bytes: keep.then(|| Bytes::from(kept)),

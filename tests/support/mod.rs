@@ -5,6 +5,7 @@
 pub mod binary;
 pub mod client;
 pub mod digest;
+pub mod feed;
 pub mod mesh;
 pub mod origin;
 pub mod proxy;
