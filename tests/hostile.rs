@@ -38,12 +38,24 @@ struct Liar {
 }
 
 /// The acceptor's side of the real handshake, as a member of `group` (it knows the
-/// secret), welcoming with `peers`.
+/// secret), welcoming with `peers`. It says it speaks minor version 1 (lookups only, no
+/// catalogs): the victim asks it everything, as it asks any peer whose catalog it lacks.
 async fn accept_as_member(
     conn: &Connection,
     key: &SecretKey,
     group: &mesh::Group,
     peers: Vec<proto::PeerInfo>,
+) -> Result<(), AcceptError> {
+    accept_as_member_v(conn, key, group, peers, 1).await
+}
+
+/// [`accept_as_member`], saying minor version `version`.
+async fn accept_as_member_v(
+    conn: &Connection,
+    key: &SecretKey,
+    group: &mesh::Group,
+    peers: Vec<proto::PeerInfo>,
+    version: u16,
 ) -> Result<(), AcceptError> {
     let me = *key.public().as_bytes();
     let them = *conn.remote_id().as_bytes();
@@ -52,7 +64,7 @@ async fn accept_as_member(
         .await
         .map_err(AcceptError::from_err)?;
     let ack = HelloAck {
-        version: proto::VERSION,
+        version,
         nonce: [5; 32],
         proofs: vec![proto::Proof {
             group: group.id(),
@@ -471,4 +483,119 @@ async fn a_member_gossiping_endless_made_up_peers_fills_the_table_only_to_its_li
     );
     victim.stop();
     router.shutdown().await.unwrap();
+}
+
+/// How a member lies in its catalog.
+#[derive(Debug, Clone, Copy)]
+enum CatalogLie {
+    /// A whole catalog whose bits do not decode.
+    Garbage,
+    /// Fetch times of feed documents nobody asked about.
+    UnaskedHeads,
+    /// A delta before any whole catalog.
+    DeltaFirst,
+}
+
+#[derive(Debug, Clone)]
+struct CatalogLiar {
+    key: SecretKey,
+    group: mesh::Group,
+    lie: CatalogLie,
+    asked: Arc<AtomicUsize>,
+}
+
+impl ProtocolHandler for CatalogLiar {
+    async fn accept(&self, conn: Connection) -> Result<(), AcceptError> {
+        accept_as_member_v(
+            &conn,
+            &self.key,
+            &self.group,
+            vec![],
+            proto::CATALOG_VERSION,
+        )
+        .await?;
+        while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+            let answer = match proto::read_msg::<Request>(&mut recv).await {
+                Ok(Request::Catalog { .. }) => {
+                    self.asked.fetch_add(1, Ordering::Relaxed);
+                    let mut u = proto::CatalogUpdate {
+                        epoch: 7,
+                        gen: 3,
+                        full: Some(mesh::catalog::Filter::build(["http://a.example/"]).encode()),
+                        ..Default::default()
+                    };
+                    match self.lie {
+                        CatalogLie::Garbage => u.full = Some(vec![0xff; 64]),
+                        CatalogLie::UnaskedHeads => {
+                            u.heads = vec![("http://unasked.example/feed.xml".into(), 1)]
+                        }
+                        CatalogLie::DeltaFirst => {
+                            u.full = None;
+                            u.added = vec![1, 2, 3];
+                        }
+                    }
+                    Answer::Catalog(u)
+                }
+                Ok(_) => Answer::NotFound,
+                Err(_) => break,
+            };
+            if proto::write_msg(&mut send, &answer).await.is_err() {
+                break;
+            }
+            let _ = send.finish();
+        }
+        Ok(())
+    }
+}
+
+/// A member whose catalog lies is banned (each lie in turn), and the victim goes on
+/// serving from the origin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_whose_catalog_lies_is_banned_and_the_victim_keeps_serving() {
+    let origin = Origin::builder()
+        .route("/page", |_| {
+            Reply::ok("page").header("cache-control", "max-age=600")
+        })
+        .run()
+        .await;
+    for lie in [
+        CatalogLie::Garbage,
+        CatalogLie::UnaskedHeads,
+        CatalogLie::DeltaFirst,
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let group = mesh::Group::from_ticket(&create_group(dir.path())).unwrap();
+        let key = SecretKey::generate();
+        let asked = Arc::new(AtomicUsize::new(0));
+        let liar = CatalogLiar {
+            key: key.clone(),
+            group,
+            lie,
+            asked: asked.clone(),
+        };
+        let store = iroh_blobs::store::mem::MemStore::new();
+        let blobs = LyingBlobs {
+            store: (*store).clone(),
+            flip: false,
+            half: false,
+        };
+        let (_ep, router, ticket) = hostile_endpoint(key, liar, blobs).await;
+        let victim = Device::start(dir.path(), &[&ticket]);
+        victim.wait_figure("mesh_bans", 1).await;
+        assert!(
+            asked.load(Ordering::Relaxed) >= 1,
+            "{lie:?}: the victim asked for the catalog"
+        );
+        let status = victim.status().await;
+        assert_eq!(
+            crate::support::mesh::figure(&status, "mesh_catalogs"),
+            0,
+            "{lie:?}: no catalog kept from a liar: {status}"
+        );
+        let r = get(victim.addr(), &origin.url("/page"), &[]).await;
+        assert_eq!(r.status, 200, "{lie:?}");
+        assert_eq!(r.text(), "page");
+        victim.stop();
+        router.shutdown().await.unwrap();
+    }
 }
