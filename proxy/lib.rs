@@ -161,6 +161,8 @@ impl App {
         let (tx, rx) = watch::channel(false);
         let opts = settings.server.clone();
         let permits = client::Permits::new(opts.max_connections, opts.max_connections_per_client);
+        let engine = (!settings.sync.feed.is_empty())
+            .then(|| Arc::new(sync::engine::Engine::new(settings.sync.clone())));
         let state = Arc::new(state::State {
             mesh,
             cache,
@@ -176,11 +178,10 @@ impl App {
             shutdown: rx.clone(),
             permits: permits.clone(),
             digest_hosts: Default::default(),
-            sync: (!settings.sync.feed.is_empty())
-                .then(|| Arc::new(sync::engine::Engine::new(settings.sync.clone()))),
+            sync: engine.as_ref().map(|e| e.figures.clone()),
         });
-        if let Some(engine) = &state.sync {
-            sync::engine::spawn(state.clone(), engine.clone());
+        if let Some(engine) = engine {
+            sync::engine::spawn(state.clone(), engine);
         }
         let front = listen::Front {
             opts,

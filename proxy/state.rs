@@ -60,7 +60,7 @@ pub struct State {
     /// lets a stranger send the body). Others never pay the extra round trip.
     pub(crate) digest_hosts: DigestHosts,
     /// Feed sync (its figures for the status page); `None` without subscriptions.
-    pub(crate) sync: Option<Arc<crate::sync::engine::Engine>>,
+    pub(crate) sync: Option<Arc<SyncFigures>>,
 }
 
 /// Origins known to state digests, most recently seen first (bounded).
@@ -140,4 +140,38 @@ impl State {
             (other, _) => other,
         }
     }
+}
+
+/// Feed sync's figures: written by the engine (`sync/engine.rs`), read by the status page.
+#[derive(Debug, Default)]
+pub struct SyncFigures {
+    /// The day's budget, and what was used of it today.
+    pub budget: u64,
+    pub used_today: AtomicU64,
+    /// Objects prefetched, and prefetches that failed.
+    pub fetched: AtomicU64,
+    pub failed: AtomicU64,
+    /// Per feed, in config order.
+    pub feeds: Vec<std::sync::Mutex<FeedStatus>>,
+}
+
+/// One feed's state, as `/status.json` shows it.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct FeedStatus {
+    pub url: String,
+    /// Items in the newest version of the document held here.
+    pub items_newest: u64,
+    /// Media of those items that `media` and `max_item` admit, and how many are here.
+    pub media_wanted: u64,
+    pub media_held: u64,
+    /// Bytes of the document and the media held.
+    pub bytes: u64,
+    /// Peers the document or media came from.
+    pub peers: Vec<String>,
+    /// When something last arrived for this feed.
+    pub synced_at_unix_ms: Option<u64>,
+    /// The newest document any connected peer holds is here, and so is every admitted
+    /// media object a connected peer's catalog lists.
+    pub up_to_date: bool,
+    pub last_error: Option<String>,
 }

@@ -592,3 +592,79 @@ async fn misses_ask_only_the_peer_whose_catalog_matches() {
     b.stop();
     c.stop();
 }
+
+/// Strangers get no catalog and never send a feed document, but media whose URL names its
+/// content's hash may come from them: a stranger cannot forge it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn self_certifying_media_come_from_a_stranger_and_nothing_else_does() {
+    use crate::support::digest::by_hash;
+    let body = |n: usize| feed::content(&format!("episode-{n}"), 20_000 + n);
+    let certified: Vec<Object> = (1..=3)
+        .map(|n| {
+            let b = body(n);
+            let path = by_hash("/pool", &b);
+            Object {
+                path,
+                content_type: "audio/mpeg".into(),
+                body: b,
+            }
+        })
+        .collect();
+    let plain = Object::new("/audio/plain.mp3", "audio/mpeg", 25_000);
+    let mut items: Vec<String> = certified.iter().map(enclosure).collect();
+    items.push(enclosure(&plain));
+    let doc = Object::text("/feed.xml", "application/rss+xml", feed::rss(&items));
+    let mut objects = certified.clone();
+    objects.push(plain.clone());
+    objects.push(doc.clone());
+    let origin = feed::serve(&objects, &[]).await;
+    let feed_url = origin.url("/feed.xml");
+
+    let (dirs, _) = grouped(2);
+    // A, a member, read only the feed document; S, a stranger, read every medium.
+    let a = Device::start(dirs[0].path(), &[]);
+    read_all(&a, &origin, &[&doc], 1).await;
+    let sdir = tempfile::tempdir().unwrap();
+    let s = Device::start_with_args(sdir.path(), "", &[]);
+    let media: Vec<&Object> = certified.iter().chain([&plain]).collect();
+    read_all(&s, &origin, &media, media.len() as u64).await;
+    s.wait_figure("mesh_open_tags", media.len() as u64).await;
+    let all: Vec<&Object> = objects.iter().collect();
+    let before = hits(&origin, &all);
+
+    let b = Device::start_with_args(
+        dirs[1].path(),
+        &sync_toml("256MiB", false, "8MiB", &[&feed_url]),
+        &["--peer", &a.ticket, "--open-peer", &s.open_ticket()],
+    );
+    b.wait_strangers(1).await;
+    let v = wait_status(&b, "the certified media from the stranger", 45, |v| {
+        v["sync_feeds"][0]["media_held"].as_u64() == Some(3)
+    })
+    .await;
+    assert_eq!(feed_num(&v, 0, "items_newest"), 4, "{v}");
+    assert_eq!(feed_num(&v, 0, "media_wanted"), 4, "{v}");
+    assert!(
+        peers_of(&v, 0).contains(&a.id),
+        "the document came from A: {v}"
+    );
+    for o in &certified {
+        assert!(
+            held(&b, &origin.url(&o.path), o).await,
+            "{} is held: {v}",
+            o.path
+        );
+    }
+    assert!(
+        !held(&b, &origin.url(&plain.path), &plain).await,
+        "an ordinary URL is never taken from a stranger"
+    );
+    assert_eq!(
+        hits(&origin, &all),
+        before,
+        "B asked the origin for nothing"
+    );
+    for d in [a, b, s] {
+        d.stop();
+    }
+}

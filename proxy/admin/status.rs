@@ -79,9 +79,35 @@ struct Full {
     mesh_catalog_keys: Option<usize>,
     /// Feed sync: the budget, and per feed what is here and from whom.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    sync: Option<crate::sync::engine::Status>,
+    sync: Option<SyncStatus>,
     shared_files_bytes: u64,
     learned_passthrough: Vec<Learned>,
+}
+
+/// Feed sync's section of `/status.json`.
+#[derive(Serialize)]
+struct SyncStatus {
+    sync_budget: u64,
+    sync_used_today: u64,
+    sync_fetched: u64,
+    sync_failed: u64,
+    sync_feeds: Vec<crate::state::FeedStatus>,
+}
+
+impl SyncStatus {
+    fn of(f: &crate::state::SyncFigures) -> SyncStatus {
+        SyncStatus {
+            sync_budget: f.budget,
+            sync_used_today: f.used_today.load(Ordering::Relaxed),
+            sync_fetched: f.fetched.load(Ordering::Relaxed),
+            sync_failed: f.failed.load(Ordering::Relaxed),
+            sync_feeds: f
+                .feeds
+                .iter()
+                .map(|m| m.lock().unwrap_or_else(|e| e.into_inner()).clone())
+                .collect(),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -141,7 +167,7 @@ async fn full(state: &State) -> Full {
         mesh_lookups_skipped: m.map(|m| m.lookups_skipped.load(Ordering::Relaxed)),
         mesh_catalogs: mesh.map(|m| m.catalog_figures().0),
         mesh_catalog_keys: mesh.map(|m| m.catalog_figures().1),
-        sync: state.sync.as_ref().map(|s| s.status(state.cache.now())),
+        sync: state.sync.as_deref().map(SyncStatus::of),
         shared_files_bytes: match mesh {
             Some(m) => m.shared_bytes().await,
             None => 0,
@@ -287,10 +313,10 @@ pub(super) async fn html(state: &State, admin: bool) -> String {
 
 /// The feed sync section: per feed, what is here, from whom, and whether it is all here.
 fn sync_html(state: &State, s: &mut String) {
-    let Some(engine) = state.sync.as_ref() else {
+    let Some(figures) = state.sync.as_deref() else {
         return;
     };
-    let st = engine.status(state.cache.now());
+    let st = SyncStatus::of(figures);
     let _ = write!(
         s,
         "<h2>Feeds synced from nearby</h2><p>budget today: {} of {} used · {} objects prefetched · {} failed</p><table><tr><th>feed</th><th>items</th><th>media here</th><th>bytes</th><th>from</th><th>last</th><th>state</th></tr>",

@@ -21,7 +21,7 @@
 //! the owner's apps are local hits — offline too (the stale feed rather than an error).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,7 +29,6 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use http::{StatusCode, Uri};
 use http_body_util::BodyExt;
-use serde::Serialize;
 
 use cache::key::primary_key;
 
@@ -37,7 +36,7 @@ use super::feed::{self, Item};
 use super::plan::{self, Budget, FeedPlan, Wanted};
 use crate::flow::prefetch::{prefetch, Want};
 use crate::flow::Phase;
-use crate::state::State;
+use crate::state::{FeedStatus, State, SyncFigures};
 
 /// Fetches under way at once.
 pub const PARALLEL: usize = 4;
@@ -54,34 +53,12 @@ const COMMIT_WAIT: Duration = Duration::from_secs(5);
 /// Peers named per feed in the status.
 const MAX_PEERS_SHOWN: usize = 16;
 
-/// One feed's state, as `/status.json` shows it.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct FeedStatus {
-    pub url: String,
-    /// Items in the newest version of the document held here.
-    pub items_newest: u64,
-    /// Media of those items that `media` and `max_item` admit, and how many are here.
-    pub media_wanted: u64,
-    pub media_held: u64,
-    /// Bytes of the document and the media held.
-    pub bytes: u64,
-    /// Peers the document or media came from.
-    pub peers: Vec<String>,
-    /// When something last arrived for this feed.
-    pub synced_at_unix_ms: Option<u64>,
-    /// The newest document any connected peer holds is here, and so is every admitted
-    /// media object a connected peer's catalog lists.
-    pub up_to_date: bool,
-    pub last_error: Option<String>,
-}
-
 /// The engine's figures and per-feed state.
 pub struct Engine {
     cfg: config::Sync,
     budget: Budget,
-    feeds: Vec<Mutex<FeedStatus>>,
-    fetched: AtomicU64,
-    failed: AtomicU64,
+    /// What the status page shows (shared with `State`).
+    pub figures: Arc<SyncFigures>,
     /// URLs that failed, and when they may be tried again.
     retry: Mutex<HashMap<String, Instant>>,
     /// Parsed documents by feed, with the body hash they were parsed from (a document is
@@ -91,16 +68,6 @@ pub struct Engine {
 
 /// A document's body hash and what parsing it gave.
 type Parsed = ([u8; 32], Result<Arc<Vec<Item>>, String>);
-
-/// The status section.
-#[derive(Serialize)]
-pub struct Status {
-    pub sync_budget: u64,
-    pub sync_used_today: u64,
-    pub sync_fetched: u64,
-    pub sync_failed: u64,
-    pub sync_feeds: Vec<FeedStatus>,
-}
 
 /// What one fetch brought.
 enum Got {
@@ -126,40 +93,37 @@ fn unix_ms(t: std::time::SystemTime) -> u64 {
 
 impl Engine {
     pub fn new(cfg: config::Sync) -> Engine {
-        let feeds = cfg
-            .feed
-            .iter()
-            .map(|f| {
-                Mutex::new(FeedStatus {
-                    url: f.url.clone(),
-                    ..Default::default()
+        let figures = Arc::new(SyncFigures {
+            budget: cfg.budget.bytes(),
+            feeds: cfg
+                .feed
+                .iter()
+                .map(|f| {
+                    Mutex::new(FeedStatus {
+                        url: f.url.clone(),
+                        ..Default::default()
+                    })
                 })
-            })
-            .collect();
+                .collect(),
+            ..Default::default()
+        });
         Engine {
             budget: Budget::new(cfg.budget.bytes()),
             cfg,
-            feeds,
-            fetched: AtomicU64::new(0),
-            failed: AtomicU64::new(0),
+            figures,
             retry: Mutex::new(HashMap::new()),
             parsed: Mutex::new(HashMap::new()),
         }
     }
 
-    pub fn status(&self, now: std::time::SystemTime) -> Status {
-        let (used, limit) = self.budget.used(now);
-        Status {
-            sync_budget: limit,
-            sync_used_today: used,
-            sync_fetched: self.fetched.load(Ordering::Relaxed),
-            sync_failed: self.failed.load(Ordering::Relaxed),
-            sync_feeds: self.feeds.iter().map(|f| lock(f).clone()).collect(),
-        }
+    /// Publishes today's use of the budget.
+    fn publish_budget(&self, now: std::time::SystemTime) {
+        let (used, _) = self.budget.used(now);
+        self.figures.used_today.store(used, Ordering::Relaxed);
     }
 
     fn feed(&self, i: usize) -> std::sync::MutexGuard<'_, FeedStatus> {
-        lock(&self.feeds[i])
+        lock(&self.figures.feeds[i])
     }
 
     fn may_try(&self, url: &str) -> bool {
@@ -170,13 +134,13 @@ impl Engine {
 
     fn failure(&self, i: usize, url: &str, why: String, again_in: Duration) {
         tracing::warn!(feed = %self.cfg.feed[i].url, %url, "sync: {why}");
-        self.failed.fetch_add(1, Ordering::Relaxed);
+        self.figures.failed.fetch_add(1, Ordering::Relaxed);
         lock(&self.retry).insert(url.to_string(), Instant::now() + again_in);
         self.feed(i).last_error = Some(format!("{url}: {why}"));
     }
 
     fn arrived(&self, i: usize, from: &From, now_ms: u64) {
-        self.fetched.fetch_add(1, Ordering::Relaxed);
+        self.figures.fetched.fetch_add(1, Ordering::Relaxed);
         let mut f = self.feed(i);
         f.synced_at_unix_ms = Some(now_ms);
         if let From::Peer(p) = from {
@@ -207,9 +171,9 @@ pub fn spawn(state: Arc<State>, engine: Arc<Engine>) {
         let mut changed = state.mesh.as_ref().map(|m| m.catalogs_changed());
         let mut stop = state.shutdown.clone();
         loop {
-            let before = engine.fetched.load(Ordering::Relaxed);
+            let before = engine.figures.fetched.load(Ordering::Relaxed);
             let retry_soon = round(&state, &engine).await;
-            if engine.fetched.load(Ordering::Relaxed) > before && !*stop.borrow() {
+            if engine.figures.fetched.load(Ordering::Relaxed) > before && !*stop.borrow() {
                 // What arrived may bring more (a new document, new media): go on at once.
                 continue;
             }
@@ -268,11 +232,18 @@ async fn round(state: &Arc<State>, engine: &Arc<Engine>) -> bool {
     for f in &queue {
         wanted[f.feed] += 1;
     }
-    // Only what is not here and someone may send.
+    // Only what is not here and someone may send: a member whose catalog lists it, a
+    // stranger (only for a URL that names its content's hash: what a stranger cannot
+    // forge, docs/mesh.md), or, with `from_origin`, the origin.
+    let strangers = state.mesh.as_ref().is_some_and(|m| m.has_strangers());
     let todo: Vec<plan::Fetch> = queue
         .iter()
         .filter(|f| !held(state, &f.media.url) && engine.may_try(&f.media.url))
-        .filter(|f| engine.cfg.from_origin || !holders(state, &f.media.url).is_empty())
+        .filter(|f| {
+            engine.cfg.from_origin
+                || !holders(state, &f.media.url).is_empty()
+                || (strangers && self_certifying(&f.media.url))
+        })
         .cloned()
         .collect();
     let results: Vec<bool> = futures_util::stream::iter(todo)
@@ -351,6 +322,7 @@ async fn document(
                     _ => 0,
                 };
                 engine.budget.settle(r, took, state.cache.now());
+                engine.publish_budget(state.cache.now());
                 match res {
                     Ok(Got::Body { len, from, .. }) => {
                         tracing::info!(feed = %f.url, bytes = len, fetched_at_ms = n, "sync: a newer feed document from nearby");
@@ -411,7 +383,7 @@ async fn document(
         }
         Err(why) => {
             tracing::warn!(feed = %f.url, "sync: skipped: {why}");
-            engine.failed.fetch_add(1, Ordering::Relaxed);
+            engine.figures.failed.fetch_add(1, Ordering::Relaxed);
             engine.feed(i).last_error = Some(why.clone());
         }
     }
@@ -455,6 +427,7 @@ async fn media(state: &Arc<State>, engine: &Arc<Engine>, f: plan::Fetch) -> bool
         _ => 0,
     };
     engine.budget.settle(r, took, state.cache.now());
+    engine.publish_budget(state.cache.now());
     match res {
         Ok(Got::Body { from, len, .. }) => {
             if !matches!(from, From::Here) {
@@ -540,6 +513,13 @@ fn held_len(state: &State, url: &str) -> Option<u64> {
     let key = primary_key(&url.parse::<Uri>().ok()?)?;
     let e = state.cache.variants(&key).ok()?;
     e.iter().map(|e| e.len).max()
+}
+
+/// Does `url` name its content's hash (so a stranger may send it)?
+fn self_certifying(url: &str) -> bool {
+    url.parse::<Uri>()
+        .ok()
+        .is_some_and(|u| cache::certify::certify(&u, None).is_some())
 }
 
 /// Connected peers whose catalog may hold `url`.
