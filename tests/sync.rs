@@ -648,6 +648,11 @@ async fn self_certifying_media_come_from_a_stranger_and_nothing_else_does() {
         peers_of(&v, 0).contains(&a.id),
         "the document came from A: {v}"
     );
+    let s_open = s.run.open.clone().expect("the open mesh runs").0;
+    assert!(
+        peers_of(&v, 0).contains(&s_open),
+        "the media came from the stranger: {v}"
+    );
     for o in &certified {
         assert!(
             held(&b, &origin.url(&o.path), o).await,
