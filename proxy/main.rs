@@ -260,6 +260,7 @@ async fn run(cli: Cli) -> Result<()> {
             cfg.mesh.enabled &= !no_mesh;
             cfg.validate()?;
             init_logs(&cfg.log.level);
+            let signals = cli::Signals::install();
             let settings = Settings::from_config(&cfg, data_dir(&cfg));
             let proxy = App::new(settings).start().await?;
             if let Some(m) = proxy.mesh() {
@@ -272,7 +273,7 @@ async fn run(cli: Cli) -> Result<()> {
                 "meshcache: proxy listening on http://{} (Ctrl-C to stop)",
                 proxy.addr()
             );
-            cli::wait_for_signal().await;
+            signals.wait().await;
             tracing::info!("shutting down");
             proxy.shutdown().await;
             Ok(())

@@ -31,7 +31,14 @@ pub(super) async fn miss(
     vary_miss: bool,
 ) -> Outcome {
     let cache = &state.cache;
-    state.counters.misses.fetch_add(1, Ordering::Relaxed);
+    // The sync engine's own requests are not clients' misses (its figures are its own).
+    if parts
+        .extensions
+        .get::<super::prefetch::Prefetch>()
+        .is_none()
+    {
+        state.counters.misses.fetch_add(1, Ordering::Relaxed);
+    }
     if cache.pass_through() {
         // The disk is full: stored entries are still served, nothing new is stored.
         return forward_uncached(state, &parts, Phase::Bypass("disk-full")).await;

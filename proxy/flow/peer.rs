@@ -32,7 +32,13 @@ pub(super) fn from_peer(
     leader: Leader,
     found: mesh::Found,
 ) -> Outcome {
-    state.counters.peer_hits.fetch_add(1, Ordering::Relaxed);
+    if parts
+        .extensions
+        .get::<super::prefetch::Prefetch>()
+        .is_none()
+    {
+        state.counters.peer_hits.fetch_add(1, Ordering::Relaxed);
+    }
     let phase = Phase::Peer {
         peer: found.peer,
         stale: found.stale,
