@@ -232,6 +232,13 @@ async fn round(state: &Arc<State>, engine: &Arc<Engine>) -> bool {
     for f in &queue {
         wanted[f.feed] += 1;
     }
+    // Shown at once, so the status page follows the sync as it goes (held media are
+    // counted in as they arrive, and recounted at the end of the round).
+    for (i, d) in docs.iter().enumerate() {
+        let mut s = engine.feed(i);
+        s.items_newest = d.as_ref().map_or(0, |d| d.len() as u64);
+        s.media_wanted = wanted[i];
+    }
     // Only what is not here and someone may send: a member whose catalog lists it, a
     // stranger (only for a URL that names its content's hash: what a stranger cannot
     // forge, docs/mesh.md), or, with `from_origin`, the origin.
@@ -433,6 +440,9 @@ async fn media(state: &Arc<State>, engine: &Arc<Engine>, f: plan::Fetch) -> bool
             if !matches!(from, From::Here) {
                 tracing::debug!(url = %f.media.url, bytes = len, "sync: media prefetched");
                 engine.arrived(f.feed, &from, unix_ms(state.cache.now()));
+                let mut s = engine.feed(f.feed);
+                s.media_held += 1;
+                s.bytes += len;
             }
             false
         }
