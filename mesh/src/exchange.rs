@@ -43,6 +43,10 @@ pub const LONG_POLL: Duration = Duration::from_secs(25);
 pub const FULL_EVERY: Duration = Duration::from_secs(600);
 /// Commits remembered for deltas; a peer further behind gets the whole catalog.
 const LOG_MAX: usize = 8192;
+/// Most holders a miss asks: a popular object is held by most of a carriage, and asking
+/// them all would be the fan-out catalogs are for avoiding (a false hit is 1 in 256, so
+/// three holders that all miss are as good as never).
+pub const MAX_HOLDERS_ASKED: usize = 3;
 /// Keys added by deltas that one summary holds before the whole catalog is asked again.
 const ADDED_MAX: usize = 1 << 18;
 
@@ -317,6 +321,14 @@ pub(crate) fn targets(inner: &Inner, key: &str, conns: Vec<(EndpointId, Connecti
                 }
             }
         }
+    }
+    if t.holders.len() > MAX_HOLDERS_ASKED {
+        // A random few, so the load spreads over the holders.
+        let mut r = [0u8; 4];
+        let _ = getrandom::fill(&mut r);
+        let n = t.holders.len();
+        t.holders.rotate_left(u32::from_le_bytes(r) as usize % n);
+        t.holders.truncate(MAX_HOLDERS_ASKED);
     }
     t
 }
