@@ -60,6 +60,7 @@ use common::devices::{
     body_sha256, get_once, get_once_with, wait_hit, Device, Extra, Origin, Route, Source,
 };
 use common::pct;
+use common::rng::Rng;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -106,29 +107,6 @@ fn main() {
         stranger_requests: if quick { 120 } else { 300 },
     };
     common::block_on(cfg.cores, run(cfg));
-}
-
-/// xorshift64: deterministic, good enough for a workload.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        ((self.unit() * n as f64) as usize).min(n - 1)
-    }
 }
 
 /// The workload: object sizes, and the requests as (object, device).

@@ -58,6 +58,7 @@
 
 mod common;
 use common::devices::{get_once, Conn, Device, Origin, Route, Source};
+use common::rng::Rng;
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
@@ -709,29 +710,6 @@ async fn feed_sync(repeats: usize) {
 
 // ---------------------------------------------------------------------------------------
 // Part 2: lookups per miss with and without catalogs.
-
-/// xorshift64: deterministic, good enough for a workload.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        ((self.unit() * n as f64) as usize).min(n - 1)
-    }
-}
 
 /// Object sizes, the device that fetches each object first, and the Zipf requests as
 /// (object, device).

@@ -12,6 +12,8 @@ pub mod devices;
 pub mod process;
 /// /proc readings of a process (memory, descriptors, CPU) and disk usage of a directory.
 pub mod procfs;
+/// A deterministic random source for workloads.
+pub mod rng;
 
 use std::time::Duration;
 

@@ -440,21 +440,12 @@ async fn ask(
     watch: Vec<String>,
     wait: Duration,
 ) -> Result<Answer, ProtoError> {
-    let (mut send, mut recv) = conn
-        .open_bi()
-        .await
-        .map_err(|e| ProtoError::Io(e.to_string()))?;
-    proto::write_msg(
-        &mut send,
-        &Request::Catalog {
-            since,
-            watch,
-            wait_ms: wait.as_millis() as u32,
-        },
-    )
-    .await?;
-    let _ = send.finish();
-    proto::read_msg_max(&mut recv, proto::MAX_CATALOG_MESSAGE).await
+    let req = Request::Catalog {
+        since,
+        watch,
+        wait_ms: wait.as_millis() as u32,
+    };
+    proto::call(conn, &req, proto::MAX_CATALOG_MESSAGE).await
 }
 
 /// Takes a catalog answer into `id`'s summary; `Err` says how the peer broke the

@@ -226,20 +226,11 @@ async fn ask(
     wait_ms: u32,
 ) -> Result<Answer, ProtoError> {
     inner.bump(&inner.counters.lookups_sent, 1);
-    let (mut send, mut recv) = conn
-        .open_bi()
-        .await
-        .map_err(|e| ProtoError::Io(e.to_string()))?;
-    proto::write_msg(
-        &mut send,
-        &Request::Lookup {
-            key: key.to_string(),
-            wait_ms,
-        },
-    )
-    .await?;
-    let _ = send.finish();
-    let answer: Answer = proto::read_msg(&mut recv).await?;
+    let req = Request::Lookup {
+        key: key.to_string(),
+        wait_ms,
+    };
+    let answer = proto::call(conn, &req, proto::MAX_MESSAGE).await?;
     if let Answer::Offers(o) = &answer {
         if o.len() > proto::MAX_OFFERS {
             return Err(ProtoError::Violation(format!("{} offers", o.len())));

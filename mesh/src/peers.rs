@@ -476,15 +476,7 @@ fn learn(inner: &Arc<Inner>, list: Vec<proto::PeerInfo>) {
 
 /// Asks a connected peer which members it knows.
 async fn refresh(inner: &Arc<Inner>, id: EndpointId, conn: &Connection) {
-    let ask = async {
-        let (mut send, mut recv) = conn
-            .open_bi()
-            .await
-            .map_err(|e| ProtoError::Io(e.to_string()))?;
-        proto::write_msg(&mut send, &proto::Request::Peers).await?;
-        let _ = send.finish();
-        proto::read_msg::<proto::Answer>(&mut recv).await
-    };
+    let ask = proto::call(conn, &proto::Request::Peers, proto::MAX_MESSAGE);
     match proto::within(proto::HANDSHAKE_TIMEOUT, ask).await {
         Ok(proto::Answer::Peers(list)) if list.len() <= proto::MAX_GOSSIP => learn(inner, list),
         Ok(_) => ban(inner, id, "answered a peer list with something else"),

@@ -234,6 +234,21 @@ pub async fn read_msg_max<T: DeserializeOwned>(
         .map_err(|e| ProtoError::Violation(format!("malformed message: {e}")))
 }
 
+/// One request on a new stream of `conn` and its answer (at most `max` bytes).
+pub async fn call(
+    conn: &iroh::endpoint::Connection,
+    req: &Request,
+    max: usize,
+) -> Result<Answer, ProtoError> {
+    let (mut send, mut recv) = conn
+        .open_bi()
+        .await
+        .map_err(|e| ProtoError::Io(e.to_string()))?;
+    write_msg(&mut send, req).await?;
+    let _ = send.finish();
+    read_msg_max(&mut recv, max).await
+}
+
 /// Runs `f` with a deadline.
 pub async fn within<T>(
     d: Duration,
