@@ -31,7 +31,17 @@ pub struct Entry {
     /// The signed binding of this URL to these bytes (made by the device that fetched it
     /// from the origin; see the mesh crate). Only shareable entries carry one.
     pub attestation: Option<Vec<u8>>,
+    /// `headers` as a map, built on first use and kept: a stored entry is served many
+    /// times, and parsing its headers again for every hit was a measurable part of a hit's
+    /// cost. Not stored (rebuilt after a load); change `headers` with
+    /// [`Entry::set_headers`], which forgets it.
+    #[serde(skip)]
+    pub head_map: HeadMap,
 }
+
+/// The lazily built header map of an [`Entry`].
+#[derive(Debug, Clone, Default)]
+pub struct HeadMap(std::sync::OnceLock<HeaderMap>);
 
 impl Entry {
     pub fn status_code(&self) -> StatusCode {
@@ -40,16 +50,27 @@ impl Entry {
 
     /// The stored response headers as a map.
     pub fn header_map(&self) -> HeaderMap {
-        let mut map = HeaderMap::with_capacity(self.headers.len());
-        for (name, value) in &self.headers {
-            if let (Ok(n), Ok(v)) = (
-                HeaderName::from_bytes(name.as_bytes()),
-                HeaderValue::from_bytes(value),
-            ) {
-                map.append(n, v);
-            }
-        }
-        map
+        self.head_map
+            .0
+            .get_or_init(|| {
+                let mut map = HeaderMap::with_capacity(self.headers.len());
+                for (name, value) in &self.headers {
+                    if let (Ok(n), Ok(v)) = (
+                        HeaderName::from_bytes(name.as_bytes()),
+                        HeaderValue::from_bytes(value),
+                    ) {
+                        map.append(n, v);
+                    }
+                }
+                map
+            })
+            .clone()
+    }
+
+    /// Replaces the stored headers (and forgets the map built from the old ones).
+    pub fn set_headers(&mut self, headers: Vec<(String, Vec<u8>)>) {
+        self.headers = headers;
+        self.head_map = HeadMap::default();
     }
 
     pub fn headers_from_map(map: &HeaderMap) -> Vec<(String, Vec<u8>)> {

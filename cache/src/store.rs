@@ -138,11 +138,15 @@ pub trait Attester: Send + Sync {
     fn committed(&self, _key: &str, _entry: &Entry) {}
 }
 
+/// A decoded index row: its entries, shared with every hit that serves one of them (a hit
+/// clones an `Arc`, not the entry's policy and headers).
+type Row = Arc<Vec<Arc<Entry>>>;
+
 /// Recently decoded index rows. `generation` moves on every invalidation, so a lookup
 /// that read the index before a concurrent write never caches what it read.
 #[derive(Default)]
 struct HotIndex {
-    rows: HashMap<String, Arc<Vec<Entry>>>,
+    rows: HashMap<String, Row>,
     generation: u64,
 }
 
@@ -292,7 +296,7 @@ impl Cache {
 
     /// Every stored variant of `key`, newest first.
     pub fn variants(&self, key: &str) -> Result<Vec<Entry>, StoreError> {
-        Ok(self.row(key)?.as_ref().clone())
+        Ok(self.row(key)?.iter().map(|e| (**e).clone()).collect())
     }
 
     /// True when the body is complete in the store with this length.
@@ -381,7 +385,11 @@ impl Cache {
 
     /// The stored variant of `key` that a request with these headers selects, newest
     /// first. Freshness is judged by the caller ([`crate::policy::evaluate`]).
-    pub fn lookup(&self, key: &str, req_headers: &HeaderMap) -> Result<Option<Entry>, StoreError> {
+    pub fn lookup(
+        &self,
+        key: &str,
+        req_headers: &HeaderMap,
+    ) -> Result<Option<Arc<Entry>>, StoreError> {
         let list = self.row(key)?;
         Ok(list
             .iter()
@@ -390,7 +398,7 @@ impl Cache {
     }
 
     /// The decoded index row of `key`, from memory when possible.
-    fn row(&self, key: &str) -> Result<Arc<Vec<Entry>>, StoreError> {
+    fn row(&self, key: &str) -> Result<Row, StoreError> {
         let generation = {
             let hot = self.inner.hot.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(row) = hot.rows.get(key) {
@@ -398,7 +406,14 @@ impl Cache {
             }
             hot.generation
         };
-        let row = Arc::new(self.inner.index.get(key)?);
+        let row: Row = Arc::new(
+            self.inner
+                .index
+                .get(key)?
+                .into_iter()
+                .map(Arc::new)
+                .collect(),
+        );
         let mut hot = self.inner.hot.lock().unwrap_or_else(|e| e.into_inner());
         if hot.generation == generation {
             if hot.rows.len() >= HOT_ROWS {
@@ -528,11 +543,7 @@ impl Cache {
 
     /// True when any variant of `key` is stored (to tell a vary-miss from a miss).
     pub fn lookup_any(&self, key: &str) -> bool {
-        self.inner
-            .index
-            .get(key)
-            .map(|l| !l.is_empty())
-            .unwrap_or(false)
+        self.row(key).map(|l| !l.is_empty()).unwrap_or(false)
     }
 
     async fn run_fill<S, E>(
@@ -720,6 +731,7 @@ impl Cache {
             last_used_ms: now,
             shareable: pending.shareable,
             attestation: pending.from_peer.map(|(a, _)| a),
+            head_map: Default::default(),
         };
         if entry.shareable && entry.attestation.is_none() {
             if let Some(a) = i.attester.get() {
@@ -765,7 +777,7 @@ impl Cache {
         let result = blocking(move || {
             index.update(&k, id, move |e| {
                 e.policy = policy;
-                e.headers = headers;
+                e.set_headers(headers);
                 e.fresh_until_ms = fresh;
                 // The 304 came from the origin to this device: it vouches for the new
                 // headers (same body) from now on.

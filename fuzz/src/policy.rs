@@ -287,6 +287,12 @@ pub fn check_exchange(
             fresh, by_fresh_for,
             "evaluate ({v:?}) and fresh_for ({by_fresh_for}) disagree"
         );
+        // The hit path's shortcut agrees with the library on requests for the same key
+        // (its precondition: same URL, same Host).
+        let same_key = r.uri == req.uri && r.headers.get("host") == req.headers.get("host");
+        if same_key && cache::policy::fresh_as_is(&entry, r, at) {
+            assert!(fresh, "fresh_as_is says fresh, evaluate says {v:?}");
+        }
         fresh
     };
     let now_fresh = fresh(req2, later);
@@ -348,7 +354,8 @@ fn entry_for(
     Entry {
         id: 1,
         variant: String::new(),
-        vary: Vec::new(),
+        // As the store records it: the response's `Vary` names.
+        vary: cache::key::vary_names(&res.headers).unwrap_or_default(),
         policy,
         status: res.status.as_u16(),
         headers: Entry::headers_from_map(&res.headers),
@@ -359,5 +366,6 @@ fn entry_for(
         last_used_ms: ms(now),
         shareable,
         attestation: None,
+        head_map: Default::default(),
     }
 }

@@ -28,7 +28,7 @@ pub(super) fn background_revalidate(
     state: &Arc<State>,
     parts: &request::Parts,
     key: String,
-    entry: &Entry,
+    entry: &Arc<Entry>,
     revalidation: http::HeaderMap,
 ) {
     let state = state.clone();

@@ -89,7 +89,7 @@ pub(crate) fn refused(r: &Refused, target: &str) -> Outcome {
 
 /// A stale entry that may stand in if revalidation fails.
 pub(crate) struct Stale {
-    entry: Entry,
+    entry: Arc<Entry>,
     revalidation: http::HeaderMap,
     serve_on_error: bool,
 }
@@ -97,9 +97,9 @@ pub(crate) struct Stale {
 /// What the stored state allows for a GET or HEAD, before anything is fetched.
 enum Decision {
     /// A stored entry that may be served as it is.
-    Fresh(Entry),
+    Fresh(Arc<Entry>),
     /// A stale entry served at once while a background request refreshes it.
-    StaleWhileRevalidate(Entry, http::HeaderMap),
+    StaleWhileRevalidate(Arc<Entry>, http::HeaderMap),
     /// A stale entry to revalidate with the origin (it may stand in if that fails).
     Revalidate(Stale),
     /// Nothing usable stored; `vary_miss` when the URL is stored for other `Vary` values.
@@ -127,7 +127,11 @@ fn decide(state: &State, parts: &request::Parts, key: &str) -> Decision {
             vary_miss: cache.lookup_any(key),
         };
     };
-    match policy::evaluate(&entry, parts, cache.now(), cache.options().shared) {
+    let now = cache.now();
+    if policy::fresh_as_is(&entry, parts, now) {
+        return Decision::Fresh(entry);
+    }
+    match policy::evaluate(&entry, parts, now, cache.options().shared) {
         Verdict::Fresh => Decision::Fresh(entry),
         Verdict::Revalidate { .. } if only_if_cached => {
             Decision::OnlyIfCached("stored response is stale")
@@ -212,10 +216,11 @@ pub(crate) async fn cached(state: &Arc<State>, parts: request::Parts, key: Strin
 pub(crate) fn serve_entry(
     state: &State,
     parts: &request::Parts,
-    entry: Entry,
+    entry: impl Into<Arc<Entry>>,
     phase: Phase,
     fwd: Option<u16>,
 ) -> Outcome {
+    let entry = entry.into();
     let headers = entry_headers(&entry, state.cache.now());
     let status = entry.status_code();
     let len = Some(entry.len);
@@ -224,7 +229,7 @@ pub(crate) fn serve_entry(
         status,
         headers,
         len,
-        Source::Entry(state.cache.clone(), Box::new(entry)),
+        Source::Entry(state.cache.clone(), entry),
     );
     Outcome::new(res, phase, fwd)
 }

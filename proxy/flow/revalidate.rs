@@ -74,9 +74,10 @@ pub(super) async fn revalidated(
                 tracing::warn!(%key, "could not record revalidation: {e}");
             }
             drop(leader);
-            entry.policy = new_policy;
-            entry.headers = Entry::headers_from_map(&headers);
-            entry.fresh_until_ms = cache::clock::unix_ms(fresh_until);
+            let e = Arc::make_mut(&mut entry);
+            e.policy = new_policy;
+            e.set_headers(Entry::headers_from_map(&headers));
+            e.fresh_until_ms = cache::clock::unix_ms(fresh_until);
             cache.touch(key, entry.id);
             serve_entry(state, parts, entry, Phase::Revalidated, Some(304))
         }

@@ -212,5 +212,6 @@ fn entry_for(
         last_used_ms: now_ms,
         shareable,
         attestation: None,
+        head_map: Default::default(),
     })
 }

@@ -19,7 +19,7 @@ use super::range::{self, Ranges};
 /// Where the body bytes come from.
 pub enum Source {
     /// A stored entry.
-    Entry(Cache, Box<Entry>),
+    Entry(Cache, Arc<Entry>),
     /// A fill under way (this request's own or another's).
     Fill(Arc<Fill>),
     /// A body streamed straight from the origin, not stored.
