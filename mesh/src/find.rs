@@ -353,6 +353,7 @@ fn judge(
         last_used_ms: now_ms,
         shareable: true,
         attestation: Some(bytes.to_vec()),
+        head_map: Default::default(),
     };
     let stale = !matches!(
         policy::evaluate(&entry, req, now, inner.cache.options().shared),
