@@ -1163,3 +1163,53 @@ async fn a_huge_max_age_is_clamped_and_served_not_a_500() {
         p.stop().await;
     }
 }
+
+/// Regression: many URLs whose bodies are the same bytes, committed at once, all reach
+/// the store. The body store handles each content hash in one actor with a bounded inbox;
+/// a burst of imports of one hash overflowed it ("Entity actor inbox is full") and those
+/// entries were silently not stored (found by the hit_path bench's warm-up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_bodies_at_many_urls_committed_at_once_are_all_stored() {
+    const N: usize = 200;
+    let body = bytes::Bytes::from(vec![7u8; 256 << 10]);
+    let mut b = Origin::builder();
+    for i in 0..N {
+        let body = body.clone();
+        b = b.route(&format!("/same/{i}"), move |_| {
+            Reply::ok(body.clone()).header("cache-control", "max-age=3600")
+        });
+    }
+    let origin = b.run().await;
+    let p = TestProxy::start().await;
+    let gets = (0..N).map(|i| {
+        let url = origin.url(&format!("/same/{i}"));
+        let addr = p.addr();
+        async move { get(addr, &url, &[]).await }
+    });
+    for r in futures_util::future::join_all(gets).await {
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body.len(), 256 << 10);
+    }
+    // Every commit runs after its response: wait until the store holds them all.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let stats = p.cache().stats().await.unwrap();
+        if stats.variants as usize == N {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {N} identical bodies stored",
+            stats.variants
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    for i in 0..N {
+        let r = get(p.addr(), &origin.url(&format!("/same/{i}")), &[]).await;
+        assert!(
+            r.cache_status().contains("hit"),
+            "{i}: {}",
+            r.cache_status()
+        );
+    }
+}

@@ -44,6 +44,64 @@ fn hold_name(hash: &[u8; 32]) -> String {
     format!("f:{}", Hash::from_bytes(*hash).to_hex())
 }
 
+/// Tries of an import the store refused as busy (see [`Bodies::import`]).
+const BUSY_RETRIES: u64 = 40;
+
+/// Why one try failed: the hash's actor was busy (try again), or anything else.
+enum Failed {
+    Busy(StoreError),
+    Other(StoreError),
+}
+
+impl Failed {
+    fn of(what: &'static str, e: &(dyn std::error::Error + 'static)) -> Failed {
+        let err = StoreError::body(what, e);
+        if is_busy(e) {
+            Failed::Busy(err)
+        } else {
+            Failed::Other(err)
+        }
+    }
+}
+
+/// Runs `f` until it does not fail as busy, pausing a little longer each time, at most
+/// [`BUSY_RETRIES`] times.
+async fn retry_busy<T, F, Fut>(f: F) -> Result<T, StoreError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Failed>>,
+{
+    let mut attempt = 0u64;
+    loop {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(Failed::Busy(e)) if attempt < BUSY_RETRIES => {
+                attempt += 1;
+                tracing::debug!(attempt, "body store busy with this hash: {e}");
+                tokio::time::sleep(Duration::from_millis(5 * attempt)).await;
+            }
+            Err(Failed::Busy(e)) | Err(Failed::Other(e)) => return Err(e),
+        }
+    }
+}
+
+/// Is this the store refusing a command because the hash's actor inbox is full? It says
+/// so with `io::ErrorKind::ResourceBusy`, somewhere down the chain of sources.
+fn is_busy(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if err
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ResourceBusy)
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    // Some wrappers keep the io::Error without exposing it as a source.
+    format!("{e:?}").contains("ResourceBusy")
+}
+
 fn store_err(what: &'static str) -> impl Fn(&(dyn std::error::Error + 'static)) -> StoreError {
     move |e| StoreError::body(what, e)
 }
@@ -66,7 +124,16 @@ impl Bodies {
 
     /// Imports a complete file (copying it). The body stays protected from garbage
     /// collection while the returned [`Imported`] lives; [`Bodies::pin`] protects it for good.
+    ///
+    /// The store runs each content hash in one actor with a bounded inbox: a burst of
+    /// imports of the same bytes (many URLs, one body) finds it full and is refused as
+    /// busy. That is a wait, not a failure: tried again with a growing pause (about 4 s
+    /// in all) before it is one.
     pub async fn import(&self, path: &Path) -> Result<Imported, StoreError> {
+        retry_busy(|| self.import_once(path)).await
+    }
+
+    async fn import_once(&self, path: &Path) -> Result<Imported, Failed> {
         let opts = AddPathOptions {
             path: path.to_owned(),
             mode: ImportMode::Copy,
@@ -78,12 +145,16 @@ impl Bodies {
             .add_path_with_opts(opts)
             .temp_tag()
             .await
-            .map_err(|e| store_err("import body")(&e))?;
+            .map_err(|e| Failed::of("import body", &e))?;
         let hash: [u8; 32] = tt.hash().into();
         let size = match self.store.blobs().status(tt.hash()).await {
             Ok(BlobStatus::Complete { size }) => size,
-            Ok(other) => return Err(StoreError::Body(format!("imported body is {other:?}"))),
-            Err(e) => return Err(store_err("body status")(&e)),
+            Ok(other) => {
+                return Err(Failed::Other(StoreError::Body(format!(
+                    "imported body is {other:?}"
+                ))))
+            }
+            Err(e) => return Err(Failed::of("body status", &e)),
         };
         Ok(Imported {
             _tt: tt,
@@ -92,8 +163,13 @@ impl Bodies {
         })
     }
 
-    /// Imports a body held in memory (small objects).
+    /// Imports a body held in memory (small objects); a busy store is waited for as in
+    /// [`Bodies::import`].
     pub async fn import_bytes(&self, bytes: Bytes) -> Result<Imported, StoreError> {
+        retry_busy(|| self.import_bytes_once(bytes.clone())).await
+    }
+
+    async fn import_bytes_once(&self, bytes: Bytes) -> Result<Imported, Failed> {
         let size = bytes.len() as u64;
         let tt = self
             .store
@@ -101,7 +177,7 @@ impl Bodies {
             .add_bytes(bytes)
             .temp_tag()
             .await
-            .map_err(|e| store_err("import body")(&e))?;
+            .map_err(|e| Failed::of("import body", &e))?;
         let hash: [u8; 32] = tt.hash().into();
         Ok(Imported {
             _tt: tt,
