@@ -8,6 +8,7 @@
 
 /// Origin, devices and client of the mesh benches.
 pub mod devices;
+pub mod nginx;
 /// The `meshcache` binary as a separate process.
 pub mod process;
 /// /proc readings of a process (memory, descriptors, CPU) and disk usage of a directory.
