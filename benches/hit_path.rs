@@ -647,22 +647,7 @@ enabled = false
         let Some(mut child) = self.child.take() else {
             return "not running".into();
         };
-        // SAFETY: kill has no memory-safety preconditions; the pid is our own child.
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match child.try_wait() {
-                Ok(Some(s)) => return s.to_string(),
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                _ => {
-                    let _ = child.kill();
-                    let s = child.wait();
-                    return format!("did not exit within 30 s of SIGTERM; killed ({s:?})");
-                }
-            }
-        }
+        common::process::terminate(&mut child, Duration::from_secs(30))
     }
 }
 

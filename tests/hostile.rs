@@ -115,6 +115,17 @@ pub(crate) struct LyingBlobs {
     pub half: bool,
 }
 
+impl LyingBlobs {
+    /// An honest provider with nothing in it (for members whose lies are elsewhere).
+    fn empty() -> LyingBlobs {
+        LyingBlobs {
+            store: (*iroh_blobs::store::mem::MemStore::new()).clone(),
+            flip: false,
+            half: false,
+        }
+    }
+}
+
 impl ProtocolHandler for LyingBlobs {
     async fn accept(&self, conn: Connection) -> Result<(), AcceptError> {
         while let Ok((mut send, mut recv)) = conn.accept_bi().await {
@@ -449,13 +460,7 @@ async fn a_member_gossiping_endless_made_up_peers_fills_the_table_only_to_its_li
         group,
         named: named.clone(),
     };
-    let store = iroh_blobs::store::mem::MemStore::new();
-    let blobs = LyingBlobs {
-        store: (*store).clone(),
-        flip: false,
-        half: false,
-    };
-    let (_ep, router, ticket) = hostile_endpoint(key, flooder, blobs).await;
+    let (_ep, router, ticket) = hostile_endpoint(key, flooder, LyingBlobs::empty()).await;
     let victim = Device::start(dir.path(), &[&ticket]);
     victim.wait_peers(1).await;
     // The victim asks for the peer list every few seconds; wait until the flooder has
@@ -573,13 +578,7 @@ async fn a_member_whose_catalog_lies_is_banned_and_the_victim_keeps_serving() {
             lie,
             asked: asked.clone(),
         };
-        let store = iroh_blobs::store::mem::MemStore::new();
-        let blobs = LyingBlobs {
-            store: (*store).clone(),
-            flip: false,
-            half: false,
-        };
-        let (_ep, router, ticket) = hostile_endpoint(key, liar, blobs).await;
+        let (_ep, router, ticket) = hostile_endpoint(key, liar, LyingBlobs::empty()).await;
         let victim = Device::start(dir.path(), &[&ticket]);
         victim.wait_figure("mesh_bans", 1).await;
         assert!(

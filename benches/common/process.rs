@@ -136,21 +136,23 @@ impl ProxyProcess {
         let Some(mut child) = self.child.take() else {
             return "not running".into();
         };
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match child.try_wait() {
-                Ok(Some(s)) => return s.to_string(),
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                _ => {
-                    let _ = child.kill();
-                    let s = child.wait();
-                    return format!("did not exit within 30 s of SIGTERM; killed ({s:?})");
-                }
+        terminate(&mut child, Duration::from_secs(30))
+    }
+}
+
+/// SIGTERM to `child`, then waits for it; SIGKILL after `grace`. Says how it ended.
+pub fn terminate(child: &mut std::process::Child, grace: Duration) -> String {
+    // SAFETY: kill has no memory-safety preconditions; the pid is our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let deadline = Instant::now() + grace;
+    loop {
+        match child.try_wait() {
+            Ok(Some(s)) => return s.to_string(),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            _ => {
+                let _ = child.kill();
+                let s = child.wait();
+                return format!("did not exit within {grace:?} of SIGTERM; killed ({s:?})");
             }
         }
     }

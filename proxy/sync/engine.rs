@@ -323,7 +323,7 @@ async fn document(
                     from_origin: false,
                     admin: true,
                 };
-                let res = fetch(state, engine, &uri, want, false).await;
+                let res = fetch(state, &uri, want, false).await;
                 let took = match &res {
                     Ok(Got::Body { len, .. }) => *len,
                     _ => 0,
@@ -356,7 +356,7 @@ async fn document(
         from_origin: engine.cfg.from_origin,
         admin: true,
     };
-    let body = match fetch(state, engine, &uri, want, true).await {
+    let body = match fetch(state, &uri, want, true).await {
         Ok(Got::Body {
             bytes: Some(b),
             from,
@@ -428,7 +428,7 @@ async fn media(state: &Arc<State>, engine: &Arc<Engine>, f: plan::Fetch) -> bool
         from_origin: engine.cfg.from_origin,
         admin: feed_host.is_some() && uri.authority() == feed_host.as_ref(),
     };
-    let res = fetch(state, engine, &uri, want, false).await;
+    let res = fetch(state, &uri, want, false).await;
     let took = match &res {
         Ok(Got::Body { len, from, .. }) if !matches!(from, From::Here) => *len,
         _ => 0,
@@ -458,12 +458,10 @@ async fn media(state: &Arc<State>, engine: &Arc<Engine>, f: plan::Fetch) -> bool
 /// An error says why and when to try again.
 async fn fetch(
     state: &Arc<State>,
-    engine: &Engine,
     uri: &Uri,
     want: Want,
     keep: bool,
 ) -> Result<Got, (String, Duration)> {
-    let _ = engine;
     let out = prefetch(state, uri, want).await;
     let status = out.response.status();
     if status == StatusCode::GATEWAY_TIMEOUT && out.phase == Phase::Local("not-nearby") {
