@@ -11,8 +11,15 @@
 //!
 //! The spool file is removed when the last handle to the fill is dropped, so a reader that
 //! arrives just as the fill commits can still read it.
+//!
+//! Readers that keep up never read the spool back: the fill keeps its most recent chunks in
+//! memory ([`Recent`]: what is not in the file yet, plus up to [`RECENT_KEEP`] bytes that
+//! are) and publishes each chunk as it arrives, before it is written. Only a reader that
+//! falls further behind reads the file, and only below the window, where everything has been
+//! written. So a client streams a miss at the origin's pace, the spool write is off its path,
+//! and memory stays bounded (one batch plus the window per fill).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::ops::Range;
 use std::path::PathBuf;
@@ -70,6 +77,8 @@ pub struct Fill {
     /// Set for small bodies: they are kept in memory instead of a spool file (no file
     /// operations on the miss path of a small object).
     memory: std::sync::OnceLock<Mutex<Vec<Bytes>>>,
+    /// The latest chunks of a spooled body (see the module docs).
+    recent: Mutex<Recent>,
     /// True once the fill is over and forgotten (committed, failed or abandoned).
     finished: watch::Sender<bool>,
 }
@@ -77,6 +86,53 @@ pub struct Fill {
 impl Drop for Fill {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.spool);
+    }
+}
+
+/// Bytes already in the spool file that stay in memory for readers slightly behind.
+pub const RECENT_KEEP: u64 = 512 * 1024;
+
+/// The tail of a spooled body held in memory: chunks from offset `start` on. Everything
+/// below `start` is in the spool file (a chunk leaves only once written), so a reader
+/// either finds its bytes here or in the file.
+#[derive(Debug, Default)]
+pub(crate) struct Recent {
+    start: u64,
+    len: u64,
+    chunks: VecDeque<Bytes>,
+}
+
+impl Recent {
+    /// Drops the oldest chunks that are in the file (below `flushed`) while more than
+    /// [`RECENT_KEEP`] bytes would remain.
+    fn trim(&mut self, flushed: u64) {
+        while let Some(c) = self.chunks.front() {
+            let n = c.len() as u64;
+            if self.start + n > flushed || self.len - n < RECENT_KEEP {
+                break;
+            }
+            self.chunks.pop_front();
+            self.start += n;
+            self.len -= n;
+        }
+    }
+
+    /// The bytes from `pos` up to `end` in one chunk, if `pos` is inside the window.
+    fn slice(&self, pos: u64, end: u64) -> Option<Bytes> {
+        if pos < self.start {
+            return None;
+        }
+        let mut off = self.start;
+        for c in &self.chunks {
+            let next = off + c.len() as u64;
+            if pos < next {
+                let a = (pos - off) as usize;
+                let b = (end.min(next) - off) as usize;
+                return Some(c.slice(a..b));
+            }
+            off = next;
+        }
+        None
     }
 }
 
@@ -150,6 +206,7 @@ impl Fill {
             guard: ReaderGuard(self.clone()),
             rx: self.state.subscribe(),
             file: None,
+            file_pos: 0,
             pos: range.start,
             end: range.end,
             finished: false,
@@ -207,6 +264,28 @@ impl Fill {
         None
     }
 
+    /// Appends a chunk of a spooled body to the in-memory window (before publishing it).
+    pub(crate) fn push_recent(&self, chunk: Bytes) {
+        let mut r = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        r.len += chunk.len() as u64;
+        r.chunks.push_back(chunk);
+    }
+
+    /// Says the spool file now holds the first `flushed` bytes (the window may shrink).
+    pub(crate) fn spooled(&self, flushed: u64) {
+        self.recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .trim(flushed);
+    }
+
+    fn recent_slice(&self, pos: u64, end: u64) -> Option<Bytes> {
+        self.recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .slice(pos, end)
+    }
+
     pub(crate) fn publish(&self, written: u64, done: Option<bool>) {
         self.state.send_modify(|s| {
             if let FillState::Streaming {
@@ -233,6 +312,8 @@ struct ReadState {
     guard: ReaderGuard,
     rx: watch::Receiver<FillState>,
     file: Option<tokio::fs::File>,
+    /// Where `file`'s cursor is (reads from the window do not move it).
+    file_pos: u64,
     pos: u64,
     end: u64,
     finished: bool,
@@ -260,15 +341,24 @@ impl ReadState {
                 return Ok(Some(b));
             }
             if written > self.pos {
-                let want = (written.min(self.end) - self.pos).min(READ_CHUNK) as usize;
+                let end = written.min(self.end);
+                if let Some(b) = self.guard.0.recent_slice(self.pos, end) {
+                    self.pos += b.len() as u64;
+                    return Ok(Some(b));
+                }
+                // Behind the window: these bytes are in the file.
+                let want = (end - self.pos).min(READ_CHUNK) as usize;
                 if self.file.is_none() {
-                    let mut f = tokio::fs::File::open(&self.guard.0.spool).await?;
-                    f.seek(io::SeekFrom::Start(self.pos)).await?;
-                    self.file = Some(f);
+                    self.file = Some(tokio::fs::File::open(&self.guard.0.spool).await?);
+                    self.file_pos = 0;
                 }
                 let Some(file) = self.file.as_mut() else {
                     unreachable!()
                 };
+                if self.file_pos != self.pos {
+                    file.seek(io::SeekFrom::Start(self.pos)).await?;
+                    self.file_pos = self.pos;
+                }
                 let mut buf = BytesMut::zeroed(want);
                 let n = file.read(&mut buf).await?;
                 if n == 0 {
@@ -279,6 +369,7 @@ impl ReadState {
                 }
                 buf.truncate(n);
                 self.pos += n as u64;
+                self.file_pos = self.pos;
                 return Ok(Some(buf.freeze()));
             }
             match done {
@@ -374,6 +465,7 @@ impl Fills {
             readers: AtomicUsize::new(0),
             ever_read: AtomicBool::new(false),
             memory: std::sync::OnceLock::new(),
+            recent: Mutex::default(),
             finished: watch::Sender::new(false),
         });
         map.insert(key.to_string(), fill.clone());
@@ -438,3 +530,37 @@ impl Fills {
 #[derive(Debug, thiserror::Error)]
 #[error("the body broke off at its source before its end")]
 pub struct SourceBroke;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recent(chunks: &[usize]) -> Recent {
+        let mut r = Recent::default();
+        for (i, n) in chunks.iter().enumerate() {
+            r.len += *n as u64;
+            r.chunks.push_back(Bytes::from(vec![i as u8; *n]));
+        }
+        r
+    }
+
+    #[test]
+    fn the_window_lets_go_only_of_written_chunks_and_keeps_recent_keep_bytes() {
+        let k = RECENT_KEEP as usize;
+        let mut r = recent(&[k / 2, k / 2, k / 2, k / 2]);
+        // Nothing written yet: everything stays, whatever its size.
+        r.trim(0);
+        assert_eq!((r.start, r.chunks.len()), (0, 4));
+        // All written: the oldest go while at least RECENT_KEEP bytes remain.
+        r.trim(2 * RECENT_KEEP);
+        assert_eq!((r.start, r.len), (RECENT_KEEP, RECENT_KEEP));
+        assert_eq!(r.slice(0, u64::MAX), None, "below the window: the file's");
+        let b = r.slice(RECENT_KEEP + 3, RECENT_KEEP + 10).unwrap();
+        assert_eq!(b.len(), 7);
+        assert_eq!(b[0], 2);
+        // A slice never crosses a chunk boundary, and ends at `end`.
+        let b = r.slice(RECENT_KEEP + (k / 2) as u64 - 1, u64::MAX).unwrap();
+        assert_eq!((b.len(), b[0]), (1, 2));
+        assert_eq!(r.slice(2 * RECENT_KEEP, u64::MAX), None, "past the end");
+    }
+}

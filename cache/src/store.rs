@@ -20,7 +20,6 @@ use futures_util::stream::BoxStream;
 use futures_util::{Stream, StreamExt};
 use http::HeaderMap;
 use http_cache_semantics::CachePolicy;
-use tokio::io::AsyncWriteExt;
 
 use crate::bodies::Bodies;
 use crate::clock::{unix_ms, Clock};
@@ -581,37 +580,29 @@ impl Cache {
                     fill.publish(written.saturating_sub(hold_back), None);
                 }
             } else {
-                let mut file = tokio::fs::File::create(&fill.spool)
-                    .await
-                    .map_err(|e| self.spool_error(e))?;
-                // Chunks are written in batches: a batch is flushed when it is large, or
-                // when the origin has nothing more ready (so readers never wait on a
-                // half-full batch while the origin is slow).
+                let mut file = Some(
+                    std::fs::File::create(&fill.spool).map_err(|e| self.spool_error(e))?,
+                );
+                // Each chunk is published as it arrives (readers take it from the fill's
+                // window in memory); the spool file is written in batches, off their path.
                 let mut pending: Vec<Bytes> = Vec::new();
                 let mut pending_len = 0u64;
-                loop {
-                    let next = match futures_util::FutureExt::now_or_never(body.next()) {
-                        Some(next) => next,
-                        None => {
-                            if pending_len > 0 {
-                                written = self.flush_spool(&fill, &mut file, &mut pending, written, hold_back).await?;
-                                pending_len = 0;
-                            }
-                            body.next().await
-                        }
-                    };
-                    let Some(chunk) = next else { break };
+                let mut received = 0u64;
+                while let Some(chunk) = body.next().await {
                     let chunk = chunk.map_err(|e| format!("origin body: {e}"))?;
-                    if expected.is_some_and(|n| written + pending_len + chunk.len() as u64 > n) {
+                    if expected.is_some_and(|n| received + chunk.len() as u64 > n) {
                         return Err("origin sent more than its Content-Length".into());
                     }
+                    received += chunk.len() as u64;
                     pending_len += chunk.len() as u64;
                     if let Some(c) = &mut check {
                         c.update(&chunk);
                     }
+                    fill.push_recent(chunk.clone());
                     pending.push(chunk);
+                    fill.publish(received.saturating_sub(hold_back), None);
                     if pending_len >= SPOOL_BATCH {
-                        written = self.flush_spool(&fill, &mut file, &mut pending, written, hold_back).await?;
+                        written = self.flush_spool(&fill, &mut file, &mut pending, written).await?;
                         pending_len = 0;
                         if fill.readers() == 0
                             && (fill.ever_read() || written > 1 << 20)
@@ -621,7 +612,7 @@ impl Cache {
                         }
                     }
                 }
-                written = self.flush_spool(&fill, &mut file, &mut pending, written, hold_back).await?;
+                written = self.flush_spool(&fill, &mut file, &mut pending, written).await?;
             }
             if expected.is_some_and(|n| n != written) {
                 return Err(format!("origin closed after {written} of {} bytes", expected.unwrap_or(0)));
@@ -657,25 +648,33 @@ impl Cache {
         self.inner.fills.remove(&fill);
     }
 
-    /// Writes a batch to the spool and publishes it; returns the new written count.
+    /// Writes a batch to the spool (one blocking call, no copy) and tells the fill, whose
+    /// in-memory window may then let go of it; returns the new written count.
     async fn flush_spool(
         &self,
         fill: &Fill,
-        file: &mut tokio::fs::File,
+        file: &mut Option<std::fs::File>,
         pending: &mut Vec<Bytes>,
         written: u64,
-        hold_back: u64,
     ) -> Result<u64, String> {
-        let mut n = written;
-        for chunk in pending.drain(..) {
-            file.write_all(&chunk)
-                .await
-                .map_err(|e| self.spool_error(e))?;
-            n += chunk.len() as u64;
+        if pending.is_empty() {
+            return Ok(written);
         }
-        // Readers open the spool themselves: flush so what is published is in the file.
-        file.flush().await.map_err(|e| self.spool_error(e))?;
-        fill.publish(n.saturating_sub(hold_back), None);
+        let batch = std::mem::take(pending);
+        let n = written + batch.iter().map(|c| c.len() as u64).sum::<u64>();
+        let Some(mut f) = file.take() else {
+            return Err("spool file closed after an error".into());
+        };
+        let (f, result) = tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            let r = batch.iter().try_for_each(|c| f.write_all(c));
+            (f, r)
+        })
+        .await
+        .map_err(|e| format!("spool writer: {e}"))?;
+        result.map_err(|e| self.spool_error(e))?;
+        *file = Some(f);
+        fill.spooled(n);
         Ok(n)
     }
 
