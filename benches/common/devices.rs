@@ -1,7 +1,8 @@
 //! What the mesh benches share: an in-process origin of generated bodies that counts what
 //! it serves (in all and per body id), in-process devices (a proxy, optionally with the
 //! mesh on loopback: in a group, or only the open mesh of strangers) and a small HTTP/1.1
-//! client that streams bodies and counts their bytes.
+//! client that streams bodies and counts their bytes, or compares them byte for byte with
+//! the origin's ([`Pattern`], [`Conn::get_verified`]).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -93,6 +94,66 @@ pub fn body_sha256(size: u64, id: u64) -> [u8; 32] {
     let mut out = [0u8; 32];
     out.copy_from_slice(ctx.finish().as_ref());
     out
+}
+
+/// What the origin's bodies are made of, to check received bodies byte for byte without
+/// hashing them (a comparison per 64 KiB chunk costs the client far less than a digest).
+#[derive(Clone)]
+pub struct Pattern {
+    base: Arc<[u8]>,
+}
+
+impl Default for Pattern {
+    fn default() -> Self {
+        Pattern { base: base() }
+    }
+}
+
+impl Pattern {
+    /// A checker of body `id` from its first byte.
+    pub fn check(&self, id: u64) -> BodyCheck<'_> {
+        BodyCheck {
+            base: &self.base,
+            id,
+            pos: 0,
+            first_mismatch: None,
+        }
+    }
+}
+
+/// Compares a body, as its bytes arrive, with the one the origin generates for its id.
+pub struct BodyCheck<'a> {
+    base: &'a [u8],
+    id: u64,
+    /// Bytes fed so far.
+    pub pos: u64,
+    /// Offset of the first byte that differs, if any.
+    pub first_mismatch: Option<u64>,
+}
+
+impl BodyCheck<'_> {
+    pub fn feed(&mut self, mut d: &[u8]) {
+        while !d.is_empty() {
+            let (c, off) = (self.pos / CHUNK as u64, (self.pos % CHUNK as u64) as usize);
+            let n = d.len().min(CHUNK - off);
+            let (seg, rest) = d.split_at(n);
+            if self.first_mismatch.is_none() {
+                // As in `chunk`: the base with its first 8 bytes xored with the stamp.
+                let stamp = ((self.id << 32) | c).to_le_bytes();
+                let want = |i: usize| self.base[i] ^ stamp.get(i).copied().unwrap_or(0);
+                let head = 8usize.saturating_sub(off).min(n);
+                let bad = (0..head).find(|&j| seg[j] != want(off + j)).or_else(|| {
+                    (seg[head..] != self.base[off + head..off + n]).then(|| {
+                        let tail = seg[head..].iter().zip(&self.base[off + head..off + n]);
+                        head + tail.take_while(|(a, b)| a == b).count()
+                    })
+                });
+                self.first_mismatch = bad.map(|j| self.pos + j as u64);
+            }
+            self.pos += n as u64;
+            d = rest;
+        }
+    }
 }
 
 impl Origin {
@@ -414,6 +475,99 @@ impl Conn {
             }
         }
         Ok(got)
+    }
+}
+
+/// A GET whose body was compared byte for byte with the origin's ([`Conn::get_verified`]).
+#[derive(Debug, Default)]
+pub struct Verified {
+    /// From the `start` given to the last byte.
+    pub elapsed: Duration,
+    /// From the `start` given to the first body byte.
+    pub ttfb: Duration,
+    pub bytes: u64,
+    pub cache_status: String,
+    /// Why this is not the origin's whole body: an error, a status other than 200, a short
+    /// body, the first byte that differs.
+    pub problem: Option<String>,
+}
+
+impl Verified {
+    pub fn mb_per_s(&self) -> f64 {
+        self.bytes as f64 / self.elapsed.as_secs_f64() / 1e6
+    }
+
+    pub fn ttfb_ms(&self) -> f64 {
+        self.ttfb.as_secs_f64() * 1e3
+    }
+}
+
+impl Conn {
+    /// Absolute-form GET of `url`, whose body should be the origin's `(size, id)`: every
+    /// byte is compared with it as it arrives. Times from `start` (taken before
+    /// [`Conn::open`] to include connecting).
+    pub async fn get_verified(
+        &mut self,
+        url: &str,
+        (size, id): (u64, u64),
+        pattern: &Pattern,
+        start: Instant,
+    ) -> Verified {
+        let mut v = Verified::default();
+        let r = async {
+            let res = self.send_get(url).await?;
+            let cs = res
+                .headers()
+                .get("cache-status")
+                .and_then(|v| v.to_str().ok());
+            v.cache_status = cs.unwrap_or("-").to_owned();
+            if res.status() != hyper::StatusCode::OK {
+                return Err(format!("status {}", res.status()));
+            }
+            let mut check = pattern.check(id);
+            let mut body = res.into_body();
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|e| format!("body after {} bytes: {e}", check.pos))?;
+                if let Some(d) = frame.data_ref().filter(|d| !d.is_empty()) {
+                    if check.pos == 0 {
+                        v.ttfb = start.elapsed();
+                    }
+                    check.feed(d);
+                }
+            }
+            v.bytes = check.pos;
+            match check.first_mismatch {
+                Some(at) => Err(format!("body differs from the origin's at byte {at}")),
+                None if check.pos != size => Err(format!("{} bytes, {size} expected", check.pos)),
+                None => Ok(()),
+            }
+        };
+        let r = r.await;
+        v.elapsed = start.elapsed();
+        v.problem = r.err();
+        v
+    }
+
+    /// Absolute-form GET of `url` (e.g. `http://meshcache.local/status.json`); the body.
+    pub async fn get_body(&mut self, url: &str) -> Result<Bytes, String> {
+        let res = self.send_get(url).await?;
+        let body = res.into_body().collect().await;
+        Ok(body.map_err(|e| format!("body: {e}"))?.to_bytes())
+    }
+
+    async fn send_get(&mut self, url: &str) -> Result<Response<Incoming>, String> {
+        let uri: hyper::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
+        let host = uri.authority().map(|a| a.to_string()).unwrap_or_default();
+        let req = Request::get(uri).header("host", host).body(Empty::new());
+        let req = req.map_err(|e| format!("{url}: {e}"))?;
+        self.send
+            .ready()
+            .await
+            .map_err(|e| format!("connection: {e}"))?;
+        self.send
+            .send_request(req)
+            .await
+            .map_err(|e| format!("request: {e}"))
     }
 }
 

@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 pub struct ProxyProcess {
     child: Option<Child>,
     pub addr: SocketAddr,
+    /// Its mesh endpoint id and ticket (for another device's `mesh.peers`), when the mesh
+    /// runs: read from the `meshcache: mesh endpoint <id> ticket <ticket>` line.
+    pub mesh: Option<(String, String)>,
     log: Arc<Mutex<ProxyLog>>,
 }
 
@@ -91,20 +94,31 @@ impl ProxyProcess {
         let tally = log.clone();
         std::thread::spawn(move || {
             let mut tx = Some(tx);
+            // The mesh line comes before the listening one.
+            let mut mesh = None;
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 if let Some(rest) = line.strip_prefix("meshcache: proxy listening on http://") {
                     if let Some(tx) = tx.take() {
-                        let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_owned());
+                        let addr = rest.split_whitespace().next().unwrap_or("").to_owned();
+                        let _ = tx.send((addr, mesh.take()));
                         continue;
+                    }
+                }
+                if let Some(rest) = line.strip_prefix("meshcache: mesh endpoint ") {
+                    let mut words = rest.split_whitespace();
+                    if let (Some(id), Some("ticket"), Some(ticket)) =
+                        (words.next(), words.next(), words.next())
+                    {
+                        mesh = Some((id.to_owned(), ticket.to_owned()));
                     }
                 }
                 tally.lock().unwrap().add(&line);
                 eprintln!("  [proxy] {line}");
             }
         });
-        let addr: SocketAddr = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(a) => a.parse().expect("proxy address"),
+        let (addr, mesh): (SocketAddr, _) = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok((a, mesh)) => (a.parse().expect("proxy address"), mesh),
             Err(_) => {
                 let _ = child.kill();
                 let status = child.wait();
@@ -118,6 +132,7 @@ impl ProxyProcess {
         ProxyProcess {
             child: Some(child),
             addr,
+            mesh,
             log,
         }
     }

@@ -1,7 +1,10 @@
 //! What a bench reads about a process from /proc (Linux) and about a directory from the
-//! file system: resident memory, open descriptors, CPU time, disk usage.
+//! file system: resident memory (and its peak over a phase, [`PeakRss`]), open descriptors,
+//! CPU time, disk usage.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// A `kB` field of /proc/<pid>/status (`VmRSS`, `VmHWM`, …), in KiB.
 pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
@@ -12,6 +15,39 @@ pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
         .next()?
         .parse()
         .ok()
+}
+
+/// The peak `VmRSS` of some processes, sampled every 10 ms on a thread of its own from
+/// [`PeakRss::start`] to [`PeakRss::stop`].
+pub struct PeakRss {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<u64>>,
+}
+
+impl PeakRss {
+    pub fn start(pids: &[u32]) -> PeakRss {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (flag, pids) = (stop.clone(), pids.to_vec());
+        let thread = std::thread::spawn(move || {
+            let mut peak = vec![0; pids.len()];
+            loop {
+                for (p, pid) in peak.iter_mut().zip(&pids) {
+                    *p = (*p).max(status_kib(*pid, "VmRSS").unwrap_or(0));
+                }
+                if flag.load(Ordering::Relaxed) {
+                    return peak;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        });
+        PeakRss { stop, thread }
+    }
+
+    /// The peak of each process (in the order given), in KiB.
+    pub fn stop(self) -> Vec<u64> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap_or_default()
+    }
 }
 
 /// Open file descriptors of `pid` (entries of /proc/<pid>/fd) and how many of them are
