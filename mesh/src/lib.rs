@@ -38,7 +38,6 @@ pub mod proto;
 mod server;
 pub mod share;
 mod stream;
-mod transport;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -230,7 +229,6 @@ impl Mesh {
         let friends = open::parse_ids(&opts.friends, "friend")?;
         let operators = open::parse_ids(&opts.operators, "operator")?;
         let mut b = Endpoint::builder(presets::Minimal)
-            .transport_config(transport::lan())
             .secret_key(secret.clone())
             .clear_ip_transports()
             .bind_addr(opts.bind)

@@ -136,7 +136,6 @@ async fn bind(
 ) -> Result<Arc<Open>, MeshError> {
     let bind = inner.opts.open_bind;
     let endpoint = Endpoint::builder(presets::Minimal)
-        .transport_config(crate::transport::lan())
         .secret_key(SecretKey::generate())
         .clear_ip_transports()
         .bind_addr(bind)
