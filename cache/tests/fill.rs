@@ -20,7 +20,9 @@ fn chunk(i: usize) -> Bytes {
 }
 
 fn policy() -> CachePolicy {
-    let req = http::Request::get("http://example.test/big").body(()).unwrap();
+    let req = http::Request::get("http://example.test/big")
+        .body(())
+        .unwrap();
     let res = http::Response::builder()
         .header("cache-control", "max-age=600")
         .body(())
@@ -38,15 +40,21 @@ async fn read_all(fill: &Arc<meshcache_cache::fill::Fill>, from: u64) -> Vec<u8>
 }
 
 fn expected(from: usize) -> Vec<u8> {
-    (0..CHUNKS).flat_map(|i| chunk(i).to_vec()).skip(from).collect()
+    (0..CHUNKS)
+        .flat_map(|i| chunk(i).to_vec())
+        .skip(from)
+        .collect()
 }
 
 #[tokio::test]
 async fn a_reader_far_behind_the_window_reads_the_spool_and_gets_every_byte() {
     let dir = tempfile::tempdir().unwrap();
-    let cache = Cache::open(Options::new(dir.path().to_path_buf()), Arc::new(SystemClock))
-        .await
-        .unwrap();
+    let cache = Cache::open(
+        Options::new(dir.path().to_path_buf()),
+        Arc::new(SystemClock),
+    )
+    .await
+    .unwrap();
     let Join::Leader(leader) = cache.join_fill("http://example.test/big") else {
         panic!("the first request leads");
     };
@@ -85,7 +93,10 @@ async fn a_reader_far_behind_the_window_reads_the_spool_and_gets_every_byte() {
     // bytes left the window long ago, so they come from the spool file.
     drop(tx);
     assert_eq!(keeper.await.unwrap(), expected(0));
-    assert!(len > 4 * RECENT_KEEP, "the body must be far larger than the window");
+    assert!(
+        len > 4 * RECENT_KEEP,
+        "the body must be far larger than the window"
+    );
     let late = read_all(&fill, 0).await;
     assert_eq!(late.len() as u64, len);
     assert_eq!(late, expected(0), "the late reader got other bytes");
