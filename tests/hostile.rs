@@ -598,3 +598,89 @@ async fn a_member_whose_catalog_lies_is_banned_and_the_victim_keeps_serving() {
         router.shutdown().await.unwrap();
     }
 }
+
+/// A member that speaks version 3 and sends, with a true attestation of a small body, other
+/// bytes inline: they are checked against the attested hash before any is used.
+#[derive(Debug, Clone)]
+struct InlineLiar {
+    key: SecretKey,
+    group: mesh::Group,
+    attestation: Vec<u8>,
+    body: Vec<u8>,
+}
+
+impl ProtocolHandler for InlineLiar {
+    async fn accept(&self, conn: Connection) -> Result<(), AcceptError> {
+        accept_as_member_v(&conn, &self.key, &self.group, vec![], proto::INLINE_VERSION).await?;
+        while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+            let answer = match proto::read_msg::<Request>(&mut recv).await {
+                Ok(Request::LookupInline { .. }) => Answer::OffersInline(vec![proto::Offer {
+                    attestation: self.attestation.clone(),
+                    body: Some(self.body.clone()),
+                }]),
+                Ok(Request::Catalog { .. }) => continue,
+                _ => break,
+            };
+            if proto::write_msg(&mut send, &answer).await.is_err() {
+                break;
+            }
+            let _ = send.finish();
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_sending_an_inline_body_that_is_not_the_attested_one_is_banned() {
+    const SMALL: u64 = 1024;
+    let origin = Origin::builder()
+        .route("/avatar.png", |_| {
+            Reply::generated(SMALL).header("cache-control", "max-age=600")
+        })
+        .run()
+        .await;
+    let url = origin.url("/avatar.png");
+    let dir = tempfile::tempdir().unwrap();
+    let group = mesh::Group::from_ticket(&create_group(dir.path())).unwrap();
+    let body: Vec<u8> = (0..SMALL).map(pattern).collect();
+    let secret = SecretKey::generate();
+    let mut claim = claim(
+        &secret,
+        &url,
+        iroh_blobs::Hash::new(&body),
+        vec![("cache-control".to_string(), b"max-age=600".to_vec())],
+    );
+    claim.size = SMALL;
+    let attestation = Attestation::sign(&secret, &claim, std::slice::from_ref(&group));
+    // The attestation is true; the bytes sent with it are not the attested ones.
+    let mut lie = body.clone();
+    lie[100] ^= 0x55;
+    let liar = InlineLiar {
+        key: secret.clone(),
+        group,
+        attestation,
+        body: lie,
+    };
+    let (_ep, router, ticket) = hostile_endpoint(secret, liar, LyingBlobs::empty()).await;
+    let victim = Device::start(dir.path(), &[&ticket]);
+    victim.wait_peers(1).await;
+    let r = get(victim.addr(), &url, &[]).await;
+    assert_eq!(r.status, 200);
+    assert!(r.body == body, "the client got the liar's bytes");
+    assert!(!r.cache_status().contains("peer="), "{}", r.cache_status());
+    assert_eq!(origin.hits("/avatar.png"), 1, "the origin filled in");
+    let status = victim.status().await;
+    assert!(
+        crate::support::mesh::figure(&status, "mesh_bans") >= 1,
+        "not banned: {status}"
+    );
+    let page = get(victim.addr(), "http://meshcache.local/", &[])
+        .await
+        .text();
+    assert!(
+        page.contains("inline body that is not the attested one"),
+        "the status page does not say why: {page}"
+    );
+    victim.stop();
+    router.shutdown().await.unwrap();
+}

@@ -50,6 +50,9 @@ pub(crate) struct Candidate {
     pub peer: EndpointId,
     pub entry: Entry,
     pub stale: bool,
+    /// The body, when the peer sent it with its offer (already checked against the
+    /// attested hash).
+    pub inline: Option<bytes::Bytes>,
 }
 
 impl Mesh {
@@ -66,6 +69,20 @@ impl Mesh {
                 continue;
             }
             tried.push(c.entry.hash);
+            // A small body that came with the offer (checked): no second round trip.
+            if let Some(body) = &c.inline {
+                let n = body.len() as u64;
+                inner.bump(&inner.counters.bytes_from_peers, n);
+                inner.peers.add_taken(&c.peer, n);
+                inner.bump(&inner.counters.peer_hits, 1);
+                let body = body.clone();
+                return Some(Found {
+                    entry: c.entry.clone(),
+                    peer: c.peer.to_string(),
+                    stale: c.stale,
+                    body: Some(futures_util::stream::once(async move { Ok(body) }).boxed()),
+                });
+            }
             // Trusted signer and not here yet: stream it from every peer that offered
             // this hash, fastest first, into the caller's fill.
             if !inner.cache.has_body(&c.entry.hash, c.entry.len).await {
@@ -156,7 +173,7 @@ async fn candidates(
             (
                 id,
                 conn.clone(),
-                proto::within(timeout, ask(inner, &conn, key, 0)).await,
+                proto::within(timeout, ask(inner, id, &conn, key, 0)).await,
             )
         })
         .collect();
@@ -167,6 +184,9 @@ async fn candidates(
         match res {
             Ok(Answer::Offers(offers)) => {
                 candidates.extend(judge_all(inner, id, key, req, &offers, allow_stale))
+            }
+            Ok(Answer::OffersInline(offers)) => {
+                candidates.extend(judge_inline(inner, id, key, req, offers, allow_stale))
             }
             Ok(Answer::Fetching) => fetching.push((id, conn)),
             Ok(Answer::NotFound) => {}
@@ -199,12 +219,15 @@ async fn candidates(
             let wait_ms = wait.as_millis().min(u32::MAX as u128) as u32;
             match proto::within(
                 wait + Duration::from_secs(2),
-                ask(inner, &conn, key, wait_ms),
+                ask(inner, id, &conn, key, wait_ms),
             )
             .await
             {
                 Ok(Answer::Offers(offers)) => {
                     candidates.extend(judge_all(inner, id, key, req, &offers, allow_stale))
+                }
+                Ok(Answer::OffersInline(offers)) => {
+                    candidates.extend(judge_inline(inner, id, key, req, offers, allow_stale))
                 }
                 Ok(_) => {}
                 Err(e) if e.is_violation() => peers::ban(inner, id, &e.to_string()),
@@ -221,22 +244,80 @@ async fn candidates(
 
 async fn ask(
     inner: &Inner,
+    peer: EndpointId,
     conn: &Connection,
     key: &str,
     wait_ms: u32,
 ) -> Result<Answer, ProtoError> {
     inner.bump(&inner.counters.lookups_sent, 1);
-    let req = Request::Lookup {
-        key: key.to_string(),
-        wait_ms,
+    // Small bodies come with the offer from a peer that speaks version 3.
+    let req = if inner.peers.version(&peer) >= proto::INLINE_VERSION {
+        Request::LookupInline {
+            key: key.to_string(),
+            wait_ms,
+            inline_max: proto::MAX_INLINE,
+        }
+    } else {
+        Request::Lookup {
+            key: key.to_string(),
+            wait_ms,
+        }
     };
     let answer = proto::call(conn, &req, proto::MAX_MESSAGE).await?;
-    if let Answer::Offers(o) = &answer {
-        if o.len() > proto::MAX_OFFERS {
-            return Err(ProtoError::Violation(format!("{} offers", o.len())));
-        }
+    let offers = match &answer {
+        Answer::Offers(o) => o.len(),
+        Answer::OffersInline(o) => o.len(),
+        _ => 0,
+    };
+    if offers > proto::MAX_OFFERS {
+        return Err(ProtoError::Violation(format!("{offers} offers")));
+    }
+    if matches!(&answer, Answer::OffersInline(_)) && !matches!(req, Request::LookupInline { .. }) {
+        return Err(ProtoError::Violation(
+            "answered a lookup with inline bodies".into(),
+        ));
     }
     Ok(answer)
+}
+
+/// [`judge_all`] for offers that may carry their body: a body that is not the attested
+/// one (length or BLAKE3 hash) is a lie, and bans the peer.
+fn judge_inline(
+    inner: &Inner,
+    peer: EndpointId,
+    key: &str,
+    req: &request::Parts,
+    offers: Vec<proto::Offer>,
+    allow_stale: bool,
+) -> Vec<Candidate> {
+    let mut out = Vec::new();
+    for offer in offers {
+        match judge(inner, peer, key, req, &offer.attestation, allow_stale) {
+            Ok(Some(mut c)) => {
+                if let Some(body) = offer.body {
+                    let right = body.len() as u64 == c.entry.len
+                        && body.len() as u64 <= u64::from(proto::MAX_INLINE)
+                        && *blake3::hash(&body).as_bytes() == c.entry.hash;
+                    if !right {
+                        peers::ban(
+                            inner,
+                            peer,
+                            "sent an inline body that is not the attested one",
+                        );
+                        return Vec::new();
+                    }
+                    c.inline = Some(bytes::Bytes::from(body));
+                }
+                out.push(c);
+            }
+            Ok(None) => {}
+            Err(reason) => {
+                peers::ban(inner, peer, &reason);
+                return Vec::new();
+            }
+        }
+    }
+    out
 }
 
 pub(crate) fn judge_all(
@@ -362,7 +443,12 @@ fn judge(
     if stale && !allow_stale {
         return Ok(None);
     }
-    Ok(Some(Candidate { peer, entry, stale }))
+    Ok(Some(Candidate {
+        peer,
+        entry,
+        stale,
+        inline: None,
+    }))
 }
 
 /// Fetches the body (verified against its hash as it streams), checks it, stores the

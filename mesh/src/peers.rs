@@ -102,6 +102,8 @@ pub(crate) struct Peer {
     pub conn: Option<Connection>,
     /// Our blobs connection to it (opened on first transfer).
     pub blobs: Option<Connection>,
+    /// The protocol minor version its `HelloAck` stated on our connection.
+    pub version: u16,
     pub groups: Vec<GroupId>,
     /// Bytes it sent us (bodies) and bytes we sent it.
     pub taken: u64,
@@ -175,6 +177,11 @@ impl Peers {
             || lock(&self.map)
                 .get(id)
                 .is_some_and(|p| p.conn.is_some() && !p.groups.is_empty())
+    }
+
+    /// The minor version of the protocol `id` speaks on our connection (0: not connected).
+    pub fn version(&self, id: &EndpointId) -> u16 {
+        lock(&self.map).get(id).map_or(0, |p| p.version)
     }
 
     pub fn add_taken(&self, id: &EndpointId, n: u64) {
@@ -313,6 +320,7 @@ pub(crate) fn add(inner: &Arc<Inner>, addr: EndpointAddr, source: &'static str) 
                 state: "connecting".into(),
                 conn: None,
                 blobs: None,
+                version: 0,
                 groups: Vec::new(),
                 taken: 0,
                 given: 0,
@@ -432,6 +440,7 @@ async fn dial(inner: &Arc<Inner>, id: EndpointId) -> Result<Connection, (String,
                 if let Some(p) = map.get_mut(&id) {
                     p.conn = Some(conn.clone());
                     p.blobs = None;
+                    p.version = version;
                     p.groups = groups.clone();
                     p.since = Instant::now();
                     p.ever_connected = true;
@@ -655,6 +664,7 @@ mod tests {
             state: String::new(),
             conn: None,
             blobs: None,
+            version: 0,
             groups: Vec::new(),
             taken: 0,
             given: 0,

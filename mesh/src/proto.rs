@@ -27,6 +27,13 @@
 //! asks only the peers whose catalog may hold the key (see `exchange.rs`). A dialer sends
 //! catalog requests only to an acceptor whose `HelloAck` says version 2 or later.
 //!
+//! Since minor version 3 a lookup may carry small bodies ([`Request::LookupInline`],
+//! answered with [`Answer::OffersInline`]): a body of at most `inline_max` bytes
+//! ([`MAX_INLINE`]) comes with its attestation, so a small object takes one round trip
+//! instead of two (the lookup, then a blobs transfer). The asker checks it against the
+//! attested BLAKE3 hash — the same hash the blobs transfer verifies — before using a byte.
+//! A dialer sends it only to an acceptor whose `HelloAck` says version 3 or later.
+//!
 //! Every message is a 4-byte big-endian length and a postcard body, at most
 //! [`MAX_MESSAGE`] bytes; anything larger or malformed is a protocol violation.
 
@@ -40,9 +47,13 @@ use crate::group::GroupId;
 /// The ALPN: the protocol's name and major version.
 pub const ALPN: &[u8] = b"meshcache/1";
 /// The minor version inside the handshake.
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
 /// The first minor version that answers [`Request::Catalog`].
 pub const CATALOG_VERSION: u16 = 2;
+/// The first minor version that answers [`Request::LookupInline`].
+pub const INLINE_VERSION: u16 = 3;
+/// Largest body sent inline with its offer (one iroh-blobs chunk group).
+pub const MAX_INLINE: u32 = 16 * 1024;
 /// Largest message either side accepts.
 pub const MAX_MESSAGE: usize = 256 * 1024;
 /// Largest catalog answer (a whole catalog of [`crate::catalog::MAX_KEYS`] keys fits).
@@ -127,6 +138,23 @@ pub enum Request {
         watch: Vec<String>,
         wait_ms: u32,
     },
+    /// [`Request::Lookup`], and bodies of at most `inline_max` bytes (capped at
+    /// [`MAX_INLINE`]) with their offers (minor version 3).
+    LookupInline {
+        key: String,
+        wait_ms: u32,
+        inline_max: u32,
+    },
+}
+
+/// An offer with, for a small body, the body itself (the answer to
+/// [`Request::LookupInline`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Offer {
+    /// The attestation, as in [`Answer::Offers`].
+    pub attestation: Vec<u8>,
+    /// The body, when it is no larger than the request's `inline_max`.
+    pub body: Option<Vec<u8>>,
 }
 
 /// A catalog, or what changed in it (the answer to [`Request::Catalog`]).
@@ -158,6 +186,9 @@ pub enum Answer {
     Peers(Vec<PeerInfo>),
     /// The answer to [`Request::Catalog`].
     Catalog(CatalogUpdate),
+    /// The answer to [`Request::LookupInline`] when something is stored (else `Fetching`
+    /// or `NotFound`, as for a lookup).
+    OffersInline(Vec<Offer>),
 }
 
 /// A protocol failure, and whose fault it is.

@@ -4,6 +4,7 @@
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
+use futures_util::StreamExt;
 use iroh::endpoint::Connection;
 use iroh::protocol::{AcceptError, ProtocolHandler};
 use iroh::{EndpointAddr, EndpointId, SecretKey};
@@ -332,17 +333,12 @@ async fn serve_request(
 ) -> Result<(), ProtoError> {
     let req: Request = proto::within(REQUEST_READ_TIMEOUT, proto::read_msg(&mut recv)).await?;
     let answer = match req {
-        Request::Lookup { key, wait_ms } => {
-            if key.len() > 16 * 1024 {
-                return Err(ProtoError::Violation("oversized key".into()));
-            }
-            if wait_ms > 0 {
-                let wait = Duration::from_millis(wait_ms as u64).min(inner.opts.peer_fill_wait);
-                settle(inner, &key, Instant::now() + wait).await;
-            }
-            inner.bump(&inner.counters.lookups_answered, 1);
-            answer(inner, remote, &key)
-        }
+        Request::Lookup { key, wait_ms } => lookup(inner, remote, key, wait_ms, 0).await?,
+        Request::LookupInline {
+            key,
+            wait_ms,
+            inline_max,
+        } => lookup(inner, remote, key, wait_ms, inline_max).await?,
         Request::Catalog {
             since,
             watch,
@@ -377,8 +373,64 @@ async fn serve_request(
     Ok(())
 }
 
-/// What to answer about `key` to `remote`.
-fn answer(inner: &Inner, remote: EndpointId, key: &str) -> Answer {
+/// A lookup (`inline_max` 0) or a lookup that may carry small bodies.
+async fn lookup(
+    inner: &Inner,
+    remote: EndpointId,
+    key: String,
+    wait_ms: u32,
+    inline_max: u32,
+) -> Result<Answer, ProtoError> {
+    if key.len() > 16 * 1024 {
+        return Err(ProtoError::Violation("oversized key".into()));
+    }
+    if wait_ms > 0 {
+        let wait = Duration::from_millis(wait_ms as u64).min(inner.opts.peer_fill_wait);
+        settle(inner, &key, Instant::now() + wait).await;
+    }
+    inner.bump(&inner.counters.lookups_answered, 1);
+    let inline_max = inline_max.min(proto::MAX_INLINE);
+    let answer = answer(inner, remote, &key, inline_max > 0);
+    let Answer::OffersInline(mut offers) = answer else {
+        return Ok(answer);
+    };
+    // The small bodies themselves (the entries were just read; a body evicted meanwhile is
+    // simply not inlined: the asker fetches it over blobs, or the offer fails there).
+    let entries = inner.cache.variants(&key).unwrap_or_default();
+    for offer in &mut offers {
+        let Some(e) = entries
+            .iter()
+            .find(|e| e.attestation.as_deref() == Some(offer.attestation.as_slice()))
+        else {
+            continue;
+        };
+        if e.len > u64::from(inline_max) {
+            continue;
+        }
+        let mut body = Vec::with_capacity(e.len as usize);
+        let mut s = inner.cache.body(e, 0..e.len);
+        let mut ok = true;
+        while let Some(chunk) = s.next().await {
+            match chunk {
+                Ok(c) => body.extend_from_slice(&c),
+                Err(_) => {
+                    ok = false;
+                    break;
+                }
+            }
+        }
+        if ok && body.len() as u64 == e.len {
+            inner.bump(&inner.counters.bytes_to_peers, e.len);
+            inner.peers.add_given(&remote, e.len);
+            offer.body = Some(body);
+        }
+    }
+    Ok(Answer::OffersInline(offers))
+}
+
+/// What to answer about `key` to `remote` (`OffersInline` without bodies yet, when
+/// `inline`).
+fn answer(inner: &Inner, remote: EndpointId, key: &str, inline: bool) -> Answer {
     let entries = inner.cache.variants(key).unwrap_or_default();
     let mut offers = Vec::new();
     let mut size = 0;
@@ -388,6 +440,9 @@ fn answer(inner: &Inner, remote: EndpointId, key: &str) -> Answer {
     for e in entries.into_iter().filter(|e| e.shareable) {
         let Some(a) = e.attestation else { continue };
         size += a.len() + 8;
+        if inline && e.len <= u64::from(proto::MAX_INLINE) {
+            size += e.len as usize + 8;
+        }
         if offers.len() >= proto::MAX_OFFERS || size > proto::MAX_MESSAGE - 1024 {
             break;
         }
@@ -400,6 +455,16 @@ fn answer(inner: &Inner, remote: EndpointId, key: &str) -> Answer {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .offer(remote, hashes);
+        if inline {
+            let offers = offers
+                .into_iter()
+                .map(|attestation| proto::Offer {
+                    attestation,
+                    body: None,
+                })
+                .collect();
+            return Answer::OffersInline(offers);
+        }
         return Answer::Offers(offers);
     }
     let me_first = inner.endpoint.id().as_bytes() < remote.as_bytes();
