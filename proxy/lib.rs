@@ -170,6 +170,7 @@ impl App {
             tls: Some(tls),
             via: http::headers::Via::new(http::random_u64() as u32),
             counters: Default::default(),
+            latency: Default::default(),
             started: Instant::now(),
             listen: addr,
             access_log: settings.access_log,

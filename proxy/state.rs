@@ -1,10 +1,13 @@
 //! What every request handler shares: the cache, the origin client and destination policy,
-//! interception, the mesh, the listeners' options and shutdown signal, counters.
+//! interception, the mesh, the listeners' options and shutdown signal, counters, latency
+//! histograms.
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Instant;
+
+use prometheus_client::metrics::histogram::Histogram;
 
 use http::{request, Method, Request, Response, Version};
 use hyper::body::Incoming;
@@ -20,10 +23,12 @@ use crate::origin::{Origin, OriginError};
 use crate::settings::ServerOptions;
 use crate::tls::Tls;
 
-/// Request and byte counters for the status page.
+/// Request and byte counters for the status page and `/metrics`.
 #[derive(Debug, Default)]
 pub struct Counters {
     pub requests: AtomicU64,
+    /// Requests by how they were answered (`listen/edge.rs`).
+    pub outcomes: Outcomes,
     pub hits: AtomicU64,
     pub misses: AtomicU64,
     pub bytes_to_clients: AtomicU64,
@@ -35,11 +40,82 @@ pub struct Counters {
     pub errors: AtomicU64,
 }
 
+/// Requests by how they were answered, under the access log's phase names
+/// (`Phase::as_str`: `hit`, `miss`, `peer`, `revalidated`, `bypass`, …), counted when the
+/// response head is ready. A short list behind a lock rather than one field per phase: a
+/// new phase is counted without a change here (a dozen names; the lock is held for a scan).
+#[derive(Debug, Default)]
+pub struct Outcomes(std::sync::Mutex<Vec<(&'static str, u64)>>);
+
+impl Outcomes {
+    pub fn add(&self, phase: &'static str) {
+        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match all.iter_mut().find(|(p, _)| *p == phase) {
+            Some((_, n)) => *n += 1,
+            None => all.push((phase, 1)),
+        }
+    }
+
+    /// Every phase seen so far and its count, by name.
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        all.sort_unstable();
+        all
+    }
+}
+
+/// Latency histograms for `/metrics`: with [`Outcomes`], the only figures kept for it
+/// (every other metric is read at scrape time from the counters above, the cache, the mesh
+/// and feed sync). Seconds.
+#[derive(Debug)]
+pub struct Latency {
+    /// From sending a fill leader's request to the origin to its response head
+    /// (`flow/lead.rs`: misses and revalidations; failures are not timed).
+    pub origin: Histogram,
+    /// Asking nearby devices on a miss (`flow/miss.rs`, `Mesh::find`): lookups, then until
+    /// a peer answered the body's transfer (its first bytes), or until no peer had it.
+    pub peer_found: Histogram,
+    pub peer_none: Histogram,
+}
+
+/// Origins answer in milliseconds to tens of seconds (`origin.response_header_timeout`).
+const ORIGIN_BUCKETS: [f64; 13] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+/// Peers on the LAN answer within `mesh.lookup_timeout` (50 ms), a peer still fetching
+/// within `mesh.peer_fill_wait` (30 s).
+const PEER_BUCKETS: [f64; 13] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 30.0,
+];
+
+impl Default for Latency {
+    fn default() -> Self {
+        Latency {
+            origin: Histogram::new(ORIGIN_BUCKETS),
+            peer_found: Histogram::new(PEER_BUCKETS),
+            peer_none: Histogram::new(PEER_BUCKETS),
+        }
+    }
+}
+
+impl Latency {
+    /// Records a peer lookup that started at `asked`.
+    pub fn peer(&self, asked: Instant, found: bool) {
+        let h = if found {
+            &self.peer_found
+        } else {
+            &self.peer_none
+        };
+        h.observe(asked.elapsed().as_secs_f64());
+    }
+}
+
 pub struct State {
     pub cache: Cache,
     pub origin: Origin,
     pub via: Via,
     pub counters: Counters,
+    pub latency: Latency,
     pub started: Instant,
     pub listen: SocketAddr,
     pub access_log: bool,

@@ -18,6 +18,8 @@ mod integrity;
 mod robustness;
 // The front door against a hostile passenger: limits, admin pages, destinations.
 mod frontdoor;
+// /metrics: the Prometheus text format, figures that follow traffic, admin clients only.
+mod metrics;
 // The code's layout: no import cycle between modules or folders.
 mod layout;
 // Restarts and kill -9 during a fill (through the binary).

@@ -3,10 +3,11 @@
 //! Two sides. Every allowed client gets what a passenger needs ([`onboarding`]: the CA as
 //! PEM and DER, install steps, `/proxy.pac`) and a public summary ([`status`]). Pages that
 //! reveal secrets or change state — the full status with group tickets, QR codes and peer
-//! details ([`mesh`]), `/share` ([`shares`]) — are for admin clients only (`admin.allow`,
-//! this machine by default); others get a 403 that says so.
+//! details ([`mesh`]), `/share` ([`shares`]), `/metrics` ([`metrics`]) — are for admin
+//! clients only (`admin.allow`, this machine by default); others get a 403 that says so.
 
 mod mesh;
+mod metrics;
 mod onboarding;
 mod shares;
 mod status;
@@ -41,7 +42,7 @@ pub(crate) fn is_for_us<B>(req: &Request<B>) -> bool {
 /// Serves a request for the proxy itself.
 pub(crate) async fn handle(state: &Arc<State>, client: &Client, req: Request<Incoming>) -> Outcome {
     let path = req.uri().path().to_string();
-    let admin_only = path.starts_with("/share");
+    let admin_only = path.starts_with("/share") || path == "/metrics";
     if admin_only && !client.admin {
         tracing::warn!(client = %client.addr, %path, "refused: an admin page, and the client is not in admin.allow");
         return local_error(
@@ -80,6 +81,17 @@ pub(crate) async fn handle(state: &Arc<State>, client: &Client, req: Request<Inc
             "application/json",
             status::json(state, client.admin).await,
         ),
+        "/metrics" => match metrics::text(state).await {
+            Ok(text) => (StatusCode::OK, metrics::CONTENT_TYPE, text),
+            Err(e) => {
+                tracing::error!("metrics: encoding failed: {e}");
+                return local_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal-error",
+                    "meshcache: the metrics could not be encoded\n".into(),
+                );
+            }
+        },
         _ => (
             StatusCode::NOT_FOUND,
             "text/plain; charset=utf-8",

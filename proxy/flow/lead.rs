@@ -72,8 +72,12 @@ pub(super) async fn lead(
         }
     }
     let sent_at = cache.now();
+    let asked = std::time::Instant::now();
     let res = match state.send(oreq, empty()).await {
-        Ok(r) => r,
+        Ok(r) => {
+            state.latency.origin.observe(asked.elapsed().as_secs_f64());
+            r
+        }
         Err(e) => {
             if let Some(s) = stale {
                 let disconnected = e.unreachable() || matches!(e, OriginError::Protocol { .. });

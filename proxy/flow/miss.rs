@@ -101,7 +101,10 @@ pub(super) async fn miss(
                     .extensions
                     .get::<super::prefetch::Prefetch>()
                     .is_some();
-                if let Some(found) = m.find(&key, &parts, prefetch).await {
+                let asked = std::time::Instant::now();
+                let found = m.find(&key, &parts, prefetch).await;
+                state.latency.peer(asked, found.is_some());
+                if let Some(found) = found {
                     return from_peer(state, &parts, &key, leader, found);
                 }
                 // Strangers, for a body whose digest this device knows.

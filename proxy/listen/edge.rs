@@ -91,6 +91,7 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
             "meshcache: internal error\n".into(),
         )
     });
+    state.counters.outcomes.add(phase.as_str());
     if response.status().is_server_error() {
         state.counters.errors.fetch_add(1, Ordering::Relaxed);
     }
