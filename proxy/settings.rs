@@ -71,6 +71,15 @@ impl Settings {
         cache.memory_cache_size = c.memory_cache_size.bytes();
         cache.memory_object_max = c.memory_object_max.bytes();
         cache.min_free_space = c.min_free_space.bytes();
+        cache.rules = cache::policy::Rules::new(
+            c.rule
+                .iter()
+                .map(|r| cache::policy::Rule {
+                    url: r.url.regex().clone(),
+                    fresh_for: r.fresh_for,
+                })
+                .collect(),
+        );
         let o = &cfg.origin;
         let origin = OriginOptions {
             connect_timeout: o.connect_timeout,
@@ -209,6 +218,7 @@ mod tests {
         assert_eq!(s.cache.memory_cache_size, lib.memory_cache_size);
         assert_eq!(s.cache.memory_object_max, lib.memory_object_max);
         assert_eq!(s.cache.min_free_space, lib.min_free_space);
+        assert_eq!(s.cache.rules.is_empty(), lib.rules.is_empty());
         let m = s.mesh.expect("the mesh is on by default");
         let lib = mesh::Options::new(dir.join("mesh"));
         assert_eq!(m.bind, lib.bind);

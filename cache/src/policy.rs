@@ -1,7 +1,10 @@
 //! RFC 9111 decisions on top of `http-cache-semantics`: may this response be stored, may
 //! it be shared, is a stored one fresh, and may a stale one be served
 //! (`stale-while-revalidate`, `stale-if-error`, RFC 5861), which the library leaves to us.
+//! The operator's freshness [`Rules`] (`[[cache.rule]]`) give a lifetime where RFC 9111
+//! lets a cache choose one ([`storability_ruled`]).
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{request, response, HeaderMap, Method};
@@ -235,52 +238,175 @@ pub fn fresh_for(policy: &CachePolicy, req: &request::Parts, now: SystemTime) ->
     )
 }
 
+/// An operator's freshness rule (`[[cache.rule]]`, like Squid's `refresh_pattern`): a
+/// response for a URL that `url` matches is fresh for `fresh_for` where RFC 9111 lets a
+/// cache choose the lifetime itself (see [`storability_ruled`]).
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// Searched for in the cache key (the normalized absolute URL, [`crate::key::primary_key`]).
+    pub url: regex::Regex,
+    /// The freshness lifetime it gives, in whole seconds (at most [`MAX_FRESHNESS`]).
+    pub fresh_for: Duration,
+}
+
+/// The freshness rules in the configuration's order: the first whose `url` matches applies.
+/// Cheap to clone. Default: none.
+#[derive(Debug, Clone, Default)]
+pub struct Rules(Arc<[Rule]>);
+
+impl Rules {
+    pub fn new(rules: Vec<Rule>) -> Self {
+        Self(rules.into())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The first rule that matches `url`, with its number: 1 for the first rule of the
+    /// configuration (what `Cache-Status` shows as `detail=rule-1`).
+    pub fn first_match(&self, url: &str) -> Option<(usize, &Rule)> {
+        self.0
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.url.is_match(url))
+            .map(|(i, r)| (i + 1, r))
+    }
+}
+
 /// Decides whether a response to `req` may be stored, under which policy, and whether it
-/// may ever be shared with peers.
+/// may ever be shared with peers. No freshness rules: [`storability_ruled`] without any.
 pub fn storability(
     opts: PolicyOptions,
     req: &request::Parts,
     res: &response::Parts,
     now: SystemTime,
 ) -> Storability {
+    storability_ruled(opts, &Rules::default(), "", req, res, now).0
+}
+
+/// True when RFC 9111 lets a cache choose a stored response's freshness lifetime itself
+/// (4.2.2, heuristic freshness) — exactly where the policy library applies its
+/// `Last-Modified` heuristic, for a response it finds storable (so one whose status is
+/// heuristically cacheable, or that is marked `public`): no explicit expiration time
+/// (`max-age`, `Expires`, in a shared cache `s-maxage`), and nothing that forbids reuse
+/// without revalidation (`no-cache`, also as a `Pragma` without `Cache-Control`; in a
+/// shared cache `proxy-revalidate`, and a `Set-Cookie` unless `public` or `immutable`).
+/// `headers` as [`normalized`] made them.
+fn heuristic_allowed(headers: &HeaderMap, shared: bool) -> bool {
+    let cc = directives(headers, "cache-control");
+    let has = |d: &str| cc.iter().any(|(k, _)| k == d);
+    let pragma_no_cache = !headers.contains_key(http::header::CACHE_CONTROL)
+        && headers
+            .get_all(http::header::PRAGMA)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|p| p.contains("no-cache")));
+    let explicit = has("max-age")
+        || headers.contains_key(http::header::EXPIRES)
+        || (shared && has("s-maxage"));
+    let forbidden = has("no-cache")
+        || pragma_no_cache
+        || (shared
+            && (has("proxy-revalidate")
+                || (headers.contains_key(http::header::SET_COOKIE)
+                    && !has("public")
+                    && !has("immutable"))));
+    !explicit && !forbidden
+}
+
+/// `res` as the policy library sees it under a rule: with an explicit `max-age` of the
+/// rule's lifetime. Only the stored policy sees this; the stored headers (served to
+/// clients, attested to peers) stay the origin's.
+fn with_lifetime(res: &response::Parts, fresh_for: Duration) -> response::Parts {
+    let mut r = res.clone();
+    let secs = fresh_for.min(MAX_FRESHNESS).as_secs();
+    if let Ok(v) = http::HeaderValue::from_str(&format!("max-age={secs}")) {
+        r.headers.append(http::header::CACHE_CONTROL, v);
+    }
+    r
+}
+
+/// [`storability`] under the operator's freshness rules: where RFC 9111 lets a cache
+/// choose a response's freshness lifetime (see `heuristic_allowed`) and a rule matches
+/// `url` (the cache key), the first such rule's `fresh_for` is the lifetime, in place of
+/// the `Last-Modified` heuristic; its number (from 1) comes back with the decision. It
+/// never overrides `no-store`, `private` (shared), `no-cache` or an explicit lifetime,
+/// and never makes a response storable that the library would not store.
+///
+/// The lifetime is kept in the stored policy (as a `max-age` that only the policy sees),
+/// so a stored entry stays fresh until its `fresh_until` whatever the rules are later; a
+/// `304` applies the rules again ([`refreshed`]). An entry stored only because of a rule
+/// (no validators, nothing else that would make it reusable) is not shareable: peers judge
+/// freshness from the origin's headers alone, and could not use it.
+pub fn storability_ruled(
+    opts: PolicyOptions,
+    rules: &Rules,
+    url: &str,
+    req: &request::Parts,
+    res: &response::Parts,
+    now: SystemTime,
+) -> (Storability, Option<usize>) {
     if req.method != Method::GET {
-        return Storability::No(NoStoreReason::Method);
+        return (Storability::No(NoStoreReason::Method), None);
     }
     let (req, res) = (&normalized_req(req), &normalized_res(res));
     let (real_now, now) = (now, library_time(now));
     if crate::key::vary_names(&res.headers).is_none() {
-        return Storability::No(NoStoreReason::VaryStar);
+        return (Storability::No(NoStoreReason::VaryStar), None);
     }
     let shared_policy =
         CachePolicy::new_options(req, res, now, cache_options(true, opts.heuristic_fraction));
     let has_set_cookie = res.headers.contains_key(http::header::SET_COOKIE);
     let credentials = req.headers.contains_key(http::header::AUTHORIZATION)
         || req.headers.contains_key(http::header::COOKIE);
-    let shareable = shared_policy.is_storable() && !has_set_cookie && !credentials;
+    let mut shareable = shared_policy.is_storable() && !has_set_cookie && !credentials;
     let policy = if opts.shared {
         if !shared_policy.is_storable() {
-            return Storability::No(reason(req, res));
+            return (Storability::No(reason(req, res)), None);
         }
         // A shared cache that stored a Set-Cookie would hand one user's cookie to the next.
         if has_set_cookie {
-            return Storability::No(NoStoreReason::SetCookie);
+            return (Storability::No(NoStoreReason::SetCookie), None);
         }
         shared_policy
     } else {
         let p =
             CachePolicy::new_options(req, res, now, cache_options(false, opts.heuristic_fraction));
         if !p.is_storable() {
-            return Storability::No(reason(req, res));
+            return (Storability::No(reason(req, res)), None);
         }
         p
     };
-    let ttl = policy.time_to_live(now);
     let validators = res.headers.contains_key(http::header::ETAG)
         || res.headers.contains_key(http::header::LAST_MODIFIED);
     let stale_usable = directive_secs(&res.headers, "stale-while-revalidate").is_some()
         || directive_secs(&res.headers, "stale-if-error").is_some();
-    if ttl.is_zero() && !validators && !stale_usable {
-        return Storability::No(NoStoreReason::NotReusable);
+    let reusable = |ttl: Duration| !ttl.is_zero() || validators || stale_usable;
+    let mut ttl = policy.time_to_live(now);
+    let rule = if rules.is_empty() || !heuristic_allowed(&res.headers, opts.shared) {
+        None
+    } else {
+        rules.first_match(url)
+    };
+    let ruled;
+    let res = match rule {
+        Some((_, r)) => {
+            // Shared only if it would have been stored without the rule.
+            shareable &= reusable(ttl);
+            ruled = with_lifetime(res, r.fresh_for);
+            let p = CachePolicy::new_options(
+                req,
+                &ruled,
+                now,
+                cache_options(opts.shared, opts.heuristic_fraction),
+            );
+            ttl = p.time_to_live(now);
+            &ruled
+        }
+        None => res,
+    };
+    if !reusable(ttl) {
+        return (Storability::No(NoStoreReason::NotReusable), None);
     }
     // The stored policy keeps only the request fields that select the variant: never the
     // client's credentials or cookies, which would otherwise sit in the index (and, later,
@@ -306,11 +432,70 @@ pub fn storability(
         now,
         cache_options(opts.shared, opts.heuristic_fraction),
     );
-    Storability::Store {
+    let store = Storability::Store {
         policy: Box::new(policy),
         shareable,
         fresh_until: fresh_until(real_now, ttl),
+    };
+    (store, rule.map(|(n, _)| n))
+}
+
+/// The policy of an entry that a `304` refreshed (RFC 9111 4.3.4), when its stored
+/// headers before the update (`before`) or after it (`after`) state no freshness of their
+/// own: rebuilt from `after` as a response to `req` that arrived at `now`, so the rules
+/// apply again — or no longer, if the configuration changed since it was stored — with
+/// the rule that applied. `None` (explicit freshness before and after, or a response that
+/// may no longer be stored): keep the library's updated policy.
+#[allow(clippy::too_many_arguments)]
+pub fn refreshed(
+    opts: PolicyOptions,
+    rules: &Rules,
+    url: &str,
+    req: &request::Parts,
+    status: http::StatusCode,
+    before: &HeaderMap,
+    after: &HeaderMap,
+    now: SystemTime,
+) -> Option<(CachePolicy, Option<usize>)> {
+    if !heuristic_allowed(&normalized(before), opts.shared)
+        && !heuristic_allowed(&normalized(after), opts.shared)
+    {
+        return None;
     }
+    let mut res = response::Builder::new()
+        .status(status)
+        .body(())
+        .ok()?
+        .into_parts()
+        .0;
+    res.headers = after.clone();
+    let mut as_get = req.clone();
+    as_get.method = Method::GET;
+    match storability_ruled(opts, rules, url, &as_get, &res, now) {
+        (Storability::Store { policy, .. }, rule) => Some((*policy, rule)),
+        (Storability::No(_), _) => None,
+    }
+}
+
+/// The rule that keeps a fresh `entry` fresh, for `Cache-Status`: the first rule matching
+/// `url` (its cache key), when the entry's headers state no freshness of their own and its
+/// freshness lifetime is that rule's `fresh_for` (what [`storability_ruled`] gave it).
+pub fn rule_of(
+    rules: &Rules,
+    url: &str,
+    entry: &Entry,
+    now: SystemTime,
+    shared: bool,
+) -> Option<usize> {
+    if rules.is_empty() {
+        return None;
+    }
+    let (n, rule) = rules.first_match(url)?;
+    let now = library_time(now);
+    let lifetime = entry.policy.time_to_live(now) + entry.policy.age(now);
+    let given = rule.fresh_for.min(MAX_FRESHNESS).as_secs();
+    (lifetime.as_secs() == given && heuristic_allowed(&normalized(&entry.header_map()), shared))
+        .then_some(n)
 }
 
 /// The longest freshness lifetime this cache works with: 100 years. An origin (or a peer's
@@ -620,6 +805,243 @@ mod tests {
         }
         assert_eq!(n["expires"], "0");
         assert_eq!(n["last-modified"], "Sun, 06 Nov 1994 08:49:37 GMT");
+    }
+
+    fn rules(list: &[(&str, u64)]) -> Rules {
+        Rules::new(
+            list.iter()
+                .map(|(url, secs)| Rule {
+                    url: regex::Regex::new(url).unwrap(),
+                    fresh_for: Duration::from_secs(*secs),
+                })
+                .collect(),
+        )
+    }
+
+    const URL: &str = "http://example.com/x";
+
+    fn ruled(
+        opts: PolicyOptions,
+        rules: &Rules,
+        status: u16,
+        headers: &[(&str, &str)],
+    ) -> (Storability, Option<usize>) {
+        let mut r = res(headers);
+        r.status = http::StatusCode::from_u16(status).unwrap();
+        let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        storability_ruled(opts, rules, URL, &req(&[]), &r, now)
+    }
+
+    fn lifetime(s: &Storability) -> Option<Duration> {
+        let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        match s {
+            Storability::Store { fresh_until, .. } => fresh_until.duration_since(now).ok(),
+            Storability::No(_) => None,
+        }
+    }
+
+    #[test]
+    fn a_matching_rule_makes_a_response_that_states_nothing_storable_and_fresh() {
+        let day = 86_400;
+        let r = rules(&[("^http://other/", 60), ("example\\.com/", day)]);
+        for opts in [SHARED, DEVICE] {
+            let (s, rule) = ruled(opts, &r, 200, &[]);
+            assert_eq!(rule, Some(2));
+            assert_eq!(lifetime(&s), Some(Duration::from_secs(day)));
+            let Storability::Store {
+                policy, shareable, ..
+            } = s
+            else {
+                unreachable!()
+            };
+            assert!(!shareable, "stored only because of the rule: kept here");
+            let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+            assert!(fresh_for(
+                &policy,
+                &req(&[]),
+                now + Duration::from_secs(day - 1)
+            ));
+            assert!(!fresh_for(
+                &policy,
+                &req(&[]),
+                now + Duration::from_secs(day)
+            ));
+            // Unmatched: unchanged.
+            let (s, rule) = ruled(opts, &rules(&[("^https://", day)]), 200, &[]);
+            assert!(matches!(s, Storability::No(NoStoreReason::NotReusable)));
+            assert_eq!(rule, None);
+        }
+    }
+
+    #[test]
+    fn a_rule_replaces_the_last_modified_heuristic_and_keeps_shareability() {
+        let lm =
+            httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(1_800_000_000 - 100 * 86_400));
+        let date = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+        let headers = [("last-modified", lm.as_str()), ("date", date.as_str())];
+        let (s, rule) = ruled(SHARED, &Rules::default(), 200, &headers);
+        assert_eq!(
+            (lifetime(&s), rule),
+            (Some(Duration::from_secs(864_000)), None)
+        );
+        let (s, rule) = ruled(SHARED, &rules(&[("", 60)]), 200, &headers);
+        assert_eq!(
+            (lifetime(&s), rule),
+            (Some(Duration::from_secs(60)), Some(1))
+        );
+        assert!(matches!(
+            s,
+            Storability::Store {
+                shareable: true,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_rule_never_overrides_what_the_response_states() {
+        let r = rules(&[("", 86_400)]);
+        let stated: &[(&[(&str, &str)], PolicyOptions)] = &[
+            (&[("cache-control", "no-store")], DEVICE),
+            (&[("cache-control", "private")], SHARED),
+            (&[("cache-control", "no-cache")], DEVICE),
+            (&[("cache-control", "No-Cache, etag-less")], SHARED),
+            (&[("pragma", "no-cache")], DEVICE),
+            (&[("cache-control", "max-age=0")], DEVICE),
+            (&[("cache-control", "max-age=0, public")], SHARED),
+            (&[("cache-control", "max-age=30")], DEVICE),
+            (&[("cache-control", "s-maxage=30")], SHARED),
+            (&[("cache-control", "proxy-revalidate")], SHARED),
+            (&[("expires", "Thu, 01 Jan 1970 00:00:00 GMT")], DEVICE),
+            (&[("expires", "garbage")], SHARED),
+            (&[("vary", "*")], DEVICE),
+        ];
+        for (headers, opts) in stated {
+            let (with_rule, rule) = ruled(*opts, &r, 200, headers);
+            let (without, _) = ruled(*opts, &Rules::default(), 200, headers);
+            assert_eq!(rule, None, "{headers:?}");
+            assert_eq!(
+                format!("{with_rule:?}"),
+                format!("{without:?}"),
+                "{headers:?}"
+            );
+        }
+        // Statuses a cache may not give heuristic freshness to, unless marked public.
+        for status in [302, 307, 500] {
+            assert_eq!(ruled(DEVICE, &r, status, &[]).1, None, "{status}");
+        }
+        let (s, rule) = ruled(DEVICE, &r, 302, &[("cache-control", "public")]);
+        assert_eq!(
+            (lifetime(&s), rule),
+            (Some(Duration::from_secs(86_400)), Some(1))
+        );
+        for status in [203, 204, 300, 301, 308, 404, 405, 410, 414, 501] {
+            assert_eq!(ruled(SHARED, &r, status, &[]).1, Some(1), "{status}");
+        }
+        // `private` on one device: kept for its user, and the rule applies.
+        let (s, rule) = ruled(DEVICE, &r, 200, &[("cache-control", "private")]);
+        assert_eq!(
+            (lifetime(&s), rule),
+            (Some(Duration::from_secs(86_400)), Some(1))
+        );
+    }
+
+    #[test]
+    fn the_first_matching_rule_wins() {
+        let r = rules(&[("^http://nope/", 1), ("/x$", 120), ("example", 60)]);
+        let (s, rule) = ruled(DEVICE, &r, 200, &[]);
+        assert_eq!(
+            (lifetime(&s), rule),
+            (Some(Duration::from_secs(120)), Some(2))
+        );
+    }
+
+    #[test]
+    fn rule_of_names_the_rule_only_for_the_lifetime_it_gave() {
+        let r = rules(&[("", 600)]);
+        let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let entry = |headers: &[(&str, &str)], rules: &Rules| {
+            let (Storability::Store { policy, .. }, _) =
+                storability_ruled(DEVICE, rules, URL, &req(&[]), &res(headers), now)
+            else {
+                panic!("stored")
+            };
+            Entry {
+                id: 1,
+                variant: String::new(),
+                vary: Vec::new(),
+                policy: *policy,
+                status: 200,
+                headers: Entry::headers_from_map(&res(headers).headers),
+                hash: [0; 32],
+                len: 0,
+                stored_at_ms: 0,
+                fresh_until_ms: 0,
+                last_used_ms: 0,
+                shareable: false,
+                attestation: None,
+                head_map: Default::default(),
+            }
+        };
+        let later = now + Duration::from_secs(100);
+        let ruled = entry(&[], &r);
+        assert_eq!(rule_of(&r, URL, &ruled, later, false), Some(1));
+        assert_eq!(rule_of(&Rules::default(), URL, &ruled, later, false), None);
+        let other = rules(&[("", 601)]);
+        assert_eq!(rule_of(&other, URL, &ruled, later, false), None);
+        let explicit = entry(&[("cache-control", "max-age=600")], &r);
+        assert_eq!(rule_of(&r, URL, &explicit, later, false), None);
+    }
+
+    #[test]
+    fn a_304_applies_the_rules_again() {
+        let r = rules(&[("", 600)]);
+        let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let bare = res(&[("etag", "\"a\"")]).headers;
+        let refresh = |rules: &Rules, after: &HeaderMap| {
+            refreshed(
+                DEVICE,
+                rules,
+                URL,
+                &req(&[]),
+                http::StatusCode::OK,
+                &bare,
+                after,
+                now,
+            )
+        };
+        let (p, rule) = refresh(&r, &bare).expect("rebuilt");
+        assert_eq!(
+            (p.time_to_live(now), rule),
+            (Duration::from_secs(600), Some(1))
+        );
+        // The rule is gone: no freshness of its own, revalidated each time.
+        let (p, rule) = refresh(&Rules::default(), &bare).expect("rebuilt");
+        assert_eq!((p.time_to_live(now), rule), (Duration::ZERO, None));
+        // The 304 states a lifetime: that one.
+        let stated = res(&[
+            ("etag", "\"a\""),
+            (
+                "expires",
+                &httpdate::fmt_http_date(now + Duration::from_secs(30)),
+            ),
+        ])
+        .headers;
+        let (p, rule) = refresh(&r, &stated).expect("rebuilt");
+        assert_eq!((p.time_to_live(now), rule), (Duration::from_secs(30), None));
+        // Explicit before and after: the library's policy stays.
+        let explicit = res(&[("cache-control", "max-age=5")]).headers;
+        assert!(refreshed(
+            DEVICE,
+            &r,
+            URL,
+            &req(&[]),
+            http::StatusCode::OK,
+            &explicit,
+            &explicit,
+            now
+        )
+        .is_none());
     }
 
     #[test]

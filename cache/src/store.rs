@@ -44,6 +44,9 @@ pub struct Options {
     pub shared: bool,
     /// Heuristic freshness fraction. Default 0.1.
     pub heuristic_fraction: f32,
+    /// The operator's freshness rules (`[[cache.rule]]`), for responses that state no
+    /// freshness ([`crate::policy::storability_ruled`]). Default none.
+    pub rules: crate::policy::Rules,
     /// Range misses starting within this many bytes fill the whole object. Default 16 MiB.
     pub range_offset_limit: u64,
     /// A fill with no readers left continues up to this size. Default 256 MiB.
@@ -77,6 +80,7 @@ impl Options {
             max_object_size: 4 << 30,
             shared: false,
             heuristic_fraction: 0.1,
+            rules: crate::policy::Rules::default(),
             range_offset_limit: 16 << 20,
             background_fill_max: 256 << 20,
             memory_cache_size: 64 << 20,

@@ -138,15 +138,50 @@ fn field_at(text: &str, offset: usize) -> Option<String> {
     let line_end = text[offset..].find('\n').map_or(text.len(), |n| offset + n);
     let line = &text[line_start..line_end];
     let mut path: Vec<String> = Vec::new();
-    if let Some(header) = header_of(line) {
+    if header_of(line).is_some() {
         // The error is on a table header: name that table.
-        path = split_key(header);
+        path = table_path(&text[..line_start], line);
     } else {
-        let table = text[..line_start].lines().rev().find_map(header_of);
-        path.extend(table.map(split_key).unwrap_or_default());
+        let mut before = &text[..line_start];
+        // The last table header above the line, and what comes before that header.
+        while let Some((rest, last)) = split_last_line(before) {
+            if header_of(last).is_some() {
+                path = table_path(rest, last);
+                break;
+            }
+            before = rest;
+        }
         path.extend(keys_before(line, offset - line_start));
     }
     (!path.is_empty()).then(|| path.join("."))
+}
+
+/// `text` without its last line, and that line (`text` ends with a line break).
+fn split_last_line(text: &str) -> Option<(&str, &str)> {
+    let body = text.strip_suffix('\n')?;
+    let start = body.rfind('\n').map_or(0, |n| n + 1);
+    Some((&text[..start], body[start..].trim_end_matches('\r')))
+}
+
+/// The dotted path of the table that the header `line` names; an entry of an array of
+/// tables gets its index, counted from the headers in `before` (`cache.rule[1]`, as
+/// validation errors name it).
+fn table_path(before: &str, line: &str) -> Vec<String> {
+    let Some(header) = header_of(line) else {
+        return Vec::new();
+    };
+    let mut path = split_key(header);
+    let is_array = |l: &str| l.trim_start().starts_with("[[");
+    if is_array(line) {
+        let index = before
+            .lines()
+            .filter(|l| is_array(l) && header_of(l).map(split_key).as_ref() == Some(&path))
+            .count();
+        if let Some(last) = path.last_mut() {
+            last.push_str(&format!("[{index}]"));
+        }
+    }
+    path
 }
 
 /// The name inside a `[table]` or `[[array]]` header line, if `line` is one.
@@ -217,5 +252,17 @@ mod tests {
         assert_eq!(at("1, v").as_deref(), Some("origin.t.u"));
         assert_eq!(at("w =").as_deref(), Some("origin.t.v.w"));
         assert_eq!(field_at("", 0), None);
+    }
+
+    #[test]
+    fn entries_of_an_array_of_tables_are_numbered() {
+        let text = "[[cache.rule]]\nurl = \"a\"\n\n[[ cache.rule ]]\nurl = \"(\"\n[[sync.feed]]\nx = 1\n[[cache.rule]]\n";
+        let at = |needle: &str| field_at(text, text.find(needle).expect("needle in text"));
+        assert_eq!(at("\"a\"").as_deref(), Some("cache.rule[0].url"));
+        assert_eq!(at("\"(\"").as_deref(), Some("cache.rule[1].url"));
+        assert_eq!(at("[[ cache").as_deref(), Some("cache.rule[1]"));
+        assert_eq!(at("x =").as_deref(), Some("sync.feed[0].x"));
+        let last = text.rfind("[[cache.rule]]").expect("last header");
+        assert_eq!(field_at(text, last).as_deref(), Some("cache.rule[2]"));
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! The file is TOML. [`Config`] is the whole file, one struct per table:
 //! [`Listen`] (`[listen]`, the client side), [`Data`] (`[data]`, where state
-//! is stored), [`Cache`] (`[cache]`, sizes and caching policy), [`Origin`]
+//! is stored), [`Cache`] (`[cache]`, sizes and caching policy; its `[[cache.rule]]`
+//! entries are [`Rule`]s), [`Origin`]
 //! (`[origin]`, talking to origin servers and where they may be), [`Tls`] (`[tls]`),
 //! [`Mesh`] (`[mesh]`, nearby devices), [`Admin`] (`[admin]`, admin clients), [`Sync`]
 //! (`[sync]` and `[[sync.feed]]`, feed sync) and [`Log`] (`[log]`). Every field
@@ -19,6 +20,7 @@
 #![warn(missing_docs)]
 
 mod error;
+mod rule;
 mod sync;
 mod units;
 
@@ -30,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use units::duration_str;
 
 pub use error::ConfigError;
+pub use rule::{Rule, UrlPattern};
 pub use sync::{Feed, Media, Sync};
 pub use units::{ByteSize, ParseUnitError};
 
@@ -185,6 +188,9 @@ pub struct Cache {
     /// would remain; below it the cache passes requests through.
     /// Default `"64MiB"`.
     pub min_free_space: ByteSize,
+    /// `[[cache.rule]]`: freshness for responses that state none, by URL, tried in
+    /// order (the first whose `url` matches applies). Default none.
+    pub rule: Vec<Rule>,
 }
 
 impl Default for Cache {
@@ -199,6 +205,7 @@ impl Default for Cache {
             memory_cache_size: ByteSize(64 << 20),
             memory_object_max: ByteSize(256 << 10),
             min_free_space: ByteSize(64 << 20),
+            rule: Vec::new(),
         }
     }
 }
@@ -562,6 +569,13 @@ impl Config {
         ];
         for (field, timeout) in timeouts {
             check(!timeout.is_zero(), field, "must not be zero".to_owned())?;
+        }
+        for (i, rule) in cache.rule.iter().enumerate() {
+            check(
+                rule.fresh_for.as_secs() > 0,
+                &format!("cache.rule[{i}].fresh_for"),
+                "must be at least 1s".to_owned(),
+            )?;
         }
         check(
             cache.max_object_size <= cache.max_size,

@@ -77,6 +77,14 @@ memory_cache_size = "8MiB"
 memory_object_max = "8MiB"
 min_free_space = "1GiB"
 
+[[cache.rule]]
+url = '^https?://[^/]+/debian/pool/'
+fresh_for = "30d"
+
+[[cache.rule]]
+url = '\.deb$'
+fresh_for = 3600
+
 [origin]
 connect_timeout = "500ms"
 response_header_timeout = "1m"
@@ -157,6 +165,16 @@ fn full_expected() -> Config {
             memory_cache_size: ByteSize(8 << 20),
             memory_object_max: ByteSize(8 << 20),
             min_free_space: ByteSize(1 << 30),
+            rule: vec![
+                Rule {
+                    url: UrlPattern::new("^https?://[^/]+/debian/pool/").expect("pattern"),
+                    fresh_for: Duration::from_secs(30 * 86400),
+                },
+                Rule {
+                    url: UrlPattern::new(r"\.deb$").expect("pattern"),
+                    fresh_for: Duration::from_secs(3600),
+                },
+            ],
         },
         origin: Origin {
             connect_timeout: Duration::from_millis(500),
@@ -529,4 +547,76 @@ fn bad_sync_feeds_name_the_field() {
         let err = Config::from_toml_str(text, Path::new("s.toml")).unwrap_err();
         assert!(err.to_string().contains(field), "{text:?}: {err}");
     }
+}
+
+#[test]
+fn cache_rules_are_read_in_order_and_match_urls() {
+    let c = parse(FULL).expect("full file");
+    let rules = &c.cache.rule;
+    assert_eq!(rules.len(), 2);
+    assert_eq!(rules[0].url.as_str(), "^https?://[^/]+/debian/pool/");
+    assert!(rules[0]
+        .url
+        .regex()
+        .is_match("http://deb.debian.org/debian/pool/main/h/hello_2.10.deb"));
+    assert!(!rules[0]
+        .url
+        .regex()
+        .is_match("http://deb.debian.org/ubuntu/pool/x"));
+    assert_eq!(rules[1].fresh_for, Duration::from_secs(3600));
+    assert!(Config::default().cache.rule.is_empty());
+    let text = full_expected().to_toml_string();
+    assert!(text.contains("[[cache.rule]]"), "{text}");
+    assert!(text.contains("fresh_for = \"30d\""), "{text}");
+}
+
+#[test]
+fn a_bad_rule_regex_names_the_line_column_and_field() {
+    let text = "[cache]\nshared = true\n\n[[cache.rule]]\nurl = \"^https?://a/\"\nfresh_for = \"1d\"\n\n[[cache.rule]]\nfresh_for = \"1h\"\nurl = \"^https?://(debian/pool/\"\n";
+    let (line, column, field, message) = parse_error(text);
+    assert_eq!((line, column), (10, 7));
+    assert_eq!(field.as_deref(), Some("cache.rule[1].url"));
+    assert_eq!(
+        message,
+        "invalid regular expression \"^https?://(debian/pool/\": unclosed group"
+    );
+    let shown = parse(text).expect_err("bad regex").to_string();
+    assert_eq!(
+        shown,
+        "meshcache.toml:10:7: cache.rule[1].url: invalid regular expression \"^https?://(debian/pool/\": unclosed group"
+    );
+    // Other faults the regex crate finds, each on one line.
+    for (pattern, why) in [
+        (r"\p{Nope}", "Unicode property not found"),
+        ("a{2,1}", "invalid repetition count range"),
+        ("*", "repetition operator missing expression"),
+    ] {
+        let text = format!("[[cache.rule]]\nurl = '{pattern}'\nfresh_for = \"1d\"\n");
+        let (line, _, field, message) = parse_error(&text);
+        assert_eq!(
+            (line, field.as_deref()),
+            (2, Some("cache.rule[0].url")),
+            "{text}"
+        );
+        assert!(
+            message.contains(why) && !message.contains('\n'),
+            "{pattern}: {message}"
+        );
+    }
+}
+
+#[test]
+fn a_rule_needs_a_url_and_at_least_a_second_of_freshness() {
+    let (field, shown) = invalid("[[cache.rule]]\nurl = \"x\"\nfresh_for = \"500ms\"\n");
+    assert_eq!(field, "cache.rule[0].fresh_for");
+    assert_eq!(
+        shown,
+        "meshcache.toml: cache.rule[0].fresh_for: must be at least 1s"
+    );
+    let (line, _, field, message) = parse_error("[[cache.rule]]\nfresh_for = \"1d\"\n");
+    assert_eq!((line, field.as_deref()), (1, Some("cache.rule[0]")));
+    assert!(message.contains("missing field `url`"), "{message}");
+    let (_, _, field, _) =
+        parse_error("[[cache.rule]]\nurl = \"x\"\nfresh_for = \"1d\"\nttl = 1\n");
+    assert_eq!(field.as_deref(), Some("cache.rule[0].ttl"));
 }

@@ -16,7 +16,7 @@ use cache::{Entry, Join, Leader, Pending};
 use super::integrity;
 use super::peer::{from_peer, mesh_eligible};
 use super::revalidate::revalidated;
-use super::{content_length, origin_error, serve_entry, Outcome, Phase, Stale};
+use super::{content_length, origin_error, rule_url, ruled, serve_entry, Outcome, Phase, Stale};
 use crate::http::headers::{strip_hop_by_hop, CLIENT_CONDITIONALS};
 use crate::http::respond::{self, Source};
 use crate::http::{empty, BoxError};
@@ -161,18 +161,20 @@ pub(super) async fn lead(
             &format!("the origin answered {} where a body that matches Meshcache-Integrity was asked for", rparts.status),
         );
     }
-    let decision = if rparts.status == StatusCode::PARTIAL_CONTENT
+    let opts = cache.options();
+    let (decision, rule) = if rparts.status == StatusCode::PARTIAL_CONTENT
         || rparts.status == StatusCode::NOT_MODIFIED
     {
-        Storability::No(policy::NoStoreReason::Status)
-    } else if len.is_some_and(|n| n > cache.options().max_object_size)
+        (Storability::No(policy::NoStoreReason::Status), None)
+    } else if len.is_some_and(|n| n > opts.max_object_size)
         || !super::prefetch::origin_len_ok(&parts, len)
     {
-        Storability::No(policy::NoStoreReason::TooLarge)
+        (Storability::No(policy::NoStoreReason::TooLarge), None)
     } else if cache.pass_through() || !cache.has_room(len) {
-        Storability::No(policy::NoStoreReason::DiskFull)
+        (Storability::No(policy::NoStoreReason::DiskFull), None)
     } else {
-        policy::storability(cache.options().policy(), &parts, &rparts, now)
+        let url = rule_url(&parts);
+        policy::storability_ruled(opts.policy(), &opts.rules, &url, &parts, &rparts, now)
     };
     let stale_phase = stale.is_some();
     match decision {
@@ -232,7 +234,7 @@ pub(super) async fn lead(
                 len,
                 Source::Fill(fill),
             );
-            Outcome::new(res, phase, fwd)
+            ruled(Outcome::new(res, phase, fwd), rule)
         }
         Storability::No(reason) => {
             drop(leader);

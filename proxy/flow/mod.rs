@@ -32,7 +32,7 @@ use cache::key::primary_key;
 use cache::policy::{self, Verdict};
 use cache::Entry;
 
-pub use phase::Phase;
+pub use phase::{Phase, RuleApplied};
 
 use crate::http::headers::strip_hop_by_hop;
 use crate::http::respond::{self, entry_headers, Source};
@@ -195,7 +195,14 @@ pub(crate) async fn cached(state: &Arc<State>, parts: request::Parts, key: Strin
         Decision::Fresh(entry) => {
             cache.touch(&key, entry.id);
             state.counters.hits.fetch_add(1, Ordering::Relaxed);
-            serve_entry(state, &parts, entry, Phase::Hit, None)
+            let opts = cache.options();
+            let rule = if opts.rules.is_empty() {
+                None
+            } else {
+                let url = rule_url(&parts);
+                policy::rule_of(&opts.rules, &url, &entry, cache.now(), opts.shared)
+            };
+            ruled(serve_entry(state, &parts, entry, Phase::Hit, None), rule)
         }
         Decision::StaleWhileRevalidate(entry, headers) => {
             lead::background_revalidate(state, &parts, key.clone(), &entry, headers);
@@ -232,6 +239,20 @@ pub(crate) fn serve_entry(
         Source::Entry(state.cache.clone(), entry),
     );
     Outcome::new(res, phase, fwd)
+}
+
+/// What the operator's freshness rules match: the request's URL as the cache keys it (a
+/// request that states its body's hash has a key of its own; its URL is matched).
+pub(crate) fn rule_url(parts: &request::Parts) -> String {
+    primary_key(&parts.uri).unwrap_or_default()
+}
+
+/// `out`, marked as made fresh by freshness rule `rule` (for `Cache-Status`).
+pub(crate) fn ruled(mut out: Outcome, rule: Option<usize>) -> Outcome {
+    if let Some(n) = rule {
+        out.response.extensions_mut().insert(RuleApplied(n));
+    }
+    out
 }
 
 pub(crate) fn content_length(h: &http::HeaderMap) -> Option<u64> {

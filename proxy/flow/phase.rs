@@ -1,6 +1,12 @@
 //! How a response was produced: the decision the flow took, as data (pingora's phase enum is
 //! the model). It names the access-log phase and builds the `Cache-Status` value (RFC 9211).
 
+/// The operator's freshness rule (`[[cache.rule]]`, numbered from 1) that made a response
+/// fresh: stored under it, or served because of it. The flow puts it in the response's
+/// extensions; the edge adds it to `Cache-Status` as `detail=rule-N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuleApplied(pub usize);
+
 /// How a response was produced, for `Cache-Status`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Phase {
@@ -75,8 +81,9 @@ impl Phase {
         })
     }
 
-    /// The `Cache-Status` field value (RFC 9211).
-    pub fn cache_status(&self, fwd_status: Option<u16>) -> String {
+    /// The `Cache-Status` field value (RFC 9211); `rule`, the freshness rule that applied,
+    /// is its `detail` where the phase has none of its own.
+    pub fn cache_status(&self, fwd_status: Option<u16>, rule: Option<RuleApplied>) -> String {
         let mut s = String::from("meshcache");
         match self {
             Phase::Hit => s.push_str("; hit"),
@@ -144,6 +151,16 @@ impl Phase {
                 s.push_str(why);
             }
         }
+        let no_detail = matches!(
+            self,
+            Phase::Hit
+                | Phase::Revalidated
+                | Phase::StaleReplaced { .. }
+                | Phase::Miss { detail: None, .. }
+        );
+        if let (Some(RuleApplied(n)), true) = (rule, no_detail) {
+            s.push_str(&format!("; detail=rule-{n}"));
+        }
         if let Some(code) = fwd_status {
             if !matches!(self, Phase::Hit | Phase::Collapsed | Phase::Local(_)) {
                 s.push_str(&format!("; fwd-status={code}"));
@@ -159,15 +176,46 @@ mod tests {
 
     #[test]
     fn cache_status_values() {
-        assert_eq!(Phase::Hit.cache_status(None), "meshcache; hit");
+        assert_eq!(Phase::Hit.cache_status(None, None), "meshcache; hit");
         let miss = Phase::Miss {
             vary_miss: false,
             stored: true,
             detail: None,
         };
         assert_eq!(
-            miss.cache_status(Some(200)),
+            miss.cache_status(Some(200), None),
             "meshcache; fwd=miss; stored; fwd-status=200"
+        );
+    }
+
+    #[test]
+    fn the_rule_that_applied_is_the_detail() {
+        let rule = Some(RuleApplied(2));
+        assert_eq!(
+            Phase::Hit.cache_status(None, rule),
+            "meshcache; hit; detail=rule-2"
+        );
+        let miss = Phase::Miss {
+            vary_miss: false,
+            stored: true,
+            detail: None,
+        };
+        assert_eq!(
+            miss.cache_status(Some(200), rule),
+            "meshcache; fwd=miss; stored; detail=rule-2; fwd-status=200"
+        );
+        assert_eq!(
+            Phase::StaleReplaced { stored: true }.cache_status(Some(200), rule),
+            "meshcache; fwd=stale; stored; detail=rule-2; fwd-status=200"
+        );
+        assert_eq!(
+            Phase::Revalidated.cache_status(Some(304), rule),
+            "meshcache; fwd=stale; detail=rule-2; fwd-status=304"
+        );
+        // A phase with a detail of its own keeps it.
+        assert_eq!(
+            Phase::Collapsed.cache_status(None, rule),
+            "meshcache; hit; detail=collapsed"
         );
     }
 }

@@ -9,10 +9,13 @@ use http_cache_semantics::AfterResponse;
 use cache::policy;
 use cache::{Entry, Leader};
 
-use super::{forward_uncached, serve_entry, Outcome, Phase, Stale};
+use super::{forward_uncached, rule_url, ruled, serve_entry, Outcome, Phase, Stale};
 use crate::state::State;
 
-/// A 304 for a stale entry: update its stored headers and serve it (RFC 9111 4.3.4).
+/// A 304 for a stale entry: update its stored headers and serve it (RFC 9111 4.3.4). An
+/// entry whose headers state no freshness of their own gets its policy rebuilt from the
+/// updated headers, so the operator's freshness rules apply again
+/// ([`policy::refreshed`]).
 pub(super) async fn revalidated(
     state: &Arc<State>,
     parts: &request::Parts,
@@ -59,6 +62,18 @@ pub(super) async fn revalidated(
                 }
                 headers.insert(name.clone(), value.clone());
             }
+            let opts = cache.options();
+            let (new_policy, rule) = policy::refreshed(
+                opts.policy(),
+                &opts.rules,
+                &rule_url(parts),
+                &as_get,
+                entry.status_code(),
+                &stored,
+                &headers,
+                sent_at,
+            )
+            .unwrap_or((new_policy, None));
             let now = cache.now();
             let fresh_until = policy::fresh_until(now, new_policy.time_to_live(now));
             if let Err(e) = cache
@@ -79,7 +94,10 @@ pub(super) async fn revalidated(
             e.set_headers(Entry::headers_from_map(&headers));
             e.fresh_until_ms = cache::clock::unix_ms(fresh_until);
             cache.touch(key, entry.id);
-            serve_entry(state, parts, entry, Phase::Revalidated, Some(304))
+            ruled(
+                serve_entry(state, parts, entry, Phase::Revalidated, Some(304)),
+                rule,
+            )
         }
         AfterResponse::Modified(..) => {
             // The 304 does not match what is stored (RFC 9111 4.3.4): fetch it whole.

@@ -22,7 +22,7 @@ use hyper::body::Incoming;
 
 use super::stack::{Handler, Target};
 use crate::client::Client;
-use crate::flow::{self, local_error, Outcome};
+use crate::flow::{self, local_error, Outcome, RuleApplied};
 use crate::http::{Body, BoxError};
 use crate::state::State;
 
@@ -96,7 +96,8 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
         state.counters.errors.fetch_add(1, Ordering::Relaxed);
     }
     if method != Method::CONNECT {
-        if let Ok(v) = HeaderValue::from_str(&phase.cache_status(fwd_status)) {
+        let rule = response.extensions().get::<RuleApplied>().copied();
+        if let Ok(v) = HeaderValue::from_str(&phase.cache_status(fwd_status, rule)) {
             response.headers_mut().insert("cache-status", v);
         }
         state.via.append(response.headers_mut());
