@@ -208,6 +208,7 @@ fn init_logs(level: &str) {
 }
 
 fn main() -> std::process::ExitCode {
+    cli::memory::tune();
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -260,6 +261,7 @@ async fn run(cli: Cli) -> Result<()> {
             cfg.mesh.enabled &= !no_mesh;
             cfg.validate()?;
             init_logs(&cfg.log.level);
+            cli::memory::Trimmer::spawn();
             let signals = cli::Signals::install();
             let settings = Settings::from_config(&cfg, data_dir(&cfg));
             let proxy = App::new(settings).start().await?;

@@ -1,6 +1,8 @@
-//! The command line's own code (bin only): `cache` commands, `share` / `get`, signals.
+//! The command line's own code (bin only): `cache` commands, `share` / `get`, signals, the
+//! allocator's tuning and trimming.
 
 pub(crate) mod cache;
+pub(crate) mod memory;
 pub(crate) mod share;
 
 /// Ctrl-C and SIGTERM, caught from the moment this is made: make it before telling anyone
