@@ -278,6 +278,11 @@ async fn crash_after_the_spool_is_complete() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_after_the_spool_is_linked_for_adoption() {
+    crash(one("spool-adopted", BIG, false)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_after_the_body_import() {
     crash(one("body-imported", BIG, false)).await;
 }

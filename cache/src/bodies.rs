@@ -28,11 +28,23 @@ pub struct Imported {
     pub size: u64,
 }
 
+impl Imported {
+    pub(crate) fn new(tt: iroh_blobs::api::TempTag, hash: [u8; 32], size: u64) -> Imported {
+        Imported {
+            _tt: tt,
+            hash,
+            size,
+        }
+    }
+}
+
 /// Handle to the body store. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Bodies {
     store: FsStore,
     paths: iroh_blobs::store::fs::options::PathOptions,
+    /// Spool files adopted by reference (`adopt.rs`).
+    adopted: std::sync::Arc<crate::adopt::Adopted>,
 }
 
 fn tag_name(hash: &[u8; 32]) -> String {
@@ -116,10 +128,15 @@ impl Bodies {
             interval: gc_interval,
             add_protected: None,
         });
+        let adopted = std::sync::Arc::new(crate::adopt::Adopted::open(dir)?);
         let store = FsStore::load_with_opts(dir.join("blobs.db"), opts)
             .await
             .map_err(|e| StoreError::Body(format!("open body store in {}: {e}", dir.display())))?;
-        Ok(Self { store, paths })
+        Ok(Self {
+            store,
+            paths,
+            adopted,
+        })
     }
 
     /// Imports a complete file (copying it). The body stays protected from garbage
@@ -251,6 +268,18 @@ impl Bodies {
         Ok(())
     }
 
+    pub(crate) fn adopted(&self) -> &crate::adopt::Adopted {
+        &self.adopted
+    }
+
+    /// True when the store holds the body complete, whatever its size.
+    pub(crate) async fn status_complete(&self, hash: &[u8; 32]) -> bool {
+        matches!(
+            self.store.blobs().status(Hash::from_bytes(*hash)).await,
+            Ok(BlobStatus::Complete { .. })
+        )
+    }
+
     /// True when the body is stored completely with the expected size.
     pub async fn is_complete(&self, hash: &[u8; 32], len: u64) -> bool {
         matches!(
@@ -307,15 +336,19 @@ impl Bodies {
         range: Range<u64>,
     ) -> futures_util::stream::BoxStream<'static, Result<Bytes, StoreError>> {
         let path = self.paths.data_path(&Hash::from_bytes(*hash));
+        let adopted = self.adopted.path(hash);
         let this = self.clone();
         let hash = *hash;
         futures_util::stream::once(async move {
-            let opened = {
-                let path = path.clone();
-                tokio::task::spawn_blocking(move || std::fs::File::open(path)).await
-            };
+            // The store's own data file, else the adopted spool file (`adopt.rs`).
+            let opened = tokio::task::spawn_blocking(move || {
+                std::fs::File::open(&path)
+                    .map(|f| (f, path))
+                    .or_else(|_| std::fs::File::open(&adopted).map(|f| (f, adopted)))
+            })
+            .await;
             match opened {
-                Ok(Ok(file)) => file_range(file, path, range).boxed(),
+                Ok(Ok((file, path))) => file_range(file, path, range).boxed(),
                 _ => this.read_range_via_store(&hash, range).boxed(),
             }
         })

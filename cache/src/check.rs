@@ -9,7 +9,8 @@
 //!   and the recorded total is the sum of its lengths (the size accounting eviction uses);
 //! - the tagged bodies are exactly the referenced ones (no orphan tag keeps garbage alive,
 //!   no referenced body lacks the tag that protects it);
-//! - no blob outside those remains once garbage collection has run (orphans collected).
+//! - no blob outside those remains once garbage collection has run (orphans collected),
+//!   and no adopted spool file (`adopt.rs`) outlives its body's last entry.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -169,6 +170,18 @@ impl Cache {
                 "{} unreferenced blob(s) still in the body store after {collect_within:?}",
                 r.unreferenced_blobs
             ));
+        }
+        // Adopted spool files (adopt.rs): once the store let go of a body, its file goes
+        // with the next sweep; none may remain for a body no entry uses.
+        self.bodies().sweep_adopted().await?;
+        for h in self.bodies().adopted_files() {
+            if !refs.contains_key(&h) {
+                r.unreferenced_blobs += 1;
+                r.problems.push(format!(
+                    "body {}: an adopted file no entry uses is still on disk",
+                    hex(&h)
+                ));
+            }
         }
         Ok(r)
     }

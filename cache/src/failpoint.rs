@@ -13,6 +13,8 @@
 pub const POINTS: &[&str] = &[
     // The origin's body is complete in the spool file, nothing imported yet.
     "spool-complete",
+    // The spool file is linked into the body store's adopted files, not yet imported.
+    "spool-adopted",
     // The body is in the body store (protected only by an in-memory temp tag).
     "body-imported",
     // A peer's body is in the body store, before its attested hash is checked and tagged.

@@ -15,6 +15,7 @@
 //! - [`Cache::check`] (`check.rs`): the data directory's fsck — index and body store agree.
 //! - [`failpoint`]: named crash points for the crash tests (debug builds only).
 
+mod adopt;
 pub mod bodies;
 pub mod certify;
 mod check;

@@ -224,6 +224,22 @@ impl Cache {
             }),
         };
         cache.reconcile().await?;
+        // Adopted spool files the store let go of (adopt.rs): at start, and after each
+        // collection interval. The task ends when the cache is gone.
+        if let Err(e) = cache.inner.bodies.sweep_adopted().await {
+            tracing::warn!("sweep adopted bodies: {e}");
+        }
+        let weak = Arc::downgrade(&cache.inner);
+        let every = cache.inner.opts.gc_interval;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(inner) = weak.upgrade() else { break };
+                if let Err(e) = inner.bodies.sweep_adopted().await {
+                    tracing::warn!("sweep adopted bodies: {e}");
+                }
+            }
+        });
         // Last-use times reach the index in batches: every minute, before eviction, and
         // at shutdown. The task ends when the cache is gone.
         let weak = Arc::downgrade(&cache.inner);
@@ -561,6 +577,7 @@ impl Cache {
     {
         let opts = &self.inner.opts;
         let mut written = 0u64;
+        let mut spool_hash: Option<[u8; 32]> = None;
         let mut check =
             (!pending.certified.is_empty()).then(|| crate::certify::Check::all(&pending.certified));
         let hold_back = if check.is_some() {
@@ -584,9 +601,12 @@ impl Cache {
                     fill.publish(written.saturating_sub(hold_back), None);
                 }
             } else {
-                let mut file = Some(
+                // The spool's BLAKE3 hash is computed as it is written (by the writer,
+                // off the async workers): it names the file the store adopts (adopt.rs).
+                let mut file = Some((
                     std::fs::File::create(&fill.spool).map_err(|e| self.spool_error(e))?,
-                );
+                    Box::new(blake3::Hasher::new()),
+                ));
                 // Each chunk is published as it arrives (readers take it from the fill's
                 // window in memory); the spool file is written in batches, off their path.
                 let mut pending: Vec<Bytes> = Vec::new();
@@ -608,15 +628,20 @@ impl Cache {
                     if pending_len >= SPOOL_BATCH {
                         written = self.flush_spool(&fill, &mut file, &mut pending, written).await?;
                         pending_len = 0;
+                        // Every client left before the end: stop a large download nobody
+                        // wants. (Not once every byte has arrived: a client that read it all
+                        // from the window has not left, and only the spool write remains.)
                         if fill.readers() == 0
                             && (fill.ever_read() || written > 1 << 20)
                             && expected.unwrap_or(written) > opts.background_fill_max
+                            && expected.is_none_or(|n| received < n)
                         {
                             return Err("every client left and the object is too large to finish in the background".into());
                         }
                     }
                 }
                 written = self.flush_spool(&fill, &mut file, &mut pending, written).await?;
+                spool_hash = file.map(|(_, h)| *h.finalize().as_bytes());
             }
             if expected.is_some_and(|n| n != written) {
                 return Err(format!("origin closed after {written} of {} bytes", expected.unwrap_or(0)));
@@ -635,7 +660,7 @@ impl Cache {
                 if written > opts.max_object_size {
                     tracing::debug!(key = %fill.key, written, "not stored: larger than max_object_size");
                 } else if !self.pass_through() {
-                    if let Err(e) = self.commit(&fill, pending, written).await {
+                    if let Err(e) = self.commit(&fill, pending, written, spool_hash).await {
                         if e.is_disk_full() {
                             self.note_disk_full(&e);
                         } else {
@@ -657,7 +682,7 @@ impl Cache {
     async fn flush_spool(
         &self,
         fill: &Fill,
-        file: &mut Option<std::fs::File>,
+        file: &mut Option<(std::fs::File, Box<blake3::Hasher>)>,
         pending: &mut Vec<Bytes>,
         written: u64,
     ) -> Result<u64, String> {
@@ -666,13 +691,16 @@ impl Cache {
         }
         let batch = std::mem::take(pending);
         let n = written + batch.iter().map(|c| c.len() as u64).sum::<u64>();
-        let Some(mut f) = file.take() else {
+        let Some((mut f, mut hasher)) = file.take() else {
             return Err("spool file closed after an error".into());
         };
         let (f, result) = tokio::task::spawn_blocking(move || {
             use std::io::Write;
-            let r = batch.iter().try_for_each(|c| f.write_all(c));
-            (f, r)
+            let r = batch.iter().try_for_each(|c| {
+                hasher.update(c);
+                f.write_all(c)
+            });
+            ((f, hasher), r)
         })
         .await
         .map_err(|e| format!("spool writer: {e}"))?;
@@ -690,7 +718,15 @@ impl Cache {
         err.to_string()
     }
 
-    async fn commit(&self, fill: &Fill, pending: Pending, len: u64) -> Result<(), StoreError> {
+    /// Imports the complete body and commits its entry; `spool_hash` is the spool file's
+    /// BLAKE3 hash (a spooled body is adopted, not copied: `adopt.rs`).
+    async fn commit(
+        &self,
+        fill: &Fill,
+        pending: Pending,
+        len: u64,
+        spool_hash: Option<[u8; 32]>,
+    ) -> Result<(), StoreError> {
         let i = &self.inner;
         let head = match fill.head_now() {
             Some(h) => h,
@@ -699,7 +735,10 @@ impl Cache {
         let memory = fill.memory_body();
         let imported = match &memory {
             Some(bytes) => i.bodies.import_bytes(bytes.clone()).await?,
-            None => i.bodies.import(&fill.spool).await?,
+            None => match spool_hash {
+                Some(hash) => i.bodies.adopt(&fill.spool, hash, len).await?,
+                None => i.bodies.import(&fill.spool).await?,
+            },
         };
         if imported.size != len {
             return Err(StoreError::Body(format!(
