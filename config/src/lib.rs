@@ -23,6 +23,7 @@ mod error;
 mod rule;
 mod sync;
 mod units;
+pub mod upstream;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -35,6 +36,7 @@ pub use error::ConfigError;
 pub use rule::{Rule, UrlPattern};
 pub use sync::{Feed, Media, Sync};
 pub use units::{ByteSize, ParseUnitError};
+pub use upstream::{NoProxy, NoProxyEntry, ProxyUrl};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -242,6 +244,18 @@ pub struct Origin {
     /// Ports a client that is not an admin may `CONNECT` to (Squid's
     /// `SSL_ports`). Default `[443]`.
     pub connect_ports: Vec<u16>,
+    /// An upstream proxy for origin traffic, `"http://host:port"` (only `http://`
+    /// proxies): plain requests go to it in absolute form, HTTPS through its `CONNECT`
+    /// (origin certificates are still verified here). Default unset: the environment's
+    /// `https_proxy` / `HTTPS_PROXY`, `http_proxy` (lower case only) and `all_proxy` /
+    /// `ALL_PROXY`, read as curl reads them, unless one points at this proxy itself.
+    pub proxy: Option<ProxyUrl>,
+    /// Hosts reached directly, not through the upstream proxy: curl's `NO_PROXY`
+    /// syntax, a list or one comma-separated string — `"example.com"` (it and its
+    /// subdomains, as `".example.com"`), addresses and networks (`"10.0.0.0/8"`,
+    /// matched against hosts written as addresses), `"*"` (every host). Applies to the
+    /// environment's proxies too, with `NO_PROXY` / `no_proxy`. Default empty.
+    pub no_proxy: NoProxy,
 }
 
 impl Default for Origin {
@@ -255,6 +269,8 @@ impl Default for Origin {
             allow: Vec::new(),
             deny: Vec::new(),
             connect_ports: vec![443],
+            proxy: None,
+            no_proxy: NoProxy::default(),
         }
     }
 }

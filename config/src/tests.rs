@@ -94,6 +94,8 @@ pool_idle_timeout = "1m30s"
 allow = ["10.9.0.0/16"]
 deny = ["10.9.9.0/24"]
 connect_ports = [443, 8443]
+proxy = "http://proxy.corp.example:3128"
+no_proxy = "localhost, .corp.example,10.0.0.0/8"
 
 [admin]
 allow = ["10.0.0.1"]
@@ -185,6 +187,15 @@ fn full_expected() -> Config {
             allow: vec!["10.9.0.0/16".into()],
             deny: vec!["10.9.9.0/24".into()],
             connect_ports: vec![443, 8443],
+            proxy: Some(ProxyUrl {
+                host: "proxy.corp.example".into(),
+                port: 3128,
+            }),
+            no_proxy: NoProxy(vec![
+                "localhost".into(),
+                ".corp.example".into(),
+                "10.0.0.0/8".into(),
+            ]),
         },
         admin: Admin {
             allow: vec!["10.0.0.1".into()],
@@ -619,4 +630,45 @@ fn a_rule_needs_a_url_and_at_least_a_second_of_freshness() {
     let (_, _, field, _) =
         parse_error("[[cache.rule]]\nurl = \"x\"\nfresh_for = \"1d\"\nttl = 1\n");
     assert_eq!(field.as_deref(), Some("cache.rule[0].ttl"));
+}
+
+#[test]
+fn a_bad_upstream_proxy_names_the_line_column_and_field() {
+    let text = "[origin]\nconnect_timeout = \"5s\"\nproxy = \"https://proxy.corp:3128\"\n";
+    let (line, column, field, message) = parse_error(text);
+    assert_eq!(
+        (line, column, field.as_deref()),
+        (3, 9, Some("origin.proxy"))
+    );
+    assert_eq!(
+        message,
+        "\"https://proxy.corp:3128\" is not a proxy URL: only http:// upstream proxies are supported, not https://"
+    );
+    let (_, _, field, message) = parse_error("[origin]\nproxy = \"http://proxy.corp\"\n");
+    assert_eq!(field.as_deref(), Some("origin.proxy"));
+    assert!(
+        message.ends_with("it needs a port: http://host:port"),
+        "{message}"
+    );
+}
+
+#[test]
+fn no_proxy_is_a_list_or_a_comma_string_checked_entry_by_entry() {
+    let c = parse("[origin]\nno_proxy = [\"example.com\", \"10.0.0.0/8\", \"*\"]\n").unwrap();
+    assert_eq!(c.origin.no_proxy.entries().len(), 3);
+    let c = parse("[origin]\nno_proxy = \"example.com,.corp, ::1\"\n").unwrap();
+    assert_eq!(
+        c.origin.no_proxy.0,
+        vec!["example.com".to_string(), ".corp".into(), "::1".into()]
+    );
+    let (line, _, field, message) =
+        parse_error("[origin]\n\nno_proxy = \"ok.example, host:8080\"\n");
+    assert_eq!((line, field.as_deref()), (3, Some("origin.no_proxy")));
+    assert!(message.contains("ports are not supported"), "{message}");
+    let (_, _, field, _) = parse_error("[origin]\nno_proxy = 3\n");
+    assert_eq!(field.as_deref(), Some("origin.no_proxy"));
+    // Written back as a list, read back the same.
+    let c = parse("[origin]\nproxy = \"http://[::1]:3128\"\nno_proxy = \"a.example\"\n").unwrap();
+    let again = parse(&c.to_toml_string()).unwrap();
+    assert_eq!(again, c);
 }
