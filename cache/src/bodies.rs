@@ -203,9 +203,8 @@ impl Bodies {
         })
     }
 
-    /// Tags a body and makes the tag durable before returning, so an index entry written
-    /// afterwards never points at a body that garbage collection may take.
-    pub async fn pin(&self, hash: &[u8; 32]) -> Result<(), StoreError> {
+    /// Tags a body (not yet durable: see [`Bodies::sync`]).
+    pub async fn tag(&self, hash: &[u8; 32]) -> Result<(), StoreError> {
         self.store
             .tags()
             .set(
@@ -213,14 +212,16 @@ impl Bodies {
                 iroh_blobs::HashAndFormat::raw(Hash::from_bytes(*hash)),
             )
             .await
-            .map_err(|e| store_err("tag body")(&e))?;
-        crate::failpoint::point("body-tagged");
+            .map_err(|e| store_err("tag body")(&e))
+    }
+
+    /// Makes the tags set so far durable, so an index entry written afterwards never
+    /// points at a body that garbage collection may take.
+    pub async fn sync(&self) -> Result<(), StoreError> {
         self.store
             .sync_db()
             .await
-            .map_err(|e| store_err("sync body store")(&e))?;
-        crate::failpoint::point("body-synced");
-        Ok(())
+            .map_err(|e| store_err("sync body store")(&e))
     }
 
     /// The iroh-blobs store itself, for the mesh: serving bodies to peers and fetching

@@ -90,41 +90,68 @@ impl Index {
         entry: Entry,
         max_variants: usize,
     ) -> Result<Released, StoreError> {
+        let (released, _) = self.insert_many(&[(key.to_string(), entry)], max_variants)?;
+        Ok(released)
+    }
+
+    /// Inserts several entries in one transaction (one commit, one fsync: the store's
+    /// group commit); returns the bodies released and, per item, the entry as stored.
+    pub fn insert_many(
+        &self,
+        items: &[(String, Entry)],
+        max_variants: usize,
+    ) -> Result<(Released, Vec<Option<Entry>>), StoreError> {
         let tx = self.db.begin_write()?;
         let mut released = Vec::new();
+        let mut stored = Vec::with_capacity(items.len());
         {
             let mut entries = tx.open_table(ENTRIES)?;
             let mut bodies = tx.open_table(BODIES)?;
             let mut meta = tx.open_table(META)?;
-            let mut list = match entries.get(key)? {
-                Some(v) => decode(v.value())?,
-                None => Vec::new(),
-            };
-            // The entry's id is assigned in the same transaction (one commit, one fsync).
-            let mut entry = entry;
-            let id = meta.get("next_id")?.map(|g| g.value()).unwrap_or(1);
-            meta.insert("next_id", id + 1)?;
-            entry.id = id;
-            add_ref(&mut bodies, &mut meta, &entry.hash, entry.len)?;
-            let mut dropped: Vec<Entry> = Vec::new();
-            list.retain(|e| {
-                let same = e.variant == entry.variant && e.vary == entry.vary;
-                if same {
-                    dropped.push(e.clone());
+            for (key, entry) in items {
+                let key = key.as_str();
+                let mut list = match entries.get(key)? {
+                    Some(v) => decode(v.value())?,
+                    None => Vec::new(),
+                };
+                // The entry's id is assigned in the same transaction.
+                let mut entry = entry.clone();
+                let id = meta.get("next_id")?.map(|g| g.value()).unwrap_or(1);
+                meta.insert("next_id", id + 1)?;
+                entry.id = id;
+                add_ref(&mut bodies, &mut meta, &entry.hash, entry.len)?;
+                let mut dropped: Vec<Entry> = Vec::new();
+                list.retain(|e| {
+                    let same = e.variant == entry.variant && e.vary == entry.vary;
+                    if same {
+                        dropped.push(e.clone());
+                    }
+                    !same
+                });
+                list.insert(0, entry.clone());
+                while list.len() > max_variants.max(1) {
+                    dropped.extend(list.pop());
                 }
-                !same
-            });
-            list.insert(0, entry);
-            while list.len() > max_variants.max(1) {
-                dropped.extend(list.pop());
+                for e in dropped {
+                    released.extend(drop_ref(&mut bodies, &mut meta, &e.hash)?);
+                }
+                entries.insert(key, postcard::to_stdvec(&list)?.as_slice())?;
+                stored.push(list.into_iter().find(|e| e.id == id));
             }
-            for e in dropped {
-                released.extend(drop_ref(&mut bodies, &mut meta, &e.hash)?);
+            // Released means unreferenced at the end of the transaction: a body one item
+            // dropped and a later one took up again stays.
+            released.sort_unstable();
+            released.dedup();
+            let mut still = Vec::new();
+            for h in released {
+                if bodies.get(h.as_slice())?.is_none() {
+                    still.push(h);
+                }
             }
-            entries.insert(key, postcard::to_stdvec(&list)?.as_slice())?;
+            released = still;
         }
         tx.commit()?;
-        Ok(released)
+        Ok((released, stored))
     }
 
     /// Rewrites one entry in place (after a 304, or to record last use).
@@ -313,5 +340,61 @@ fn drop_ref(
             Ok(Some(*hash))
         }
         None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(variant: &str, hash: u8, len: u64) -> Entry {
+        let req = http::Request::get("http://example.test/").body(()).unwrap();
+        let res = http::Response::builder().body(()).unwrap();
+        Entry {
+            id: 0,
+            variant: variant.to_string(),
+            vary: Vec::new(),
+            policy: http_cache_semantics::CachePolicy::new(&req, &res),
+            status: 200,
+            headers: Vec::new(),
+            hash: [hash; 32],
+            len,
+            stored_at_ms: 0,
+            fresh_until_ms: 0,
+            last_used_ms: 0,
+            shareable: false,
+            attestation: None,
+            head_map: Default::default(),
+        }
+    }
+
+    /// In one group commit, a body that one entry lets go of and a later one takes up
+    /// again is not released (releasing it would untag a body an entry needs).
+    #[test]
+    fn a_body_dropped_and_taken_up_again_in_one_group_is_not_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(&dir.path().join("index.redb")).unwrap();
+        index.insert("a", entry("", 1, 10), 16).unwrap();
+        // "a" is replaced (body 1 loses its only reference), then "b" takes body 1.
+        let (released, stored) = index
+            .insert_many(
+                &[
+                    ("a".to_string(), entry("", 2, 20)),
+                    ("b".to_string(), entry("", 1, 10)),
+                ],
+                16,
+            )
+            .unwrap();
+        assert!(released.is_empty(), "released {released:?}");
+        assert_eq!(stored.len(), 2);
+        assert_eq!(stored[0].as_ref().map(|e| e.hash), Some([2; 32]));
+        assert_eq!(stored[1].as_ref().map(|e| e.hash), Some([1; 32]));
+        assert_eq!(index.total_bytes().unwrap(), 30);
+        // And a body no entry takes up again is released.
+        let (released, _) = index
+            .insert_many(&[("a".to_string(), entry("", 3, 5))], 16)
+            .unwrap();
+        assert_eq!(released, vec![[2; 32]]);
+        assert_eq!(index.total_bytes().unwrap(), 15);
     }
 }
