@@ -62,6 +62,8 @@ pub enum StartError {
     Cache(std::path::PathBuf, #[source] cache::StoreError),
     #[error("TLS setup: {0}")]
     Tls(#[from] certs::CertError),
+    #[error("{0}")]
+    Upstream(String),
 }
 
 /// How long [`Proxy::shutdown`] waits for open connections (tunnels included).
@@ -127,12 +129,33 @@ impl App {
             .map_err(|e| StartError::Bind(settings.listen, e))?;
         let transparent_addr = transparent.as_ref().and_then(|l| l.local_addr().ok());
         let own = own_addresses(addr, transparent_addr);
+        // An upstream proxy that is this proxy itself would loop (checked now that the
+        // listeners are bound: a port 0 is known only now).
+        let mut origin_opts = settings.origin.clone();
+        let listeners: Vec<SocketAddr> = std::iter::once(addr).chain(transparent_addr).collect();
+        origin_opts
+            .upstream
+            .drop_loops(&listeners, &own)
+            .await
+            .map_err(StartError::Upstream)?;
+        for (kind, up) in [
+            ("http://", &origin_opts.upstream.http),
+            ("https://", &origin_opts.upstream.https),
+        ] {
+            if let Some(up) = up {
+                tracing::info!(
+                    "{kind} origins through the upstream proxy {} ({})",
+                    up.authority(),
+                    up.from
+                );
+            }
+        }
         let destinations = origin::destination::Destinations::new(
             settings.destinations.clone(),
             settings.cache.shared,
             own,
         );
-        let origin = origin::Origin::new(settings.origin.clone(), &destinations)?;
+        let origin = origin::Origin::new(origin_opts, &destinations)?;
         let ca = Arc::new(certs::Ca::load_or_create(&settings::ca_dir(
             &settings.data_dir,
         ))?);

@@ -263,7 +263,9 @@ async fn run(cli: Cli) -> Result<()> {
             init_logs(&cfg.log.level);
             cli::memory::Trimmer::spawn();
             let signals = cli::Signals::install();
-            let settings = Settings::from_config(&cfg, data_dir(&cfg));
+            let mut settings = Settings::from_config(&cfg, data_dir(&cfg));
+            // Unless origin.proxy is set: http_proxy & co., as curl reads them.
+            settings.upstream_from_environment(&meshcache::settings::ProcessEnvironment);
             let proxy = App::new(settings).start().await?;
             if let Some(m) = proxy.mesh() {
                 eprintln!("meshcache: mesh endpoint {} ticket {}", m.id(), m.ticket());

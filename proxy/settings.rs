@@ -1,7 +1,9 @@
 //! Turns a parsed [`config::Config`] into the options of each part (ripgrep's low-args →
 //! high-args step). The library crates never see the config crate, and there is one set of
 //! defaults: the config's. [`Settings::new`] is [`Settings::from_config`] on the default
-//! configuration (with the mesh off, so an embedding app opts in).
+//! configuration (with the mesh off, so an embedding app opts in). Neither reads the
+//! environment: [`Settings::upstream_from_environment`] takes the `http_proxy` family from
+//! an [`Environment`] (the binary's is the process's; tests give a map).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,6 +12,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use crate::origin::destination::DestinationOptions;
+use crate::origin::upstream::{Upstream, UpstreamOptions, CONFIGURED};
 use crate::origin::OriginOptions;
 
 /// Everything needed to start a proxy.
@@ -88,6 +91,18 @@ impl Settings {
             max_idle_per_host: o.max_idle_per_host,
             pool_idle_timeout: o.pool_idle_timeout,
             extra_roots: cfg.tls.extra_roots.clone(),
+            upstream: {
+                let configured = o.proxy.as_ref().map(|p| Upstream {
+                    host: p.host.clone(),
+                    port: p.port,
+                    from: CONFIGURED.to_string(),
+                });
+                UpstreamOptions {
+                    http: configured.clone(),
+                    https: configured,
+                    no_proxy: o.no_proxy.entries(),
+                }
+            },
         };
         let destinations = DestinationOptions {
             allow: networks(&o.allow),
@@ -157,6 +172,84 @@ impl Settings {
             transparent: l.transparent,
             mesh,
             sync: cfg.sync.clone(),
+        }
+    }
+}
+
+/// Where settings read environment variables (linkerd2-proxy's env trait): the process's
+/// ([`ProcessEnvironment`]), or a map in tests, which never change their own environment.
+pub trait Environment {
+    /// The variable's value, if it is set (to valid UTF-8).
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The process's environment.
+pub struct ProcessEnvironment;
+
+impl Environment for ProcessEnvironment {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl Environment for std::collections::HashMap<String, String> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).cloned()
+    }
+}
+
+/// curl's default port for a proxy written without one.
+const CURL_PROXY_PORT: u16 = 1080;
+
+impl Settings {
+    /// Unless `origin.proxy` is set, the upstream proxies of the environment, read as curl
+    /// reads them: `https_proxy` / `HTTPS_PROXY` for `https://` origins (and tunnels),
+    /// `http_proxy` — lower case only: curl ignores `HTTP_PROXY`, which a CGI program would
+    /// take from a request's `Proxy:` header ("httpoxy") — for `http://` ones, `all_proxy` /
+    /// `ALL_PROXY` for either when its own is unset; `no_proxy` / `NO_PROXY` joins
+    /// `origin.no_proxy`. Lower case first; an empty value is unset; a value without a
+    /// scheme is `http://`, without a port curl's 1080. Values that cannot be used (another
+    /// scheme than `http://`, a malformed one) are ignored with a log line. An upstream that
+    /// turns out to be this proxy itself is dropped when it starts ([`crate::App::start`]).
+    pub fn upstream_from_environment(&mut self, env: &dyn Environment) {
+        let up = &mut self.origin.upstream;
+        if up.http.as_ref().is_some_and(|u| !u.from_environment()) {
+            return;
+        }
+        let first = |names: &[&'static str]| {
+            names
+                .iter()
+                .find_map(|&n| env.var(n).filter(|v| !v.trim().is_empty()).map(|v| (n, v)))
+        };
+        let read = |found: Option<(&'static str, String)>| {
+            let (name, value) = found?;
+            match config::ProxyUrl::parse(&value, Some(CURL_PROXY_PORT)) {
+                Ok(p) => Some(Upstream {
+                    host: p.host,
+                    port: p.port,
+                    from: name.to_string(),
+                }),
+                Err(e) => {
+                    tracing::warn!("ignoring {name}: {e}");
+                    None
+                }
+            }
+        };
+        let all = || read(first(&["all_proxy", "ALL_PROXY"]));
+        up.http = read(first(&["http_proxy"])).or_else(all);
+        up.https = read(first(&["https_proxy", "HTTPS_PROXY"])).or_else(all);
+        if env.var("HTTP_PROXY").is_some() && env.var("http_proxy").is_none() {
+            tracing::info!(
+                "HTTP_PROXY is ignored, as curl ignores it (a CGI program would take it from a                  request's Proxy: header); set http_proxy for http:// origins"
+            );
+        }
+        if let Some((name, value)) = first(&["no_proxy", "NO_PROXY"]) {
+            for entry in config::NoProxyEntry::parse_list(&value) {
+                match entry {
+                    Ok(e) => up.no_proxy.push(e),
+                    Err(e) => tracing::warn!("ignoring an entry of {name}: {e}"),
+                }
+            }
         }
     }
 }
@@ -234,6 +327,77 @@ mod tests {
         assert_eq!(m.heuristic_fraction, lib.heuristic_fraction);
         assert_eq!(m.share_max_file, lib.share_max_file);
         assert_eq!(m.share_max_size, lib.share_max_size);
+    }
+
+    fn env(vars: &[(&str, &str)]) -> std::collections::HashMap<String, String> {
+        vars.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn upstreams(vars: &[(&str, &str)]) -> UpstreamOptions {
+        let mut s = Settings::new("127.0.0.1:9".parse().unwrap(), PathBuf::from("/tmp/y"));
+        s.upstream_from_environment(&env(vars));
+        s.origin.upstream
+    }
+
+    fn named(u: &Option<Upstream>) -> Option<(String, String)> {
+        u.as_ref().map(|u| (u.authority(), u.from.clone()))
+    }
+
+    #[test]
+    fn environment_proxies_are_read_as_curl_reads_them() {
+        let some = |a: &str, from: &str| Some((a.to_string(), from.to_string()));
+        let u = upstreams(&[]);
+        assert!(u.http.is_none() && u.https.is_none());
+        // HTTP_PROXY (upper case) is ignored, as by curl; https_proxy before HTTPS_PROXY.
+        let u = upstreams(&[
+            ("HTTP_PROXY", "http://upper:1"),
+            ("https_proxy", "http://lower:2"),
+            ("HTTPS_PROXY", "http://upper:3"),
+        ]);
+        assert_eq!(named(&u.http), None);
+        assert_eq!(named(&u.https), some("lower:2", "https_proxy"));
+        let u = upstreams(&[("http_proxy", "proxy.corp"), ("HTTPS_PROXY", "[::1]:8")]);
+        assert_eq!(named(&u.http), some("proxy.corp:1080", "http_proxy"));
+        assert_eq!(named(&u.https), some("[::1]:8", "HTTPS_PROXY"));
+        // ALL_PROXY stands in for either; an empty value is unset.
+        let u = upstreams(&[("http_proxy", ""), ("ALL_PROXY", "http://all:9")]);
+        assert_eq!(named(&u.http), some("all:9", "ALL_PROXY"));
+        assert_eq!(named(&u.https), some("all:9", "ALL_PROXY"));
+        // Unusable values are ignored; NO_PROXY entries join origin.no_proxy.
+        let u = upstreams(&[
+            ("https_proxy", "socks5://s:1"),
+            ("http_proxy", "http://p:1"),
+            ("NO_PROXY", "corp.example, bad:1, 10.0.0.0/8"),
+        ]);
+        assert!(u.https.is_none());
+        assert_eq!(u.no_proxy.len(), 2);
+        assert!(u.route(false, "www.corp.example").is_none());
+        assert!(u.route(false, "example.org").is_some());
+    }
+
+    #[test]
+    fn origin_proxy_in_the_file_wins_over_the_environment() {
+        let cfg = config::Config::from_toml_str(
+            "[origin]\nproxy = \"http://parent:3128\"\nno_proxy = [\"direct.example\"]\n",
+            std::path::Path::new("t.toml"),
+        )
+        .unwrap();
+        let mut s = Settings::from_config(&cfg, PathBuf::from("/tmp/z"));
+        s.upstream_from_environment(&env(&[
+            ("http_proxy", "http://other:1"),
+            ("no_proxy", "example.org"),
+        ]));
+        let u = &s.origin.upstream;
+        let parent = Some(("parent:3128".to_string(), "origin.proxy".to_string()));
+        assert_eq!(named(&u.http), parent);
+        assert_eq!(named(&u.https), parent);
+        assert!(u.route(true, "direct.example").is_none());
+        assert!(
+            u.route(true, "example.org").is_some(),
+            "the environment's no_proxy is not read"
+        );
     }
 
     #[test]

@@ -73,6 +73,7 @@ pub(crate) fn origin_error(e: &OriginError, uri: &Uri) -> Outcome {
     let why = match fault {
         crate::origin::Fault::Client => "client-error",
         crate::origin::Fault::Origin => "origin-error",
+        crate::origin::Fault::Upstream => "upstream-error",
     };
     local_error(e.status(), why, format!("meshcache: {uri}: {e}\n"))
 }

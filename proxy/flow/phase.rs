@@ -60,9 +60,22 @@ impl Phase {
         }
     }
 
+    /// The response head was just received from upstream (the origin, or a proxy in
+    /// between, such as a parent meshcache) for this very request: its own `Cache-Status`
+    /// entries describe this exchange and are kept before ours (RFC 9211: the cache
+    /// closest to the origin first). Otherwise the response is ours (stored, or our own
+    /// error) and a `Cache-Status` stored with it describes an exchange long past.
+    pub fn relays_upstream(&self) -> bool {
+        matches!(
+            self,
+            Phase::Miss { .. } | Phase::StaleReplaced { .. } | Phase::Bypass(_)
+        )
+    }
+
     /// Who is at fault when the proxy answered with an error of its own (the access
     /// log's `fault`): `client` (a request it must not make, a bad body or target),
-    /// `origin` (unreachable, broken, refused), `proxy` (meshcache itself). `None` for
+    /// `origin` (unreachable, broken, refused), `upstream` (the upstream proxy in the way:
+    /// refused, timed out, a bad `CONNECT` answer), `proxy` (meshcache itself). `None` for
     /// everything else, error statuses the origin sent included (relayed, not ours).
     pub fn fault(&self) -> Option<&'static str> {
         let Phase::Local(why) = self else { return None };
@@ -76,6 +89,7 @@ impl Phase {
             | "client-error"
             | "share-too-large" => "client",
             "origin-error" | "connect-failed" | "connect-timeout" => "origin",
+            "upstream-error" => "upstream",
             "internal-error" | "share-failed" | "mesh-off" => "proxy",
             _ => return None,
         })

@@ -46,8 +46,9 @@ pub(crate) async fn handle(
         .is_some_and(|t| !t.is_passthrough(&host, client.ip()));
     if intercept {
         // The destination is checked now, by name, so that a refusal is a 403 here and not
-        // a failed handshake later; the origin client checks again when it connects.
-        if let Err(e) = policy.resolve(&host, port).await {
+        // a failed handshake later; the origin client checks again when it connects
+        // (through an upstream proxy, without DNS: see `origin/upstream.rs`).
+        if let Err(e) = state.origin.check(policy, true, &host, port).await {
             return connect_error(&e, authority.as_str());
         }
         let upgrade = hyper::upgrade::on(req);
@@ -77,8 +78,7 @@ pub(crate) async fn handle(
             fwd_status: None,
         };
     }
-    let timeout = state.origin.options().connect_timeout;
-    let upstream = match policy.connect(&host, port, timeout).await {
+    let upstream = match state.origin.tunnel(policy, &host, port).await {
         Ok(s) => s,
         Err(e) => return connect_error(&e, authority.as_str()),
     };
@@ -120,6 +120,11 @@ fn connect_error(e: &ConnectError, authority: &str) -> Outcome {
             StatusCode::GATEWAY_TIMEOUT,
             "connect-timeout",
             format!("meshcache: connecting to {authority} timed out after {d:?}\n"),
+        ),
+        ConnectError::Upstream(u) => local_error(
+            u.status(),
+            "upstream-error",
+            format!("meshcache: could not open a tunnel to {authority}: {u}\n"),
         ),
         ConnectError::Resolve(_) | ConnectError::Io(_) => local_error(
             StatusCode::BAD_GATEWAY,

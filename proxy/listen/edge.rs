@@ -97,7 +97,20 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
     }
     if method != Method::CONNECT {
         let rule = response.extensions().get::<RuleApplied>().copied();
-        if let Ok(v) = HeaderValue::from_str(&phase.cache_status(fwd_status, rule)) {
+        let mut status = phase.cache_status(fwd_status, rule);
+        if phase.relays_upstream() {
+            // Caches upstream (a parent meshcache) come first, ours last (RFC 9211).
+            let upstream: Vec<&str> = response
+                .headers()
+                .get_all("cache-status")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            if !upstream.is_empty() {
+                status = format!("{}, {status}", upstream.join(", "));
+            }
+        }
+        if let Ok(v) = HeaderValue::from_str(&status) {
             response.headers_mut().insert("cache-status", v);
         }
         state.via.append(response.headers_mut());

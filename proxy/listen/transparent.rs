@@ -92,16 +92,18 @@ fn authority_for(host: &str, port: u16) -> Option<http::uri::Authority> {
 }
 
 async fn tunnel(client: TcpStream, dst: SocketAddr, state: &State, who: &Client) {
-    let timeout = state.origin.options().connect_timeout;
-    match tokio::time::timeout(timeout, TcpStream::connect(dst)).await {
-        Ok(Ok(upstream)) => {
-            let _ = upstream.set_nodelay(true);
+    // Directly to the address the client meant (checked above), or through the upstream
+    // proxy's CONNECT to that address.
+    let policy = state.destinations.for_client(who.admin);
+    let host = dst.ip().to_string();
+    match state.origin.tunnel(policy, &host, dst.port()).await {
+        Ok(upstream) => {
             let (idle, shutdown) = (state.server.idle_timeout, state.shutdown.clone());
             if let Err(e) = stack::tunnel(client, upstream, idle, shutdown).await {
                 tracing::debug!(%dst, client = %who.addr, "transparent tunnel: {e}");
             }
         }
-        _ => tracing::info!(%dst, "transparent tunnel: origin unreachable"),
+        Err(e) => tracing::info!(%dst, "transparent tunnel: origin unreachable: {e}"),
     }
 }
 

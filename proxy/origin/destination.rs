@@ -18,6 +18,8 @@ use std::time::Duration;
 use ipnet::IpNet;
 use tokio::net::TcpStream;
 
+use super::upstream::UpstreamError;
+
 /// The destination rules. The defaults are those of `config::Origin`.
 #[derive(Debug, Clone, Default)]
 pub struct DestinationOptions {
@@ -114,6 +116,9 @@ pub enum ConnectError {
     Timeout(Duration),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// The upstream proxy failed (its fault, not the origin's).
+    #[error("{0}")]
+    Upstream(UpstreamError),
 }
 
 /// The rules for one kind of client, with the proxy's own addresses.
@@ -217,6 +222,21 @@ impl Policy {
                 rule: Rule::Port(port),
             })
         }
+    }
+
+    /// May a connection be made to `host` through an upstream proxy, which resolves names
+    /// itself? Judged without DNS: an address is checked as it is, a `localhost` name
+    /// (RFC 6761) as loopback; any other name is the upstream's to resolve and judge.
+    pub fn check_name(&self, host: &str) -> Result<(), Refused> {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return self.check_ip(ip);
+        }
+        let name = host.trim_end_matches('.').to_ascii_lowercase();
+        if name == "localhost" || name.ends_with(".localhost") {
+            return self.check_ip(IpAddr::from([127, 0, 0, 1]));
+        }
+        Ok(())
     }
 
     /// The addresses `host:port` stands for that the policy allows (an IP literal is
@@ -337,6 +357,24 @@ mod tests {
         let p = policy(false, false);
         assert!(p.check_port(443).is_ok());
         assert_eq!(p.check_port(22).unwrap_err().rule, Rule::Port(22));
+    }
+
+    #[test]
+    fn without_dns_addresses_and_localhost_names_are_still_judged() {
+        let p = policy(false, false);
+        let name_rule = |h: &str| p.check_name(h).err().map(|r| r.rule);
+        assert_eq!(name_rule("127.0.0.1"), Some(Rule::Loopback));
+        assert_eq!(name_rule("[::1]"), Some(Rule::Loopback));
+        assert_eq!(name_rule("localhost"), Some(Rule::Loopback));
+        assert_eq!(name_rule("Foo.LOCALHOST."), Some(Rule::Loopback));
+        assert_eq!(name_rule("169.254.169.254"), Some(Rule::LinkLocal));
+        assert!(matches!(name_rule("203.0.113.1"), Some(Rule::Denied(_))));
+        assert_eq!(
+            name_rule("example.org"),
+            None,
+            "the upstream resolves names"
+        );
+        assert_eq!(policy(true, false).check_name("localhost"), Ok(()));
     }
 
     #[tokio::test]

@@ -1,8 +1,10 @@
 //! The origin client: pooled keep-alive connections, connect / response-header / body-idle
-//! timeouts, connections only where the destination policy ([`destination`]) allows, and
-//! errors that say who failed and how (403 vs 502 vs 504).
+//! timeouts, connections only where the destination policy ([`destination`]) allows,
+//! through an upstream proxy when one is set ([`upstream`]), and errors that say who failed
+//! and how (403 vs 502 vs 504; the origin or the upstream).
 
 pub(crate) mod destination;
+pub(crate) mod upstream;
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -10,17 +12,17 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use futures_util::Stream;
+use futures_util::Stream as ChunkStream;
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpStream;
 
 use crate::http::Body;
 use destination::{ConnectError, Destinations, Policy, Refused};
+use upstream::{Failure, Stream, UpstreamError, UpstreamOptions};
 
 /// Timeouts and pool sizes of the origin client. The defaults are those of `config::Origin`.
 #[derive(Debug, Clone)]
@@ -38,6 +40,8 @@ pub struct OriginOptions {
     /// PEM files of extra CAs trusted for origins (on top of the OS trust store).
     /// Verification is always on.
     pub extra_roots: Vec<std::path::PathBuf>,
+    /// The upstream proxy origin traffic goes through, if any (default: none).
+    pub upstream: UpstreamOptions,
 }
 
 /// Why the origin gave no usable response, and whose fault that is.
@@ -66,6 +70,9 @@ pub enum OriginError {
     /// The client's body broke while it was being sent on (the client's fault: 400).
     #[error("{0}")]
     ClientBody(String),
+    /// The upstream proxy failed (502, 504 for a timeout; its fault).
+    #[error("{0}")]
+    Upstream(UpstreamError),
 }
 
 /// The client's request body could not be read (malformed chunking, a reset): wrapped
@@ -79,6 +86,8 @@ pub struct ClientBodyError(#[source] pub hyper::Error);
 pub enum Fault {
     Client,
     Origin,
+    /// The upstream proxy (`origin.proxy`, or the environment's).
+    Upstream,
 }
 
 impl OriginError {
@@ -88,6 +97,7 @@ impl OriginError {
             OriginError::ClientBody(_) => StatusCode::BAD_REQUEST,
             OriginError::Timeout(_) | OriginError::ConnectTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             OriginError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
+            OriginError::Upstream(u) => u.status(),
             _ => StatusCode::BAD_GATEWAY,
         }
     }
@@ -97,15 +107,20 @@ impl OriginError {
             OriginError::Refused(_) | OriginError::Unsupported(_) | OriginError::ClientBody(_) => {
                 Fault::Client
             }
+            OriginError::Upstream(_) => Fault::Upstream,
             _ => Fault::Origin,
         }
     }
 
-    /// True when the origin could not be reached at all (offline, refused, DNS).
+    /// True when the origin could not be reached at all (offline, refused, DNS, or the
+    /// upstream proxy in the way failed).
     pub fn unreachable(&self) -> bool {
         matches!(
             self,
-            OriginError::Connect(_) | OriginError::ConnectTimeout(_) | OriginError::Timeout(_)
+            OriginError::Connect(_)
+                | OriginError::ConnectTimeout(_)
+                | OriginError::Timeout(_)
+                | OriginError::Upstream(_)
         )
     }
 
@@ -122,6 +137,7 @@ impl OriginError {
                 return match c {
                     ConnectError::Refused(r) => OriginError::Refused(r.clone()),
                     ConnectError::Timeout(d) => OriginError::ConnectTimeout(*d),
+                    ConnectError::Upstream(u) => OriginError::Upstream(u.clone()),
                     _ => OriginError::Connect(detail),
                 };
             }
@@ -175,34 +191,49 @@ pub struct Origin {
     opts: OriginOptions,
 }
 
-/// Dials origins through a destination [`Policy`]: the checked address is the one dialed.
+/// Dials origins through a destination [`Policy`] (the checked address is the one
+/// dialed), or through the upstream proxy: a connection to it for an `http://` origin
+/// (marked proxied: the request goes in absolute form), a tunnel through its `CONNECT` for
+/// an `https://` one (hyper-rustls then does TLS with the origin over it).
 #[derive(Clone)]
 struct Connector {
     policy: Arc<Policy>,
+    upstream: Arc<UpstreamOptions>,
     timeout: Duration,
+    /// How long the upstream may take to answer `CONNECT` (it connects to the origin first).
+    answer_timeout: Duration,
 }
 
 impl tower_service::Service<Uri> for Connector {
-    type Response = TokioIo<TcpStream>;
+    type Response = TokioIo<Stream>;
     type Error = ConnectError;
-    type Future = BoxFuture<'static, Result<TokioIo<TcpStream>, ConnectError>>;
+    type Future = BoxFuture<'static, Result<TokioIo<Stream>, ConnectError>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ConnectError>> {
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
-        let (policy, timeout) = (self.policy.clone(), self.timeout);
+        let this = self.clone();
         Box::pin(async move {
             let host = uri.host().unwrap_or_default().to_string();
-            let port = uri
-                .port_u16()
-                .unwrap_or(if uri.scheme_str() == Some("https") {
-                    443
-                } else {
-                    80
-                });
-            policy.connect(&host, port, timeout).await.map(TokioIo::new)
+            let https = uri.scheme_str() == Some("https");
+            let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+            let stream = match this.upstream.route(https, &host) {
+                None => Stream::direct(this.policy.connect(&host, port, this.timeout).await?),
+                Some(up) => {
+                    this.policy
+                        .check_name(&host)
+                        .map_err(ConnectError::Refused)?;
+                    if https {
+                        upstream::tunnel(up, &host, port, this.timeout, this.answer_timeout).await
+                    } else {
+                        upstream::dial(up, this.timeout).await
+                    }
+                    .map_err(ConnectError::Upstream)?
+                }
+            };
+            Ok(TokioIo::new(stream))
         })
     }
 }
@@ -211,10 +242,13 @@ impl Origin {
     /// Builds the client; fails only if the trust roots cannot be loaded.
     pub fn new(opts: OriginOptions, destinations: &Destinations) -> Result<Self, certs::CertError> {
         let tls = certs::origin_client_config(&opts.extra_roots)?;
+        let upstream = Arc::new(opts.upstream.clone());
         let pool = |policy: &Arc<Policy>| {
             let connector = Connector {
                 policy: policy.clone(),
+                upstream: upstream.clone(),
                 timeout: opts.connect_timeout,
+                answer_timeout: opts.response_header_timeout,
             };
             let https = hyper_rustls::HttpsConnectorBuilder::new()
                 .with_tls_config({
@@ -240,8 +274,46 @@ impl Origin {
         })
     }
 
-    pub fn options(&self) -> &OriginOptions {
-        &self.opts
+    /// Checks a destination before anything is sent to it (a `CONNECT` about to be
+    /// intercepted), as the connection to it will be checked: after DNS when it is reached
+    /// directly, by what can be judged without DNS when an upstream proxy resolves it.
+    pub async fn check(
+        &self,
+        policy: &Policy,
+        https: bool,
+        host: &str,
+        port: u16,
+    ) -> Result<(), ConnectError> {
+        if self.opts.upstream.route(https, host).is_some() {
+            policy.check_name(host).map_err(ConnectError::Refused)
+        } else {
+            policy.resolve(host, port).await.map(|_| ())
+        }
+    }
+
+    /// A connection for a blind tunnel to `host:port` (`CONNECT` passthrough, a gateway's
+    /// redirected TLS): through the upstream's `CONNECT` when one applies, else directly,
+    /// under `policy` either way.
+    pub async fn tunnel(
+        &self,
+        policy: &Policy,
+        host: &str,
+        port: u16,
+    ) -> Result<Stream, ConnectError> {
+        let timeout = self.opts.connect_timeout;
+        match self.opts.upstream.route(true, host) {
+            None => policy
+                .connect(host, port, timeout)
+                .await
+                .map(Stream::direct),
+            Some(up) => {
+                policy.check_name(host).map_err(ConnectError::Refused)?;
+                let answer = self.opts.response_header_timeout;
+                upstream::tunnel(up, host, port, timeout, answer)
+                    .await
+                    .map_err(ConnectError::Upstream)
+            }
+        }
     }
 
     /// Sends a request with an absolute `http://` or `https://` URI and waits for the
@@ -257,11 +329,36 @@ impl Origin {
             ));
         }
         let pool = if admin { &self.admin } else { &self.others };
+        // A plain request through an upstream proxy: what goes wrong after it was connected
+        // to is the upstream's to answer for (through a tunnel, it is the origin's).
+        let via = (req.uri().scheme_str() == Some("http"))
+            .then(|| {
+                let host = req.uri().host().unwrap_or_default();
+                self.opts.upstream.route(false, host)
+            })
+            .flatten();
         let fut = pool.request(req);
-        match tokio::time::timeout(self.opts.response_header_timeout, fut).await {
-            Err(_) => Err(OriginError::Timeout(self.opts.response_header_timeout)),
+        let wait = self.opts.response_header_timeout;
+        let result = match tokio::time::timeout(wait, fut).await {
+            Err(_) => Err(OriginError::Timeout(wait)),
             Ok(Ok(res)) => Ok(res),
             Ok(Err(e)) => Err(OriginError::classify(&e)),
+        };
+        match (result, via) {
+            (Err(OriginError::Timeout(d)), Some(up)) => Err(OriginError::Upstream(
+                UpstreamError::new(up, Failure::NoResponse(d)),
+            )),
+            (
+                Err(OriginError::Protocol {
+                    detail,
+                    dead_connection: false,
+                }),
+                Some(up),
+            ) => Err(OriginError::Upstream(UpstreamError::new(
+                up,
+                Failure::Broken(detail),
+            ))),
+            (other, _) => other,
         }
     }
 
@@ -270,7 +367,7 @@ impl Origin {
     pub fn body_stream(
         &self,
         body: Incoming,
-    ) -> impl Stream<Item = Result<Bytes, BodyError>> + Send + 'static {
+    ) -> impl ChunkStream<Item = Result<Bytes, BodyError>> + Send + 'static {
         let idle = self.opts.body_idle_timeout;
         futures_util::stream::unfold(Some(body), move |state| async move {
             let mut body = state?;
