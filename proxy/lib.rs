@@ -170,14 +170,16 @@ impl App {
         let cache = Cache::open(settings.cache.clone(), clock)
             .await
             .map_err(|e| StartError::Cache(settings.cache.dir.clone(), e))?;
-        // The mesh is an extra: if it cannot start, the proxy serves without it.
-        let mesh = match settings.mesh.clone() {
-            None => None,
+        // The mesh is an extra: if it cannot start, the proxy serves without it (and the
+        // status page says why). A taken port is not such a failure: `Mesh::start` binds
+        // another one.
+        let (mesh, mesh_error) = match settings.mesh.clone() {
+            None => (None, None),
             Some(opts) => match mesh::Mesh::start(opts, cache.clone()).await {
-                Ok(m) => Some(m),
+                Ok(m) => (Some(m), None),
                 Err(e) => {
                     tracing::error!("the mesh could not start, serving without it: {e}");
-                    None
+                    (None, Some(e.to_string()))
                 }
             },
         };
@@ -188,6 +190,7 @@ impl App {
             .then(|| Arc::new(sync::engine::Engine::new(settings.sync.clone())));
         let state = Arc::new(state::State {
             mesh,
+            mesh_error,
             cache,
             origin,
             tls: Some(tls),
@@ -306,6 +309,11 @@ impl Proxy {
     /// The mesh, when it runs.
     pub fn mesh(&self) -> Option<&mesh::Mesh> {
         self.state.mesh.as_ref()
+    }
+
+    /// Why the mesh is off although the settings ask for it (it could not start).
+    pub fn mesh_error(&self) -> Option<&str> {
+        self.state.mesh_error.as_deref()
     }
 
     /// Client connections open now, tunnels and interceptions included.

@@ -148,8 +148,14 @@ enum CaCommand {
 
 #[derive(Subcommand)]
 enum MeshCommand {
-    /// Print this device's mesh address as a ticket, for `--peer` / `mesh.peers`.
-    Addr,
+    /// Print this device's mesh address as a ticket, for `--peer` / `mesh.peers`. The
+    /// running proxy is asked first: it knows the port it bound (another one than
+    /// `mesh.listen`'s when that was taken).
+    Addr {
+        /// The running proxy's address. Default: `listen.forward` of the configuration.
+        #[arg(long, value_name = "ADDR")]
+        proxy: Option<SocketAddr>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -313,11 +319,12 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Mesh {
             common,
-            command: MeshCommand::Addr,
+            command: MeshCommand::Addr { proxy },
         } => {
             let cfg = load_config(&common)?;
             let dir = data_dir(&cfg).join("mesh");
-            println!("{}", mesh::offline_ticket(&dir, cfg.mesh.listen)?);
+            let proxy = proxy.unwrap_or(cfg.listen.forward);
+            println!("{}", cli::addr::addr(&dir, cfg.mesh.listen, proxy).await?);
             Ok(())
         }
         Command::Group { common, command } => {

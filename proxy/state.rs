@@ -123,6 +123,8 @@ pub struct State {
     pub tls: Option<Tls>,
     /// Nearby devices; `None` when the mesh is off (or could not start).
     pub mesh: Option<mesh::Mesh>,
+    /// Why the mesh is off although it is configured on: it could not start.
+    pub mesh_error: Option<String>,
     /// Where clients may make the proxy connect.
     pub destinations: Destinations,
     /// The client side's limits (tunnels and interceptions read them too).

@@ -38,6 +38,8 @@ mod browser;
 mod gateway;
 // Nearby devices: peers, groups, privacy, one download per carriage, shared files.
 mod mesh;
+// The mesh's UDP port: a second instance on one host binds another, says so, advertises it.
+mod mesh_port;
 // Members that lie: forged attestations, corrupted bytes.
 mod hostile;
 // Strangers (no shared group): what they cannot forge, through the binary.

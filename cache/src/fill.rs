@@ -122,18 +122,28 @@ impl Recent {
         if pos < self.start {
             return None;
         }
-        let mut off = self.start;
-        for c in &self.chunks {
-            let next = off + c.len() as u64;
-            if pos < next {
-                let a = (pos - off) as usize;
-                let b = (end.min(next) - off) as usize;
-                return Some(c.slice(a..b));
-            }
-            off = next;
-        }
-        None
+        slice_of(&self.chunks, self.start, pos, end)
     }
+}
+
+/// The bytes from `pos` up to `end` within one of `chunks` (the first at offset `start`).
+fn slice_of<'a>(
+    chunks: impl IntoIterator<Item = &'a Bytes>,
+    start: u64,
+    pos: u64,
+    end: u64,
+) -> Option<Bytes> {
+    let mut off = start;
+    for c in chunks {
+        let next = off + c.len() as u64;
+        if pos < next {
+            let a = (pos - off) as usize;
+            let b = (end.min(next) - off) as usize;
+            return Some(c.slice(a..b));
+        }
+        off = next;
+    }
+    None
 }
 
 impl Fill {
@@ -251,17 +261,7 @@ impl Fill {
     /// The in-memory bytes from `pos`, at most up to `end`: a slice of one chunk.
     fn memory_slice(&self, pos: u64, end: u64) -> Option<Bytes> {
         let m = self.memory.get()?.lock().unwrap_or_else(|e| e.into_inner());
-        let mut off = 0u64;
-        for c in m.iter() {
-            let next = off + c.len() as u64;
-            if pos < next {
-                let a = (pos - off) as usize;
-                let b = (end.min(next) - off) as usize;
-                return Some(c.slice(a..b));
-            }
-            off = next;
-        }
-        None
+        slice_of(m.iter(), 0, pos, end)
     }
 
     /// Appends a chunk of a spooled body to the in-memory window (before publishing it).

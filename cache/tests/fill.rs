@@ -46,15 +46,12 @@ fn expected(from: usize) -> Vec<u8> {
         .collect()
 }
 
-/// Fills `key` with the CHUNKS chunks through a real fill; returns the fill.
-async fn fill_with_chunks(cache: &Cache, key: &str) -> Arc<meshcache_cache::fill::Fill> {
-    let Join::Leader(leader) = cache.join_fill(key) else {
-        panic!("the first request leads");
-    };
+/// The head and pending commit of a 200 with `len` bytes, fresh for 10 minutes.
+fn head_and_pending(len: u64) -> (Head, Pending) {
     let head = Head {
         status: http::StatusCode::OK,
         headers: http::HeaderMap::new(),
-        len: Some((CHUNK * CHUNKS) as u64),
+        len: Some(len),
         vary: Vec::new(),
         variant: String::new(),
         policy: None,
@@ -68,6 +65,15 @@ async fn fill_with_chunks(cache: &Cache, key: &str) -> Arc<meshcache_cache::fill
         from_peer: None,
         certified: Vec::new(),
     };
+    (head, pending)
+}
+
+/// Fills `key` with the CHUNKS chunks through a real fill; returns the fill.
+async fn fill_with_chunks(cache: &Cache, key: &str) -> Arc<meshcache_cache::fill::Fill> {
+    let Join::Leader(leader) = cache.join_fill(key) else {
+        panic!("the first request leads");
+    };
+    let (head, pending) = head_and_pending((CHUNK * CHUNKS) as u64);
     let body = futures_util::stream::iter((0..CHUNKS).map(|i| Ok::<_, String>(chunk(i))));
     cache.start_fill(leader, head, pending, body)
 }
@@ -158,23 +164,7 @@ async fn a_client_that_read_every_byte_before_the_spool_was_written_does_not_abo
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, String>>(1);
     let len = (CHUNK * CHUNKS) as u64;
     assert!(len > 1 << 20, "larger than background_fill_max");
-    let head = Head {
-        status: http::StatusCode::OK,
-        headers: http::HeaderMap::new(),
-        len: Some(len),
-        vary: Vec::new(),
-        variant: String::new(),
-        policy: None,
-        shareable: false,
-    };
-    let pending = Pending {
-        policy: policy(),
-        shareable: false,
-        fresh_until: SystemTime::now() + Duration::from_secs(600),
-        fetched_at: SystemTime::now(),
-        from_peer: None,
-        certified: Vec::new(),
-    };
+    let (head, pending) = head_and_pending(len);
     let fill = cache.start_fill(leader, head, pending, tokio_stream_from(rx));
     // As a response with a known length reads it: up to its end, not to the fill's end;
     // and keeping up (each chunk is sent once the reader has the one before).
@@ -223,23 +213,7 @@ async fn a_reader_far_behind_the_window_reads_the_spool_and_gets_every_byte() {
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, String>>(1);
     let len = (CHUNK * CHUNKS) as u64;
-    let head = Head {
-        status: http::StatusCode::OK,
-        headers: http::HeaderMap::new(),
-        len: Some(len),
-        vary: Vec::new(),
-        variant: String::new(),
-        policy: None,
-        shareable: false,
-    };
-    let pending = Pending {
-        policy: policy(),
-        shareable: false,
-        fresh_until: SystemTime::now() + Duration::from_secs(600),
-        fetched_at: SystemTime::now(),
-        from_peer: None,
-        certified: Vec::new(),
-    };
+    let (head, pending) = head_and_pending(len);
     let body = tokio_stream_from(rx);
     let fill = cache.start_fill(leader, head, pending, body);
 

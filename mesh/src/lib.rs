@@ -194,6 +194,8 @@ pub(crate) struct Inner {
     opts: Options,
     cache: Cache,
     endpoint: Endpoint,
+    /// `opts.bind`'s port was taken: the endpoint is bound to another one.
+    port_taken: bool,
     router: Mutex<Option<Router>>,
     groups: Groups,
     friends: HashSet<EndpointId>,
@@ -202,6 +204,8 @@ pub(crate) struct Inner {
     /// The open mesh (strangers), when `opts.open`: its current identity (replaced every
     /// `open_rotate`).
     open: std::sync::RwLock<Option<Arc<open::Open>>>,
+    /// Why the open mesh is off although `opts.open` asks for it (it could not bind).
+    open_error: Mutex<Option<String>>,
     peers: peers::Peers,
     /// Keys this device is seeking or fetching right now (see [`Mesh::seek`]).
     inflight: Mutex<HashMap<String, server::Inflight>>,
@@ -228,34 +232,36 @@ impl Mesh {
         let groups = Groups::open(&opts.dir)?;
         let friends = open::parse_ids(&opts.friends, "friend")?;
         let operators = open::parse_ids(&opts.operators, "operator")?;
-        let mut b = Endpoint::builder(presets::Minimal)
-            .secret_key(secret.clone())
-            .clear_ip_transports()
-            .bind_addr(opts.bind)
-            .map_err(|e| MeshError::Endpoint(format!("bind {}: {e}", opts.bind)))?;
-        b = match &opts.relay {
-            Some(url) => {
-                let url: iroh::RelayUrl = url
-                    .parse()
-                    .map_err(|e| MeshError::Endpoint(format!("relay {url}: {e}")))?;
-                b.relay_mode(RelayMode::custom([url]))
-            }
-            None => b.relay_mode(RelayMode::Disabled),
+        let relay: Option<iroh::RelayUrl> = match &opts.relay {
+            Some(url) => Some(
+                url.parse()
+                    .map_err(|e| MeshError::Endpoint(format!("relay {url}: {e}")))?,
+            ),
+            None => None,
         };
-        let endpoint = b
-            .bind()
-            .await
-            .map_err(|e| MeshError::Endpoint(format!("bind {}: {e}", opts.bind)))?;
+        let (endpoint, taken) = bind_endpoint("mesh.listen", opts.bind, |at| {
+            let b = Endpoint::builder(presets::Minimal)
+                .secret_key(secret.clone())
+                .clear_ip_transports()
+                .bind_addr(at)
+                .map_err(|e| MeshError::Endpoint(format!("bind {at}: {e}")))?;
+            Ok(match &relay {
+                Some(url) => b.relay_mode(RelayMode::custom([url.clone()])),
+                None => b.relay_mode(RelayMode::Disabled),
+            })
+        })
+        .await?;
         let (shutdown, _) = tokio::sync::watch::channel(false);
         let inner = Arc::new(Inner {
             cache: cache.clone(),
             endpoint: endpoint.clone(),
+            port_taken: taken,
             router: Mutex::new(None),
-
             groups,
             friends,
             operators,
             open: std::sync::RwLock::new(None),
+            open_error: Mutex::new(None),
             peers: peers::Peers::default(),
             inflight: Mutex::new(HashMap::new()),
             offered: Mutex::new(access::Offered::default()),
@@ -310,7 +316,11 @@ impl Mesh {
             discovery::start(&mesh.inner).await;
         }
         if opts.open {
-            open::start(&mesh.inner, blobs).await?;
+            // Strangers are an extra too: without them, the members still meet.
+            if let Err(e) = open::start(&mesh.inner, blobs).await {
+                tracing::error!("the open mesh could not start, going on without it: {e}");
+                mesh.inner.set_open_error(e.to_string());
+            }
         }
         Ok(mesh)
     }
@@ -330,6 +340,25 @@ impl Mesh {
     /// by loopback, which is all that is known without asking the network).
     pub fn addr(&self) -> EndpointAddr {
         addr_of(&self.inner.endpoint)
+    }
+
+    /// Where the endpoint listens: the address asked for (`mesh.listen`), the sockets
+    /// bound, and whether the port asked for was taken (then another one is bound).
+    pub fn listening(&self) -> Listening {
+        Listening {
+            configured: self.inner.opts.bind,
+            bound: self.inner.endpoint.bound_sockets(),
+            port_taken: self.inner.port_taken,
+        }
+    }
+
+    /// Why the open mesh is off although it was asked for (its endpoint could not bind).
+    pub fn open_error(&self) -> Option<String> {
+        self.inner
+            .open_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Adds a peer by ticket.
@@ -487,6 +516,85 @@ impl Mesh {
     }
 }
 
+/// Where an endpoint listens (see [`Mesh::listening`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listening {
+    /// The address asked for (`mesh.listen`, `mesh.open_listen`).
+    pub configured: SocketAddr,
+    /// The sockets actually bound: their ports are the ones tickets and mDNS give.
+    pub bound: Vec<SocketAddr>,
+    /// The port asked for was taken (another meshcache on this host, most likely), so a
+    /// port the OS picked on the same address is bound instead.
+    pub port_taken: bool,
+}
+
+/// Binds an endpoint built by `build` for an address: at `at`, or — when `at`'s port is
+/// taken (a second meshcache on this host) or not allowed — at a port the OS picks on the
+/// same address, with a warning naming both. Only a failure to bind the address at all is
+/// an error. Returns the endpoint and whether the port asked for was taken.
+pub(crate) async fn bind_endpoint(
+    what: &str,
+    at: SocketAddr,
+    build: impl Fn(SocketAddr) -> Result<iroh::endpoint::Builder, MeshError>,
+) -> Result<(Endpoint, bool), MeshError> {
+    let failed = |at: SocketAddr, e: &iroh::endpoint::BindError| {
+        MeshError::Endpoint(format!("{what} = {at}: cannot bind: {}", error_chain(e)))
+    };
+    let first = match build(at)?.bind().await {
+        Ok(ep) => return Ok((ep, false)),
+        Err(e) => e,
+    };
+    let why = match bind_io_kind(&first) {
+        Some(std::io::ErrorKind::AddrInUse) if at.port() != 0 => {
+            "is taken (another meshcache on this host?)"
+        }
+        Some(std::io::ErrorKind::PermissionDenied) if at.port() != 0 => "is not allowed here",
+        _ => return Err(failed(at, &first)),
+    };
+    let any = SocketAddr::new(at.ip(), 0);
+    let ep = build(any)?.bind().await.map_err(|e| failed(any, &e))?;
+    let bound: Vec<String> = ep.bound_sockets().iter().map(|s| s.to_string()).collect();
+    tracing::warn!(
+        "{what} = {at}: UDP port {} {why}; listening on {} instead. Tickets, mDNS and the \
+         status page give this port; a ticket made for port {} does not reach this device",
+        at.port(),
+        bound.join(", "),
+        at.port(),
+    );
+    Ok((ep, true))
+}
+
+/// The socket error behind a failed bind, if that is what it was.
+fn bind_io_kind(e: &iroh::endpoint::BindError) -> Option<std::io::ErrorKind> {
+    if let iroh::endpoint::BindError::Sockets { source, .. } = e {
+        return Some(source.kind());
+    }
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return Some(io.kind());
+        }
+        cur = err.source();
+    }
+    None
+}
+
+/// An error and its causes, on one line (iroh's own message alone says only "Failed to
+/// bind sockets").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(err) = cur {
+        let s = err.to_string();
+        if !out.contains(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        cur = err.source();
+    }
+    out
+}
+
 /// This device's ticket without starting the mesh (for `meshcache mesh addr`): its key
 /// from `dir` and the addresses `bind` stands for (a wildcard: every non-loopback address
 /// of the machine's interfaces).
@@ -613,6 +721,10 @@ impl Inner {
         self.watch.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    pub(crate) fn set_open_error(&self, why: String) {
+        *self.open_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+    }
+
     /// The open mesh's current identity, if it runs.
     pub(crate) fn open(&self) -> Option<Arc<open::Open>> {
         self.open.read().unwrap_or_else(|e| e.into_inner()).clone()
@@ -626,6 +738,45 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_taken_port_is_replaced_by_one_the_os_picks_and_only_an_address_that_cannot_be_bound_fails(
+    ) {
+        let build = |at: SocketAddr| {
+            Endpoint::builder(presets::Minimal)
+                .relay_mode(RelayMode::Disabled)
+                .clear_ip_transports()
+                .bind_addr(at)
+                .map_err(|e| MeshError::Endpoint(e.to_string()))
+        };
+        let held = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let at = held.local_addr().unwrap();
+        let (ep, taken) = bind_endpoint("mesh.listen", at, build).await.unwrap();
+        assert!(taken);
+        let bound = ep.bound_sockets();
+        assert_eq!(bound.len(), 1, "{bound:?}");
+        assert_eq!(bound[0].ip(), at.ip());
+        assert_ne!(bound[0].port(), at.port());
+        // The ticket gives the port bound.
+        assert!(addr_of(&ep).ip_addrs().all(|a| a.port() == bound[0].port()));
+        ep.close().await;
+        drop(held);
+        let (ep, taken) = bind_endpoint("mesh.listen", at, build).await.unwrap();
+        assert!(!taken);
+        assert_eq!(ep.bound_sockets(), vec![at]);
+        ep.close().await;
+        // TEST-NET-1 is no address of this machine: binding fails here, nothing is sent.
+        let err = match bind_endpoint("mesh.listen", "192.0.2.1:4919".parse().unwrap(), build).await
+        {
+            Ok(_) => panic!("192.0.2.1 is bound"),
+            Err(e) => e,
+        };
+        assert!(
+            err.to_string()
+                .contains("mesh.listen = 192.0.2.1:4919: cannot bind"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn a_wildcard_bind_stands_for_the_interface_addresses() {

@@ -1,5 +1,6 @@
 //! The mesh section of the status page, for admin clients: this device's id and ticket,
-//! counters, group tickets as text and QR code (they are the groups' secrets), the peer
+//! where it listens (and whether `mesh.listen`'s port was taken), why it is off when it
+//! could not start, counters, group tickets as text and QR code (they are the groups' secrets), the peer
 //! table with bans and their reasons.
 
 use std::fmt::Write;
@@ -11,16 +12,31 @@ use crate::state::State;
 /// The mesh section of the status page.
 pub(super) fn status_html(state: &State, s: &mut String) {
     let Some(mesh) = state.mesh.as_ref() else {
-        s.push_str("<h2>Mesh</h2><p>The mesh is off.</p>");
+        match state.mesh_error.as_deref() {
+            Some(why) => {
+                let _ = write!(
+                    s,
+                    "<h2>Mesh</h2><p><b>The mesh is off: it could not start.</b> {}</p>\
+                     <p>The proxy serves without it: nothing is shared with or fetched from nearby devices \
+                     until it is restarted with the cause fixed (an address that is not this machine's in \
+                     <code>mesh.listen</code>, for one).</p>",
+                    html_escape(why)
+                );
+            }
+            None => s.push_str(
+                "<h2>Mesh</h2><p>The mesh is off (<code>mesh.enabled = false</code> or <code>--no-mesh</code>).</p>",
+            ),
+        }
         return;
     };
     let m = mesh.counters();
     let _ = write!(
         s,
-        "<h2>Mesh</h2><p>This device: <code>{}</code><br>Ticket (<code>--peer</code>): <code>{}</code></p>\
+        "<h2>Mesh</h2><p>This device: <code>{}</code><br>Ticket (<code>--peer</code>): <code>{}</code><br>{}</p>\
          <p>lookups {} · bodies from peers {} · bytes from peers {} · bytes to peers {} · answers {} · refused {} · bans {}</p>",
         mesh.id(),
         mesh.ticket(),
+        listening_html("mesh.listen", &mesh.listening()),
         m.lookups.load(Ordering::Relaxed),
         m.peer_hits.load(Ordering::Relaxed),
         m.bytes_from_peers.load(Ordering::Relaxed),
@@ -34,11 +50,26 @@ pub(super) fn status_html(state: &State, s: &mut String) {
             let _ = write!(
                 s,
                 "<p>Open mesh (strangers; only what they cannot forge): <code>{}</code>, a new identity every start<br>\
-                 Ticket (<code>--open-peer</code>): <code>{}</code><br>strangers known {} · connected {} · banned addresses {} · tags {}</p>",
-                o.id, o.ticket, o.strangers_known, o.strangers_connected, o.addr_bans, o.tags
+                 Ticket (<code>--open-peer</code>): <code>{}</code><br>{}<br>strangers known {} · connected {} · banned addresses {} · tags {}</p>",
+                o.id,
+                o.ticket,
+                listening_html("mesh.open_listen", &o.listening),
+                o.strangers_known,
+                o.strangers_connected,
+                o.addr_bans,
+                o.tags
             );
         }
-        None => s.push_str("<p>Open mesh: off (<code>mesh.open</code>).</p>"),
+        None => match mesh.open_error() {
+            Some(why) => {
+                let _ = write!(
+                    s,
+                    "<p><b>Open mesh: off, it could not start.</b> {}</p>",
+                    html_escape(&why)
+                );
+            }
+            None => s.push_str("<p>Open mesh: off (<code>mesh.open</code>).</p>"),
+        },
     }
     let bans = mesh.bans();
     if !bans.is_empty() {
@@ -85,6 +116,23 @@ pub(super) fn status_html(state: &State, s: &mut String) {
         );
     }
     s.push_str("</table>");
+}
+
+/// Where an endpoint listens, and — when the port asked for was taken — that another one
+/// is in use.
+fn listening_html(setting: &str, l: &mesh::Listening) -> String {
+    let bound: Vec<String> = l.bound.iter().map(|a| a.to_string()).collect();
+    let mut out = format!("Listening on UDP <code>{}</code>", bound.join(", "));
+    if l.port_taken {
+        let _ = write!(
+            out,
+            " — <b><code>{setting}</code> asks for <code>{}</code>, whose port is taken</b> \
+             (another meshcache on this machine?): this port is the one in use, and the tickets \
+             here carry it",
+            l.configured
+        );
+    }
+    out
 }
 
 /// A QR code of `text` as inline SVG.

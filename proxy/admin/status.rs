@@ -43,6 +43,20 @@ struct Full {
     connections_open: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     mesh_id: Option<String>,
+    /// This device's ticket as the running mesh gives it (the ports actually bound).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mesh_ticket: Option<String>,
+    /// `mesh.listen`, the sockets bound, and whether its port was taken (then the bound
+    /// port is another one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mesh_listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mesh_bound: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mesh_port_taken: Option<bool>,
+    /// Why the mesh is off although it is configured on (it could not start).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mesh_error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     mesh_peers_known: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -57,6 +71,13 @@ struct Full {
     mesh_open_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     mesh_open_ticket: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mesh_open_bound: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mesh_open_port_taken: Option<bool>,
+    /// Why the open mesh is off although `mesh.open` asks for it (it could not bind).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mesh_open_error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     mesh_strangers_known: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -148,16 +169,26 @@ async fn full(state: &State) -> Full {
     let mesh = state.mesh.as_ref();
     let m = mesh.map(|m| m.counters());
     let open = mesh.and_then(|m| m.open_status());
+    let listening = mesh.map(|m| m.listening());
+    let strings = |v: &[std::net::SocketAddr]| v.iter().map(|a| a.to_string()).collect();
     Full {
         summary: summary(state).await,
         connections_open: state.connections(),
         mesh_id: mesh.map(|m| m.id()),
+        mesh_ticket: mesh.map(|m| m.ticket()),
+        mesh_listen: listening.as_ref().map(|l| l.configured.to_string()),
+        mesh_bound: listening.as_ref().map(|l| strings(&l.bound)),
+        mesh_port_taken: listening.as_ref().map(|l| l.port_taken),
+        mesh_error: state.mesh_error.clone(),
         mesh_peers_known: mesh.map(|m| m.known_peers()),
         mesh_bans: m.map(|m| m.bans.load(Ordering::Relaxed)),
         mesh_refused: m.map(|m| m.refused.load(Ordering::Relaxed)),
         mesh_bytes_to_peers: m.map(|m| m.bytes_to_peers.load(Ordering::Relaxed)),
         mesh_open_id: open.as_ref().map(|o| o.id.clone()),
         mesh_open_ticket: open.as_ref().map(|o| o.ticket.clone()),
+        mesh_open_bound: open.as_ref().map(|o| strings(&o.listening.bound)),
+        mesh_open_port_taken: open.as_ref().map(|o| o.listening.port_taken),
+        mesh_open_error: mesh.and_then(|m| m.open_error()),
         mesh_strangers_known: open.as_ref().map(|o| o.strangers_known),
         mesh_strangers_connected: open.as_ref().map(|o| o.strangers_connected),
         mesh_address_bans: open.as_ref().map(|o| o.addr_bans),
@@ -298,6 +329,7 @@ pub(super) async fn html(state: &State, admin: bool) -> String {
             "<h2>Mesh</h2><p>{}</p>",
             match state.mesh.as_ref() {
                 Some(_) => format!("On: {} nearby devices connected.", f.mesh_peers_connected),
+                None if state.mesh_error.is_some() => "Off: it could not start.".into(),
                 None => "Off.".into(),
             }
         );

@@ -1,6 +1,7 @@
-//! The command line's own code (bin only): `cache` commands, `share` / `get`, signals, the
-//! allocator's tuning and trimming.
+//! The command line's own code (bin only): `cache` commands, `mesh addr`, `share` / `get`,
+//! signals, the allocator's tuning and trimming.
 
+pub(crate) mod addr;
 pub(crate) mod cache;
 pub(crate) mod memory;
 pub(crate) mod share;

@@ -15,15 +15,16 @@ pub struct Running {
     pub mesh: Option<(String, String)>,
     /// Its open-mesh (stranger) id and ticket, when the open mesh runs.
     pub open: Option<(String, String)>,
-    /// Its stderr lines after the one that says where it listens (read as they come).
+    /// Its stderr lines from the start (read as they come).
     pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Running {
     /// Starts `meshcache run` on a free loopback port with `dir` as its data directory and
     /// waits until it says where it listens.
-    /// The mesh endpoint is bound to loopback on a free port, without mDNS (tests never
-    /// send multicast onto the machine's network).
+    /// The mesh endpoint is bound to loopback on a free port (unless `extra` names
+    /// `--mesh-listen` / `--open-listen`), without mDNS (tests never send multicast onto
+    /// the machine's network).
     pub fn start(dir: &Path, extra: &[&str]) -> Running {
         Self::start_with_env(dir, extra, &[])
     }
@@ -36,18 +37,15 @@ impl Running {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        cmd.args(["run", "--listen", "127.0.0.1:0"]);
+        // A test may choose the mesh's addresses itself (a fixed port two devices share).
+        for flag in ["--mesh-listen", "--open-listen"] {
+            if !extra.contains(&flag) {
+                cmd.args([flag, "127.0.0.1:0"]);
+            }
+        }
         let mut child = cmd
-            .args([
-                "run",
-                "--listen",
-                "127.0.0.1:0",
-                "--mesh-listen",
-                "127.0.0.1:0",
-                "--open-listen",
-                "127.0.0.1:0",
-                "--no-mdns",
-                "--data-dir",
-            ])
+            .args(["--no-mdns", "--data-dir"])
             .arg(dir)
             .args(extra)
             .stdout(Stdio::null())
@@ -58,11 +56,13 @@ impl Running {
         let mut lines = BufReader::new(stderr).lines();
         let mut mesh = None;
         let mut open = None;
+        let mut startup = Vec::new();
         let addr = loop {
             let line = lines
                 .next()
-                .expect("meshcache exited before listening")
+                .unwrap_or_else(|| panic!("meshcache exited before listening: {startup:#?}"))
                 .unwrap();
+            startup.push(line.clone());
             if let Some(rest) = line.split("mesh endpoint ").nth(1) {
                 let mut words = rest.split_whitespace();
                 let id = words.next().unwrap().to_string();
@@ -80,7 +80,7 @@ impl Running {
             }
         };
         // Keep draining stderr so the process never blocks on a full pipe.
-        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = std::sync::Arc::new(std::sync::Mutex::new(startup));
         let sink = log.clone();
         std::thread::spawn(move || {
             for line in lines.map_while(Result::ok) {

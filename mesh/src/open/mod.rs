@@ -78,6 +78,8 @@ pub(crate) struct Stranger {
 /// The open mesh of one device.
 pub(crate) struct Open {
     pub endpoint: Endpoint,
+    /// `mesh.open_listen`'s port was taken: another one is bound.
+    port_taken: bool,
     router: Mutex<Option<Router>>,
     pub strangers: Mutex<HashMap<EndpointId, Stranger>>,
     /// Banned addresses (an IP; on loopback, IP and port: devices on one machine are told
@@ -134,22 +136,24 @@ async fn bind(
     inner: &Arc<Inner>,
     blobs: &iroh_blobs::BlobsProtocol,
 ) -> Result<Arc<Open>, MeshError> {
-    let bind = inner.opts.open_bind;
-    let endpoint = Endpoint::builder(presets::Minimal)
-        .secret_key(SecretKey::generate())
-        .clear_ip_transports()
-        .bind_addr(bind)
-        .map_err(|e| MeshError::Endpoint(format!("open mesh bind {bind}: {e}")))?
-        .relay_mode(RelayMode::Disabled)
-        .bind()
-        .await
-        .map_err(|e| MeshError::Endpoint(format!("open mesh bind {bind}: {e}")))?;
+    let secret = SecretKey::generate();
+    let (endpoint, port_taken) =
+        crate::bind_endpoint("mesh.open_listen", inner.opts.open_bind, |at| {
+            Ok(Endpoint::builder(presets::Minimal)
+                .secret_key(secret.clone())
+                .clear_ip_transports()
+                .bind_addr(at)
+                .map_err(|e| MeshError::Endpoint(format!("open mesh bind {at}: {e}")))?
+                .relay_mode(RelayMode::Disabled))
+        })
+        .await?;
     let router = Router::builder(endpoint.clone())
         .accept(proto::ALPN, serve::Handler::new(Arc::downgrade(inner)))
         .accept(iroh_blobs::ALPN, crate::access::Blobs(blobs.clone()))
         .spawn();
     Ok(Arc::new(Open {
         endpoint,
+        port_taken,
         router: Mutex::new(Some(router)),
         strangers: Mutex::new(HashMap::new()),
         addr_bans: Mutex::new(HashMap::new()),
@@ -216,6 +220,7 @@ async fn rotate(weak: Weak<Inner>, blobs: iroh_blobs::BlobsProtocol) {
             Ok(o) => o,
             Err(e) => {
                 tracing::warn!("open mesh: a new identity failed ({e}); the open mesh is off");
+                inner.set_open_error(format!("a new identity failed: {e}"));
                 *inner.open.write().unwrap_or_else(|e| e.into_inner()) = None;
                 if !fixed {
                     old.shutdown().await;
@@ -562,6 +567,8 @@ pub(crate) fn parse_ids(list: &[String], what: &str) -> Result<HashSet<EndpointI
 pub struct OpenStatus {
     pub id: String,
     pub ticket: String,
+    /// Where its endpoint listens (`mesh.open_listen`, and the port actually bound).
+    pub listening: crate::Listening,
     pub strangers_known: usize,
     pub strangers_connected: usize,
     pub addr_bans: usize,
@@ -579,6 +586,11 @@ pub(crate) fn status(inner: &Inner) -> Option<OpenStatus> {
     Some(OpenStatus {
         id: open.endpoint.id().to_string(),
         ticket: open.ticket(),
+        listening: crate::Listening {
+            configured: inner.opts.open_bind,
+            bound: open.endpoint.bound_sockets(),
+            port_taken: open.port_taken,
+        },
         strangers_known,
         strangers_connected,
         addr_bans,
