@@ -44,6 +44,7 @@ use tokio::sync::watch;
 pub use admin::LOCAL_HOST;
 pub use cache::{Cache, Clock, ManualClock, SystemClock};
 pub use origin::destination::DestinationOptions;
+pub use origin::upstream::{NoProxyEntry, Upstream, UpstreamOptions};
 pub use origin::OriginOptions;
 pub use settings::ServerOptions;
 pub use settings::{Settings, TlsSettings};

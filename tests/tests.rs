@@ -32,6 +32,8 @@ mod crashpoints;
 mod cli;
 // HTTPS interception with the local CA, passthrough, origin verification (curl).
 mod https;
+// An upstream proxy for origin traffic: a child meshcache behind a parent, each caching.
+mod upstream;
 // Headless Chromium through the proxy (skipped, saying why, where it is not installed).
 mod browser;
 // Transparent mode in network namespaces (root; skipped, saying why, elsewhere).

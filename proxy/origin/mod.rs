@@ -27,7 +27,8 @@ use upstream::{Failure, Stream, UpstreamError, UpstreamOptions};
 /// Timeouts and pool sizes of the origin client. The defaults are those of `config::Origin`.
 #[derive(Debug, Clone)]
 pub struct OriginOptions {
-    /// TCP connect (after DNS).
+    /// TCP connect (after DNS); through an upstream proxy, to it, and then its answer to
+    /// `CONNECT` (it connects to the origin before it answers).
     pub connect_timeout: Duration,
     /// From sending the request to the response head.
     pub response_header_timeout: Duration,
@@ -153,6 +154,22 @@ impl OriginError {
                 dead_connection |= h.is_incomplete_message() || h.is_canceled();
             }
             if let Some(io) = err.downcast_ref::<std::io::Error>() {
+                // A failed handshake is a rustls::Error inside io::Errors (tokio-rustls
+                // wraps it, hyper-rustls wraps that), whose `source()` skips it: look inside.
+                let mut inner = io.get_ref();
+                while let Some(io) = inner.and_then(|i| i.downcast_ref::<std::io::Error>()) {
+                    inner = io.get_ref();
+                }
+                let tls = inner.and_then(|i| i.downcast_ref::<rustls::Error>());
+                if matches!(
+                    tls,
+                    Some(
+                        rustls::Error::InvalidCertificate(_)
+                            | rustls::Error::NoCertificatesPresented
+                    )
+                ) {
+                    return OriginError::Certificate(detail);
+                }
                 dead_connection |= matches!(
                     io.kind(),
                     std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
@@ -200,8 +217,6 @@ struct Connector {
     policy: Arc<Policy>,
     upstream: Arc<UpstreamOptions>,
     timeout: Duration,
-    /// How long the upstream may take to answer `CONNECT` (it connects to the origin first).
-    answer_timeout: Duration,
 }
 
 impl tower_service::Service<Uri> for Connector {
@@ -226,7 +241,7 @@ impl tower_service::Service<Uri> for Connector {
                         .check_name(&host)
                         .map_err(ConnectError::Refused)?;
                     if https {
-                        upstream::tunnel(up, &host, port, this.timeout, this.answer_timeout).await
+                        upstream::tunnel(up, &host, port, this.timeout).await
                     } else {
                         upstream::dial(up, this.timeout).await
                     }
@@ -248,7 +263,6 @@ impl Origin {
                 policy: policy.clone(),
                 upstream: upstream.clone(),
                 timeout: opts.connect_timeout,
-                answer_timeout: opts.response_header_timeout,
             };
             let https = hyper_rustls::HttpsConnectorBuilder::new()
                 .with_tls_config({
@@ -308,8 +322,7 @@ impl Origin {
                 .map(Stream::direct),
             Some(up) => {
                 policy.check_name(host).map_err(ConnectError::Refused)?;
-                let answer = self.opts.response_header_timeout;
-                upstream::tunnel(up, host, port, timeout, answer)
+                upstream::tunnel(up, host, port, timeout)
                     .await
                     .map_err(ConnectError::Upstream)
             }

@@ -370,17 +370,18 @@ pub async fn dial(up: &Upstream, timeout: Duration) -> Result<Stream, UpstreamEr
 /// Largest answer head accepted from the upstream's `CONNECT`.
 const MAX_ANSWER_HEAD: usize = 16 * 1024;
 
-/// A tunnel to `host:port` through the upstream's `CONNECT`: connects within
-/// `connect_timeout`, then waits for a 2xx answer within `answer_timeout` (the upstream
-/// connects to the origin before it answers).
+/// A tunnel to `host:port` through the upstream's `CONNECT`: connects to the upstream
+/// within `timeout`, then waits for its 2xx answer within `timeout` again (connecting to
+/// the origin, which is what the upstream does before it answers: `origin.connect_timeout`
+/// covers both, and stays within the request's `response_header_timeout`).
 pub async fn tunnel(
     up: &Upstream,
     host: &str,
     port: u16,
-    connect_timeout: Duration,
-    answer_timeout: Duration,
+    timeout: Duration,
 ) -> Result<Stream, UpstreamError> {
-    let mut stream = dial(up, connect_timeout).await?;
+    let answer_timeout = timeout;
+    let mut stream = dial(up, timeout).await?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let target = if host.contains(':') {
         format!("[{host}]:{port}")
@@ -571,7 +572,7 @@ mod tests {
     async fn connect_answers() {
         let t = Duration::from_secs(5);
         let u = fake_upstream(b"HTTP/1.1 200 Connection established\r\n\r\nearly").await;
-        let mut s = tunnel(&u, "origin.example", 443, t, t).await.unwrap();
+        let mut s = tunnel(&u, "origin.example", 443, t).await.unwrap();
         let mut early = [0u8; 5];
         s.read_exact(&mut early).await.unwrap();
         assert_eq!(&early, b"early", "bytes after the answer are kept");
@@ -582,7 +583,7 @@ mod tests {
         assert!(!s.connected().is_proxied());
 
         let u = fake_upstream(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n").await;
-        let e = tunnel(&u, "origin.example", 443, t, t).await.unwrap_err();
+        let e = tunnel(&u, "origin.example", 443, t).await.unwrap_err();
         assert_eq!(e.status(), http::StatusCode::BAD_GATEWAY);
         assert!(
             e.to_string()
@@ -590,10 +591,10 @@ mod tests {
             "{e}"
         );
         let u = fake_upstream(b"HTTP/1.1 504 Gateway Timeout\r\n\r\n").await;
-        let e = tunnel(&u, "origin.example", 443, t, t).await.unwrap_err();
+        let e = tunnel(&u, "origin.example", 443, t).await.unwrap_err();
         assert_eq!(e.status(), http::StatusCode::GATEWAY_TIMEOUT);
         let u = fake_upstream(b"SSH-2.0-OpenSSH\r\n\r\n").await;
-        let e = tunnel(&u, "origin.example", 443, t, t).await.unwrap_err();
+        let e = tunnel(&u, "origin.example", 443, t).await.unwrap_err();
         assert!(matches!(e.failure, Failure::Malformed { .. }), "{e}");
     }
 
