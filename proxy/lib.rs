@@ -19,6 +19,7 @@
 //! - `http/`: stateless helpers — the body type, headers, ranges, building responses.
 //! - `origin/`: the origin client and the destination policy it dials through.
 //! - `state`, `client`: what handlers share; who sent a request.
+//! - `qr`: QR codes of tickets, as inline SVG for the pages and as text for a terminal.
 //! - [`settings`]: `config::Config` → the options of each part. `main.rs` and `cli/` are the
 //!   command line (bin only).
 
@@ -28,6 +29,8 @@ mod flow;
 mod http;
 mod listen;
 mod origin;
+#[doc(hidden)]
+pub mod qr;
 pub mod settings;
 mod state;
 mod sync;

@@ -82,7 +82,8 @@ enum Command {
         #[command(subcommand)]
         command: GroupCommand,
     },
-    /// Share a file with someone nearby: prints a ticket (needs `meshcache run`).
+    /// Share a file with someone nearby: prints a ticket, and its QR code on stderr (needs
+    /// `meshcache run`).
     Share {
         #[command(flatten)]
         common: Common,
@@ -96,6 +97,8 @@ enum Command {
     },
     /// Fetch a file shared with `meshcache share`, straight from the sharer.
     Get {
+        /// The ticket (`meshshare…`), or a share URL that holds it
+        /// (`http://meshcache.local/share/<ticket>`, `http://HOST:PORT/share/<ticket>`).
         ticket: String,
         /// Where to write it. Default: the shared name, in the current directory.
         #[arg(long, short = 'o', value_name = "FILE")]
@@ -336,9 +339,11 @@ async fn run(cli: Cli) -> Result<()> {
                     groups.add(&g)?;
                     println!("{}", g.ticket());
                     eprintln!(
-                        "meshcache: created and joined; others join with: meshcache group join {}",
+                        "meshcache: created and joined; others join with: meshcache group join {}\n\
+                         or by scanning this code (the ticket is the group's secret):",
                         g.ticket()
                     );
+                    cli::eprint_qr(&g.ticket());
                 }
                 GroupCommand::Join { ticket } => {
                     let g = mesh::Group::from_ticket(&ticket)?;
@@ -381,12 +386,14 @@ async fn run(cli: Cli) -> Result<()> {
             println!("{ticket}");
             eprintln!(
                 "meshcache: shared {name}; the other side runs: meshcache get {ticket}\n\
-                 or opens http://meshcache.local/share/{ticket} through its proxy"
+                 or opens http://meshcache.local/share/{ticket} through its proxy,\n\
+                 or scans this code (the ticket):"
             );
+            cli::eprint_qr(&ticket);
             Ok(())
         }
         Command::Get { ticket, output } => {
-            let t = mesh::share::ShareTicket::decode(&ticket)?;
+            let t = mesh::share::ShareTicket::decode_ticket_or_url(&ticket)?;
             let out = output.unwrap_or_else(|| PathBuf::from(&t.name));
             share::download(&t, &out).await?;
             eprintln!(

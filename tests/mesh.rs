@@ -275,6 +275,13 @@ async fn a_shared_file_reaches_a_friend_by_ticket_and_through_a_proxy() {
     );
     let ticket = String::from_utf8(out.stdout).unwrap().trim().to_string();
     assert!(ticket.starts_with("meshshare"), "{ticket}");
+    // The QR code it printed (on stderr: stdout is the ticket alone) reads as the ticket.
+    let notes = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        crate::support::qr::decode_terminal(&notes),
+        ticket,
+        "{notes}"
+    );
 
     // The friend's command line, with no proxy of its own.
     let target = dirs[1].path().join("got.pdf");
@@ -285,6 +292,23 @@ async fn a_shared_file_reaches_a_friend_by_ticket_and_through_a_proxy() {
         String::from_utf8_lossy(&got.stderr)
     );
     assert_eq!(std::fs::read(&target).unwrap(), content);
+    // The same with the share URL in place of the ticket, in both its forms.
+    for (i, url) in [
+        format!("http://{proxy_addr}/share/{ticket}"),
+        format!("meshcache.local/share/{ticket}"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let target = dirs[1].path().join(format!("by-url-{i}.pdf"));
+        let got = run(&["get", url, "-o", target.to_str().unwrap()]);
+        assert!(
+            got.status.success(),
+            "{url}: {}",
+            String::from_utf8_lossy(&got.stderr)
+        );
+        assert_eq!(std::fs::read(&target).unwrap(), content, "{url}");
+    }
 
     // The friend's proxy (in no group at all) opens the ticket as a URL.
     let friend = Device::start(dirs[1].path(), &[]);
@@ -300,6 +324,36 @@ async fn a_shared_file_reaches_a_friend_by_ticket_and_through_a_proxy() {
         .header("content-disposition")
         .unwrap()
         .contains("report.pdf"));
+    assert_eq!(r.body, content);
+    // A browser gets the ticket's page: the file's name, a download link, and the ticket
+    // as a QR code that reads back as the ticket.
+    let html = [("accept", "text/html,application/xhtml+xml,*/*;q=0.8")];
+    let page = get(
+        sharer.addr(),
+        &format!("http://meshcache.local/share/{ticket}"),
+        &html,
+    )
+    .await;
+    assert_eq!(page.status, 200);
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    let text = page.text();
+    assert!(
+        text.contains("report.pdf") && text.contains("href=\"?download\""),
+        "{text}"
+    );
+    assert!(!text.contains("<script"), "{text}");
+    assert_eq!(crate::support::qr::decode_svg(&text), ticket);
+    // ... whose link is the file.
+    let r = get(
+        friend.addr(),
+        &format!("http://meshcache.local/share/{ticket}?download"),
+        &html,
+    )
+    .await;
+    assert_eq!(r.status, 200);
     assert_eq!(r.body, content);
     // A ticket that is not one is a clear 400.
     let bad = get(

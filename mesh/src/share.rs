@@ -56,6 +56,24 @@ impl ShareTicket {
             ..t
         })
     }
+
+    /// Decodes a ticket given as itself or inside a share URL —
+    /// `http://host:port/share/<ticket>`, `meshcache.local/share/<ticket>`, with or without
+    /// a query or fragment — as `meshcache get` takes it.
+    pub fn decode_ticket_or_url(s: &str) -> Result<Self, MeshError> {
+        Self::decode(ticket_in(s))
+    }
+}
+
+/// The ticket in `s`: what follows the last `/share/` up to a `?`, `#` or `/`, or all of
+/// `s` (trimmed) when it has no `/share/` (a ticket never does).
+pub fn ticket_in(s: &str) -> &str {
+    let s = s.trim();
+    let Some(at) = s.rfind("/share/") else {
+        return s;
+    };
+    let rest = &s[at + "/share/".len()..];
+    &rest[..rest.find(['?', '#', '/']).unwrap_or(rest.len())]
 }
 
 /// A file name safe to write and to put in a header: no directories, no control
@@ -345,5 +363,34 @@ mod tests {
         assert_eq!(ShareTicket::decode(&s).unwrap(), t);
         assert!(ShareTicket::decode("meshshareAAAA").is_err());
         assert!(ShareTicket::decode("hello").is_err());
+    }
+
+    #[test]
+    fn a_ticket_is_taken_bare_or_from_its_share_url() {
+        let id = iroh::SecretKey::generate().public();
+        let t = ShareTicket {
+            addr: EndpointAddr::new(id).with_ip_addr("127.0.0.1:5000".parse().unwrap()),
+            hash: [7; 32],
+            size: 5,
+            name: "a.txt".into(),
+        };
+        let s = t.encode();
+        for form in [
+            s.clone(),
+            format!("  {s}\n"),
+            format!("http://127.0.0.1:3128/share/{s}"),
+            format!("http://meshcache.local/share/{s}?download"),
+            format!("meshcache.local/share/{s}#x"),
+            format!("https://example.org/x/share/{s}/"),
+        ] {
+            assert_eq!(
+                ShareTicket::decode_ticket_or_url(&form).unwrap(),
+                t,
+                "{form}"
+            );
+        }
+        assert_eq!(ticket_in("http://h/share/"), "");
+        assert!(ShareTicket::decode_ticket_or_url("http://h/share/").is_err());
+        assert!(ShareTicket::decode_ticket_or_url("http://h/other/x").is_err());
     }
 }

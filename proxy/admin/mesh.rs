@@ -92,7 +92,11 @@ pub(super) fn status_html(state: &State, s: &mut String) {
         s.push_str("<p>Groups (hand the ticket, or show the code, to someone next to you to let them join):</p><ul>");
         for g in groups {
             let t = g.ticket();
-            let _ = write!(s, "<li><code>{t}</code><br>{}</li>", qr_svg(&t));
+            let _ = write!(
+                s,
+                "<li><code>{t}</code><br>{}</li>",
+                crate::qr::svg(&t, 160)
+            );
         }
         s.push_str("</ul>");
     }
@@ -133,15 +137,4 @@ fn listening_html(setting: &str, l: &mesh::Listening) -> String {
         );
     }
     out
-}
-
-/// A QR code of `text` as inline SVG.
-fn qr_svg(text: &str) -> String {
-    match qrcode::QrCode::new(text.as_bytes()) {
-        Ok(code) => code
-            .render::<qrcode::render::svg::Color<'_>>()
-            .min_dimensions(160, 160)
-            .build(),
-        Err(_) => String::new(),
-    }
 }

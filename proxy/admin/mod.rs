@@ -55,6 +55,9 @@ pub(crate) async fn handle(state: &Arc<State>, client: &Client, req: Request<Inc
         );
     }
     if let Some(ticket) = path.strip_prefix("/share/") {
+        if shares::wants_page(&req) {
+            return shares::page(ticket);
+        }
         return shares::get(state, ticket).await;
     }
     if path == "/share" && req.method() == Method::POST {

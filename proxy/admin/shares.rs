@@ -1,6 +1,7 @@
 //! Shared files on the proxy's own address, for admin clients only (both store files on
-//! this device): `GET /share/<ticket>` fetches a file from its sharer and serves it,
-//! `POST /share?name=…` (as `meshcache share` uses it) stores and shares one. Both are
+//! this device): `GET /share/<ticket>` fetches a file from its sharer and serves it (a
+//! browser gets the ticket's page first: name, size, a download link, the ticket as a QR
+//! code to hand it on), `POST /share?name=…` (as `meshcache share` uses it) stores and shares one. Both are
 //! bounded by `mesh.share_max_file` per file and `mesh.share_max_size` in all, apart from
 //! the cache's own limit.
 
@@ -17,6 +18,8 @@ use crate::flow::{local_error, Outcome, Phase};
 use crate::http::respond::build;
 use crate::http::{full, stream_body};
 use crate::state::State;
+
+use super::html_escape;
 
 /// `GET /share/<ticket>`: fetches the file from the sharer (unless it is here already)
 /// and serves it.
@@ -64,6 +67,67 @@ pub(super) async fn get(state: &Arc<State>, ticket: &str) -> Outcome {
     Outcome {
         response: build(StatusCode::OK, h, stream_body(body)),
         phase: Phase::Local("share"),
+        fwd_status: None,
+    }
+}
+
+/// Whether a `GET /share/<ticket>` asks for the page rather than the file: a browser's
+/// (its `Accept` names `text/html`) without `?download`. `curl`, `meshcache get` and
+/// media elements get the file as before.
+pub(super) fn wants_page<B>(req: &Request<B>) -> bool {
+    let download = req
+        .uri()
+        .query()
+        .is_some_and(|q| url::form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "download"));
+    let html = req
+        .headers()
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.to_ascii_lowercase().contains("text/html"));
+    req.method() == http::Method::GET && html && !download
+}
+
+/// The page of a share ticket: what it is, a link that fetches it (`?download`), and the
+/// ticket as text and as a QR code (inline SVG: the page loads nothing else), to hand it
+/// on to someone next to you.
+pub(super) fn page(ticket: &str) -> Outcome {
+    let t = match mesh::share::ShareTicket::decode(ticket) {
+        Ok(t) => t,
+        Err(e) => {
+            return local_error(
+                StatusCode::BAD_REQUEST,
+                "bad-ticket",
+                format!("meshcache: {e}\n"),
+            )
+        }
+    };
+    let raw = ticket.trim();
+    let ticket = html_escape(raw);
+    let name = html_escape(&t.name);
+    let body = format!(
+        "<!doctype html><meta charset=utf-8>\
+         <meta name=viewport content=\"width=device-width, initial-scale=1\">\
+         <title>{name} — meshcache</title><h1>{name}</h1>\
+         <p>{} shared by <code>{}</code></p>\
+         <p><a href=\"?download\">Download</a> (from the sharer, verified as it arrives)</p>\
+         <h2>Hand it on</h2><p>Someone next to you scans this code, or runs \
+         <code>meshcache get TICKET</code>, or opens \
+         <code>http://meshcache.local/share/TICKET</code> through their own meshcache:</p>\
+         {}<p><code style=\"word-break: break-all\">{ticket}</code></p>\n",
+        super::status::size(t.size),
+        t.addr.id,
+        crate::qr::svg(raw, 256),
+    );
+    let mut h = http::HeaderMap::new();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Outcome {
+        response: build(StatusCode::OK, h, full(body)),
+        phase: Phase::Local("share-page"),
         fwd_status: None,
     }
 }

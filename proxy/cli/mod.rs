@@ -6,6 +6,15 @@ pub(crate) mod cache;
 pub(crate) mod memory;
 pub(crate) mod share;
 
+/// Prints a QR code of `ticket` on stderr: black on white on a terminal, plain block
+/// characters (the dark modules) when stderr is a file or a pipe.
+pub(crate) fn eprint_qr(ticket: &str) {
+    use std::io::IsTerminal;
+    if let Some(code) = meshcache::qr::terminal(ticket, std::io::stderr().is_terminal()) {
+        eprintln!("{}", code.trim_end_matches('\n'));
+    }
+}
+
 /// Ctrl-C and SIGTERM, caught from the moment this is made: make it before telling anyone
 /// the proxy is up, so a signal sent right after that shuts down cleanly instead of killing
 /// the process (the default action until a handler is installed).

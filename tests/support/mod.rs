@@ -9,6 +9,7 @@ pub mod feed;
 pub mod mesh;
 pub mod origin;
 pub mod proxy;
+pub mod qr;
 
 pub use client::{check_pattern, get, open, open_with, request, Resp};
 pub use origin::{pattern, Origin, Reply};
