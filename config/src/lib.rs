@@ -216,7 +216,8 @@ impl Default for Cache {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Origin {
-    /// Time allowed to connect to an origin; non-zero. Default `"10s"`.
+    /// Time allowed to connect to an origin (through an upstream proxy: to connect
+    /// to it, and again for its answer to `CONNECT`); non-zero. Default `"10s"`.
     #[serde(with = "duration_str")]
     pub connect_timeout: Duration,
     /// The origin must start its response within this, else the client

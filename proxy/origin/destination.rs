@@ -10,6 +10,10 @@
 //! clients may go anywhere and to any port. `origin.deny` refuses for everyone;
 //! `origin.allow` lets through what the defaults would refuse. A refusal is a [`Refused`]
 //! that names the rule and the setting that changes it.
+//!
+//! Through an upstream proxy (`super::upstream`) the origin's name is the upstream's to
+//! resolve: [`Policy::check_name`] judges what can be judged without DNS (addresses,
+//! `localhost` names) and leaves other names to the upstream's own rules.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
