@@ -34,6 +34,17 @@ impl Running {
     pub fn start_with_env(dir: &Path, extra: &[&str], env: &[(&str, &Path)]) -> Running {
         let mut cmd = Command::new(BIN);
         cmd.env("RUST_LOG", "warn");
+        // `meshcache run` takes an upstream proxy from these, as curl does: the tests'
+        // origins are on loopback, reached directly unless a test sets one itself.
+        for v in [
+            "http_proxy",
+            "https_proxy",
+            "HTTPS_PROXY",
+            "all_proxy",
+            "ALL_PROXY",
+        ] {
+            cmd.env_remove(v);
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
