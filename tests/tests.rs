@@ -36,6 +36,8 @@ mod https;
 mod upstream;
 // Headless Chromium through the proxy (skipped, saying why, where it is not installed).
 mod browser;
+// The status page as a live dashboard in headless Chromium, and its screenshot.
+mod dashboard;
 // Transparent mode in network namespaces (root; skipped, saying why, elsewhere).
 mod gateway;
 // Nearby devices: peers, groups, privacy, one download per carriage, shared files.

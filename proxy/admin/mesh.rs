@@ -71,7 +71,9 @@ pub(super) fn status_html(state: &State, s: &mut String) {
             None => s.push_str("<p>Open mesh: off (<code>mesh.open</code>).</p>"),
         },
     }
+    // The dashboard's script rewrites the list inside `#bans` from `/status.json`.
     let bans = mesh.bans();
+    s.push_str("<div id=bans>");
     if !bans.is_empty() {
         s.push_str("<p>Banned (peers and strangers):</p><ul>");
         for (id, why, left) in bans.iter().take(50) {
@@ -85,6 +87,7 @@ pub(super) fn status_html(state: &State, s: &mut String) {
         }
         s.push_str("</ul>");
     }
+    s.push_str("</div>");
     let groups = mesh.groups();
     if groups.is_empty() {
         s.push_str("<p>In no group: nothing is shared. <code>meshcache group create</code>, or <code>meshcache group join TICKET</code>.</p>");
@@ -100,7 +103,7 @@ pub(super) fn status_html(state: &State, s: &mut String) {
         }
         s.push_str("</ul>");
     }
-    s.push_str("<table><tr><th>peer</th><th>addresses</th><th>found by</th><th>state</th><th>groups</th><th>bytes given</th><th>bytes taken</th><th>bans</th></tr>");
+    s.push_str("<table id=peers><tr><th>peer</th><th>addresses</th><th>found by</th><th>state</th><th>groups</th><th>bytes given</th><th>bytes taken</th><th>bans</th></tr>");
     for p in mesh.peer_status() {
         let ban = match (p.banned_for, &p.ban_reason) {
             (Some(d), Some(r)) => format!("{} (banned {}s more: {r})", p.bans, d.as_secs()),
@@ -114,8 +117,8 @@ pub(super) fn status_html(state: &State, s: &mut String) {
             p.source,
             html_escape(&p.state),
             p.groups.join(", "),
-            p.given,
-            p.taken,
+            super::status::size(p.given),
+            super::status::size(p.taken),
             html_escape(&ban)
         );
     }
