@@ -117,8 +117,8 @@ pub(super) fn status_html(state: &State, s: &mut String) {
             p.source,
             html_escape(&p.state),
             p.groups.join(", "),
-            super::status::size(p.given),
-            super::status::size(p.taken),
+            super::size(p.given),
+            super::size(p.taken),
             html_escape(&ban)
         );
     }

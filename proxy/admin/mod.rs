@@ -114,6 +114,22 @@ pub(crate) async fn handle(state: &Arc<State>, client: &Client, req: Request<Inc
     }
 }
 
+/// Bytes in binary units, for people.
+fn size(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
 /// Text made safe inside HTML.
 fn html_escape(s: &str) -> String {
     s.replace('&', "&amp;")

@@ -115,7 +115,7 @@ pub(super) fn page(ticket: &str) -> Outcome {
          <code>meshcache get TICKET</code>, or opens \
          <code>http://meshcache.local/share/TICKET</code> through their own meshcache:</p>\
          {}<p><code style=\"word-break: break-all\">{ticket}</code></p>\n",
-        super::status::size(t.size),
+        super::size(t.size),
         t.addr.id,
         crate::qr::svg(raw, 256),
     );

@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering;
 
 use serde::Serialize;
 
-use super::html_escape;
+use super::{html_escape, size};
 use crate::state::State;
 
 /// The figures anyone may see.
@@ -348,22 +348,6 @@ pub(super) async fn json(state: &State, admin: bool) -> String {
         serde_json::to_string(&summary(state).await)
     };
     text.unwrap_or_else(|e| format!("{{\"error\":{:?}}}", e.to_string())) + "\n"
-}
-
-/// Bytes in binary units, for people.
-pub(super) fn size(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
 }
 
 /// The status page: the dashboard (cards, the chart, where the bytes came from), every
