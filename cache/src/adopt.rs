@@ -47,6 +47,8 @@ impl Adopted {
     pub fn open(bodies_dir: &Path) -> Result<Adopted, StoreError> {
         let dir = bodies_dir.join("adopted");
         std::fs::create_dir_all(&dir).map_err(|e| StoreError::Io(dir.clone(), e))?;
+        // The store imports only absolute paths (a relative data directory is allowed).
+        let dir = std::path::absolute(&dir).map_err(|e| StoreError::Io(dir.clone(), e))?;
         Ok(Adopted {
             dir,
             lock: tokio::sync::Mutex::new(()),

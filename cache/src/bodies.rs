@@ -151,8 +151,11 @@ impl Bodies {
     }
 
     async fn import_once(&self, path: &Path) -> Result<Imported, Failed> {
+        // The store imports only absolute paths (a relative data directory is allowed).
+        let path = std::path::absolute(path)
+            .map_err(|e| Failed::Other(StoreError::Io(path.to_owned(), e)))?;
         let opts = AddPathOptions {
-            path: path.to_owned(),
+            path,
             mode: ImportMode::Copy,
             format: BlobFormat::Raw,
         };

@@ -250,3 +250,32 @@ fn tokio_stream_from(
 ) -> impl futures_util::Stream<Item = Result<Bytes, String>> + Send + 'static {
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
+
+/// Regression: with a relative data directory (`meshcache run --data-dir d1`), large bodies
+/// were not stored: the body store imports only absolute paths ("adopt body: Error::Io").
+#[tokio::test]
+async fn a_relative_data_directory_stores_spooled_bodies() {
+    let dir = tempfile::tempdir().unwrap();
+    // The same directory, relative to the current one.
+    let cwd = std::env::current_dir().unwrap();
+    let mut relative = std::path::PathBuf::new();
+    for _ in cwd.components().skip(1) {
+        relative.push("..");
+    }
+    relative.push(dir.path().strip_prefix("/").unwrap());
+    assert!(relative.is_relative());
+    let cache = Cache::open(Options::new(relative), Arc::new(SystemClock))
+        .await
+        .unwrap();
+    let key = "http://example.test/relative";
+    let fill = fill_with_chunks(&cache, key).await;
+    assert_eq!(read_all(&fill, 0).await, expected(0));
+    fill.finished().await;
+    assert!(
+        cache
+            .lookup(key, &http::HeaderMap::new())
+            .unwrap()
+            .is_some(),
+        "not stored"
+    );
+}
