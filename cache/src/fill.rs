@@ -162,6 +162,18 @@ impl Fill {
         }
     }
 
+    /// True when the fill failed or was abandoned: nothing more will come of it.
+    pub fn failed(&self) -> bool {
+        matches!(
+            &*self.state.borrow(),
+            FillState::Abandoned
+                | FillState::Streaming {
+                    done: Some(false),
+                    ..
+                }
+        )
+    }
+
     /// True when the whole body has arrived (it may still be committing).
     pub fn body_complete(&self) -> bool {
         matches!(
@@ -453,7 +465,12 @@ impl Fills {
         // std Mutex: nothing awaits while it is held.
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(f) = map.get(key) {
-            return Join::Follower(f.clone());
+            // A fill that failed is on its way out of the table: a request that comes
+            // now (a client retrying the body it just saw cut off) starts afresh rather
+            // than joining it and failing again.
+            if !f.failed() {
+                return Join::Follower(f.clone());
+            }
         }
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
         let fill = Arc::new(Fill {
@@ -534,6 +551,44 @@ pub struct SourceBroke;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn head() -> Head {
+        Head {
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+            len: Some(10),
+            vary: Vec::new(),
+            variant: String::new(),
+            policy: None,
+            shareable: false,
+        }
+    }
+
+    /// Regression (open_hostile, under load): a client retrying a body it saw cut off
+    /// joined the failed fill before it left the table, and was cut off again.
+    #[test]
+    fn a_request_after_a_fill_failed_leads_a_new_one_instead_of_joining_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let fills = Arc::new(Fills::new(dir.path().to_path_buf()));
+        let Join::Leader(leader) = fills.join("k") else {
+            panic!("the first request leads");
+        };
+        let fill = leader.start(head(), true);
+        assert!(
+            matches!(fills.join("k"), Join::Follower(_)),
+            "joins while it streams"
+        );
+        fill.publish(5, Some(false));
+        assert!(fill.failed());
+        let Join::Leader(again) = fills.join("k") else {
+            panic!("a failed fill was joined");
+        };
+        // The failed fill leaving the table does not take the new one with it.
+        fills.remove(&fill);
+        assert!(fills
+            .get("k")
+            .is_some_and(|f| Arc::ptr_eq(&f, again.fill())));
+    }
 
     fn recent(chunks: &[usize]) -> Recent {
         let mut r = Recent::default();
