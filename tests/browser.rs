@@ -9,7 +9,7 @@ use base64::Engine;
 
 use crate::support::{get, Origin, Reply, TestProxy};
 
-const CHROMIUM: &str = "/usr/bin/chromium";
+pub(crate) const CHROMIUM: &str = "/usr/bin/chromium";
 
 /// base64(SHA-256(SubjectPublicKeyInfo)) of a PEM certificate: how Chromium's
 /// `--ignore-certificate-errors-spki-list` names a trusted key.
@@ -46,15 +46,16 @@ fn load(proxy: std::net::SocketAddr, spki: &str, url: &str, profile: &Path) -> S
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-#[tokio::test]
-async fn chromium_loads_an_https_page_and_its_images_come_from_the_cache_the_second_time() {
+/// Why Chromium cannot be tried here, if it cannot: no Chromium, or one that cannot
+/// render a page on this machine (checked without the proxy, so a broken proxy can never
+/// make a test skip).
+pub(crate) fn chromium_missing() -> Option<String> {
     if !Path::new(CHROMIUM).exists() {
-        eprintln!("skipped: {CHROMIUM} is not installed (.ci/run installs Debian's chromium)");
-        return;
+        return Some(format!(
+            "{CHROMIUM} is not installed (.ci/run installs Debian's chromium)"
+        ));
     }
-    // Chromium must be able to run here at all (a sandboxed CI may forbid what it needs);
-    // that is checked without the proxy, so a broken proxy can never make this skip.
-    let probe_dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
     let probe = Command::new(CHROMIUM)
         .args([
             "--headless",
@@ -63,25 +64,28 @@ async fn chromium_loads_an_https_page_and_its_images_come_from_the_cache_the_sec
             "--disable-dev-shm-usage",
             "--no-first-run",
         ])
-        .arg(format!("--user-data-dir={}", probe_dir.path().display()))
+        .arg(format!("--user-data-dir={}", dir.path().display()))
         .args(["--dump-dom", "data:text/html,<p>chromium-runs</p>"])
         .output();
     match probe {
-        Ok(out) if String::from_utf8_lossy(&out.stdout).contains("chromium-runs") => {}
-        Ok(out) => {
-            eprintln!(
-                "skipped: chromium cannot render a page on this machine: {}",
-                String::from_utf8_lossy(&out.stderr)
-                    .lines()
-                    .last()
-                    .unwrap_or("")
-            );
-            return;
-        }
-        Err(e) => {
-            eprintln!("skipped: cannot start chromium: {e}");
-            return;
-        }
+        Ok(out) if String::from_utf8_lossy(&out.stdout).contains("chromium-runs") => None,
+        Ok(out) => Some(format!(
+            "chromium cannot render a page on this machine: {}",
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        )),
+        Err(e) => Some(format!("cannot start chromium: {e}")),
+    }
+}
+
+#[tokio::test]
+async fn chromium_loads_an_https_page_and_its_images_come_from_the_cache_the_second_time() {
+    // Chromium must be able to run here at all (checked without the proxy).
+    if let Some(why) = chromium_missing() {
+        eprintln!("skipped: {why}");
+        return;
     }
     let dir = tempfile::tempdir().unwrap();
     let origin_ca = dir.path().join("origin-ca.pem");

@@ -24,42 +24,8 @@ use crate::support::client::tcp_from;
 use crate::support::mesh::{grouped, Device};
 use crate::support::{get, Origin, Reply, TestProxy};
 
-const CHROMIUM: &str = "/usr/bin/chromium";
+use crate::browser::{chromium_missing, CHROMIUM};
 const PAGE: &str = "http://meshcache.local/";
-
-/// Why the dashboard cannot be tried here, if it cannot: no Chromium, or one that cannot
-/// render a page on this machine (checked without the proxy, so a broken proxy can never
-/// make these tests skip).
-fn chromium_missing() -> Option<String> {
-    if !Path::new(CHROMIUM).exists() {
-        return Some(format!(
-            "{CHROMIUM} is not installed (.ci/run installs Debian's chromium)"
-        ));
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let probe = Command::new(CHROMIUM)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--no-first-run",
-        ])
-        .arg(format!("--user-data-dir={}", dir.path().display()))
-        .args(["--dump-dom", "data:text/html,<p>chromium-runs</p>"])
-        .output();
-    match probe {
-        Ok(out) if String::from_utf8_lossy(&out.stdout).contains("chromium-runs") => None,
-        Ok(out) => Some(format!(
-            "chromium cannot render a page on this machine: {}",
-            String::from_utf8_lossy(&out.stderr)
-                .lines()
-                .last()
-                .unwrap_or("")
-        )),
-        Err(e) => Some(format!("cannot start chromium: {e}")),
-    }
-}
 
 /// Loads the dashboard through `proxy` in a fresh profile, lets its script run for
 /// `budget_ms` of virtual time (a poll every 2 s; time stands still while a poll is held),
