@@ -390,13 +390,13 @@ async fn lookup(
     }
     inner.bump(&inner.counters.lookups_answered, 1);
     let inline_max = inline_max.min(proto::MAX_INLINE);
-    let answer = answer(inner, remote, &key, inline_max > 0);
+    let entries = inner.cache.variants(&key).unwrap_or_default();
+    let answer = answer(inner, remote, &key, &entries, inline_max > 0);
     let Answer::OffersInline(mut offers) = answer else {
         return Ok(answer);
     };
-    // The small bodies themselves (the entries were just read; a body evicted meanwhile is
-    // simply not inlined: the asker fetches it over blobs, or the offer fails there).
-    let entries = inner.cache.variants(&key).unwrap_or_default();
+    // The small bodies themselves (a body evicted meanwhile is simply not inlined: the
+    // asker fetches it over blobs, or the offer fails there).
     for offer in &mut offers {
         let Some(e) = entries
             .iter()
@@ -428,17 +428,24 @@ async fn lookup(
     Ok(Answer::OffersInline(offers))
 }
 
-/// What to answer about `key` to `remote` (`OffersInline` without bodies yet, when
-/// `inline`).
-fn answer(inner: &Inner, remote: EndpointId, key: &str, inline: bool) -> Answer {
-    let entries = inner.cache.variants(key).unwrap_or_default();
+/// What to answer about `key` (stored as `entries`) to `remote` (`OffersInline` without
+/// bodies yet, when `inline`).
+fn answer(
+    inner: &Inner,
+    remote: EndpointId,
+    key: &str,
+    entries: &[cache::Entry],
+    inline: bool,
+) -> Answer {
     let mut offers = Vec::new();
     let mut size = 0;
     let mut hashes = Vec::new();
     // Only shareable entries, which are the only ones with an attestation: private
     // responses are never offered (DESIGN.md, "Never shared").
-    for e in entries.into_iter().filter(|e| e.shareable) {
-        let Some(a) = e.attestation else { continue };
+    for e in entries.iter().filter(|e| e.shareable) {
+        let Some(a) = e.attestation.clone() else {
+            continue;
+        };
         size += a.len() + 8;
         if inline && e.len <= u64::from(proto::MAX_INLINE) {
             size += e.len as usize + 8;
