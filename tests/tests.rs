@@ -6,6 +6,8 @@ mod support;
 
 // Storing, reusing, revalidating and refusing to store (RFC 9111).
 mod caching;
+// What the public HTTP caching test suite found (benches/conformance), end to end.
+mod conformance;
 // Operator freshness rules ([[cache.rule]]): only where RFC 9111 allows, named in Cache-Status.
 mod rules;
 // One origin fetch per object, streamed to every waiter.

@@ -12,6 +12,23 @@ use cache::{Entry, Leader};
 use super::{forward_uncached, rule_url, ruled, serve_entry, Outcome, Phase, Stale};
 use crate::state::State;
 
+/// Stored fields a 304 never replaces: they describe the stored body itself (RFC 9111 3.2
+/// lets a cache keep "those fields necessary to assure integrity of the stored response").
+/// Framing, and the digests of its bytes: a 304 does not resend the body, so a new
+/// `Content-MD5` (RFC 1864), `Digest` (RFC 3230) or `Content-Digest` / `Repr-Digest`
+/// (RFC 9530) would describe bytes this cache does not hold — and a stored digest is what
+/// peers and strangers check the body against (`certify::stated_digest`, attestations).
+const KEPT_ON_304: &[&str] = &[
+    "content-length",
+    "content-encoding",
+    "content-range",
+    "transfer-encoding",
+    "content-md5",
+    "digest",
+    "content-digest",
+    "repr-digest",
+];
+
 /// A 304 for a stale entry: update its stored headers and serve it (RFC 9111 4.3.4). An
 /// entry whose headers state no freshness of their own gets its policy rebuilt from the
 /// updated headers, so the operator's freshness rules apply again
@@ -53,11 +70,9 @@ pub(super) async fn revalidated(
             let mut entry = stale.entry.clone();
             let mut headers = entry.header_map();
             for (name, value) in rparts.headers.iter() {
-                // RFC 9111 3.2: the 304's fields replace the stored ones, except framing.
-                if matches!(
-                    name.as_str(),
-                    "content-length" | "content-encoding" | "content-range" | "transfer-encoding"
-                ) {
+                // RFC 9111 3.2: the 304's fields replace the stored ones, except those the
+                // stored body depends on (framing, and the digests that describe its bytes).
+                if KEPT_ON_304.contains(&name.as_str()) {
                     continue;
                 }
                 headers.insert(name.clone(), value.clone());
