@@ -10,6 +10,8 @@ mod caching;
 mod conformance;
 // Operator freshness rules ([[cache.rule]]): only where RFC 9111 allows, named in Cache-Status.
 mod rules;
+// Partial objects: ranges kept without the whole, holes filled, completed into an entry.
+mod partial;
 // One origin fetch per object, streamed to every waiter.
 mod coalescing;
 // Range requests from stored and arriving bodies.

@@ -52,19 +52,22 @@ impl Entry {
     pub fn header_map(&self) -> HeaderMap {
         self.head_map
             .0
-            .get_or_init(|| {
-                let mut map = HeaderMap::with_capacity(self.headers.len());
-                for (name, value) in &self.headers {
-                    if let (Ok(n), Ok(v)) = (
-                        HeaderName::from_bytes(name.as_bytes()),
-                        HeaderValue::from_bytes(value),
-                    ) {
-                        map.append(n, v);
-                    }
-                }
-                map
-            })
+            .get_or_init(|| Self::map_of(&self.headers))
             .clone()
+    }
+
+    /// Stored headers as a map (fields that do not parse are left out).
+    pub fn map_of(headers: &[(String, Vec<u8>)]) -> HeaderMap {
+        let mut map = HeaderMap::with_capacity(headers.len());
+        for (name, value) in headers {
+            if let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_bytes(value),
+            ) {
+                map.append(n, v);
+            }
+        }
+        map
     }
 
     /// Replaces the stored headers (and forgets the map built from the old ones).

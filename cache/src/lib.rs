@@ -6,6 +6,8 @@
 //!   reference count.
 //! - [`Bodies`](bodies::Bodies): bodies content-addressed by BLAKE3 in an iroh-blobs file
 //!   store, so the mesh can later fetch them verified, by range.
+//! - [`partial`]: partial objects — byte ranges held without the whole (206 responses),
+//!   completed into an entry when every byte has arrived.
 //! - [`fill`]: single-flight fills that stream to every waiter from a spool file.
 //! - [`policy`]: RFC 9111 storability and freshness on top of `http-cache-semantics`, plus
 //!   the `stale-while-revalidate` / `stale-if-error` rules the library leaves to us.
@@ -28,6 +30,7 @@ pub mod fill;
 pub mod index;
 pub mod key;
 mod memory;
+pub mod partial;
 pub mod policy;
 mod store;
 
@@ -36,4 +39,5 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use entry::Entry;
 pub use error::StoreError;
 pub use fill::{Fill, Head, Join, Leader};
+pub use partial::{Meta as PartialMeta, Partial};
 pub use store::{Attester, Cache, Options, Pending, Stats};

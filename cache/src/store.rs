@@ -183,6 +183,8 @@ struct Inner {
     attester: std::sync::OnceLock<Arc<dyn Attester>>,
     /// Entries waiting for the next group commit (`insert_pinned`).
     queue: Mutex<Vec<Commit>>,
+    /// Partial objects (206 responses), in `partial/`.
+    partials: crate::partial::Partials,
 }
 
 /// An entry waiting to be committed, and where its outcome goes.
@@ -214,6 +216,8 @@ impl Cache {
         let index_path = dir.join("index.redb");
         let index = Arc::new(blocking(move || Index::open(&index_path)).await?);
         let bodies = Bodies::open(&dir.join("bodies"), opts.gc_interval).await?;
+        // Partial objects may hold up to a quarter of the cache's size.
+        let partials = crate::partial::Partials::open(dir.join("partial"), opts.max_size / 4)?;
         let cache = Cache {
             inner: Arc::new(Inner {
                 memory: MemCache::new(opts.memory_cache_size, opts.memory_object_max),
@@ -231,6 +235,7 @@ impl Cache {
                 evictions: AtomicU64::new(0),
                 attester: std::sync::OnceLock::new(),
                 queue: Mutex::new(Vec::new()),
+                partials,
             }),
         };
         cache.reconcile().await?;
@@ -408,6 +413,8 @@ impl Cache {
         let result = blocking(move || index.insert_many(&items, max_variants)).await;
         for c in &tagged {
             self.forget(&c.key);
+            // A complete entry makes a partial object of the same URL useless.
+            i.partials.remove(&c.key);
         }
         let (released, stored) = match result {
             Ok(r) => r,
@@ -906,6 +913,94 @@ impl Cache {
         result.map(|_| ())
     }
 
+    /// The partial object of `key`, if one is held.
+    pub fn partial(&self, key: &str) -> Option<Arc<crate::partial::Partial>> {
+        self.inner.partials.get(key)
+    }
+
+    /// Starts a partial object (see [`crate::partial`]); `None` in pass-through (disk
+    /// full) or when it could not be created (logged).
+    pub fn begin_partial(
+        &self,
+        meta: crate::partial::Meta,
+    ) -> Option<Arc<crate::partial::Partial>> {
+        if self.pass_through() || meta.total > self.inner.opts.max_object_size {
+            return None;
+        }
+        match self.inner.partials.begin(meta) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                if e.is_disk_full() {
+                    self.note_disk_full(&e);
+                } else {
+                    tracing::warn!("partial object not started: {e}");
+                }
+                None
+            }
+        }
+    }
+
+    /// Drops `p` if it is still its key's partial object.
+    pub fn drop_partial(&self, p: &Arc<crate::partial::Partial>) {
+        self.inner.partials.remove_this(p);
+    }
+
+    /// Number of partial objects and the bytes they hold.
+    pub fn partial_stats(&self) -> (u64, u64) {
+        self.inner.partials.stats()
+    }
+
+    /// Turns a partial object that holds every byte into a complete entry (a 200 with
+    /// the representation's headers), which replaces it. The body is imported into the
+    /// body store (its BLAKE3 hash is computed then) before the entry is committed, as
+    /// for any fill.
+    pub async fn complete_partial(
+        &self,
+        p: &Arc<crate::partial::Partial>,
+    ) -> Result<Entry, StoreError> {
+        let i = &self.inner;
+        let meta = p.meta();
+        if !meta.complete() {
+            return Err(StoreError::Body(
+                "the partial object is not complete".into(),
+            ));
+        }
+        let imported = i.bodies.import(p.body_path()).await?;
+        if imported.size != meta.total {
+            return Err(StoreError::Body(format!(
+                "imported {} bytes, expected {}",
+                imported.size, meta.total
+            )));
+        }
+        let now = unix_ms(self.now());
+        let mut entry = Entry {
+            id: 0,
+            variant: meta.variant.clone(),
+            vary: meta.vary.clone(),
+            policy: meta.policy.clone(),
+            status: 200,
+            headers: meta.headers.clone(),
+            hash: imported.hash,
+            len: meta.total,
+            stored_at_ms: now,
+            fresh_until_ms: meta.fresh_until_ms,
+            last_used_ms: now,
+            shareable: meta.shareable,
+            attestation: None,
+            head_map: Default::default(),
+        };
+        if entry.shareable {
+            if let Some(a) = i.attester.get() {
+                let fetched = SystemTime::UNIX_EPOCH + Duration::from_millis(meta.fetched_at_ms);
+                entry.attestation = a.attest(&meta.key, &entry, fetched);
+            }
+        }
+        // The commit drops the partial object of the key (see `commit_group`).
+        let result = self.insert_pinned(&meta.key, entry).await;
+        drop(imported);
+        result
+    }
+
     /// Removes every stored variant of a URL key. Returns how many were removed.
     pub async fn invalidate(&self, key: &str) -> Result<usize, StoreError> {
         let _w = self.inner.write_lock.lock().await;
@@ -913,6 +1008,7 @@ impl Cache {
         let k = key.to_string();
         let result = blocking(move || index.remove(&k, None)).await;
         self.forget(key);
+        self.inner.partials.remove(key);
         let (released, n) = result?;
         self.release(released).await;
         Ok(n)
@@ -920,6 +1016,7 @@ impl Cache {
 
     /// Removes everything.
     pub async fn clear(&self) -> Result<usize, StoreError> {
+        self.inner.partials.clear();
         let index = self.inner.index.clone();
         let keys: Vec<String> = blocking(move || index.all())
             .await?

@@ -13,6 +13,7 @@ use cache::policy::{self, Verdict};
 use cache::Join;
 
 use super::lead::lead;
+use super::partial;
 use super::peer::{from_peer, from_peer_ranges, mesh_eligible};
 use super::stranger;
 use super::{cached, forward_uncached, serve_entry, uncached_miss, Outcome, Phase, Stale};
@@ -59,6 +60,14 @@ pub(super) async fn miss(
     if policy::request_no_store(&parts.headers) {
         return uncached_miss(state, &parts, vary_miss, "no-store").await;
     }
+    // Bytes of this URL held without the whole: they answer, or the origin fills the holes.
+    if stale.is_none() {
+        if let Some(p) = cache.partial(&key) {
+            if let Some(out) = partial::from_partial(state, &parts, p, vary_miss).await {
+                return out;
+            }
+        }
+    }
     // A Range miss fills the whole object only when its first byte is near the start (or
     // near where an ongoing fill has got to); a seek far ahead is forwarded as a range.
     if let Some(first) = range::first_byte(&parts.headers) {
@@ -83,8 +92,15 @@ pub(super) async fn miss(
                     return from_peer_ranges(state, &parts, p);
                 }
             }
-            return uncached_miss(state, &parts, vary_miss, "range-forwarded").await;
+            return partial::forward_and_keep(state, &parts, &key, vary_miss).await;
         }
+    } else if parts.headers.contains_key(header::RANGE)
+        && cache.fill_in_progress(&key).is_none()
+        && matches!(range::parse(&parts.headers, u64::MAX), range::Ranges::Partial(ref l) if l.len() == 1)
+    {
+        // A suffix range (the last N bytes: a player reading an index at the end) of an
+        // object of unknown length: forwarded, and kept as a partial object.
+        return partial::forward_and_keep(state, &parts, &key, vary_miss).await;
     }
     match cache.join_fill(&key) {
         Join::Leader(leader) => {

@@ -13,6 +13,7 @@ mod integrity;
 mod invalidate;
 mod lead;
 mod miss;
+mod partial;
 mod peer;
 mod peer_body;
 mod phase;

@@ -33,6 +33,11 @@ pub enum Phase {
     Peer { peer: String, stale: bool },
     /// Byte ranges fetched from a peer for this request only (nothing stored).
     PeerRange { peer: String },
+    /// Served from a partial object (every byte asked for was held).
+    PartialHit,
+    /// A partial object's holes asked of the origin; the client got held bytes and new
+    /// ones, which were stored (RFC 9211 `fwd=partial`).
+    PartialFill,
     /// Fetched from a stranger (the open mesh), verified against a digest this device got
     /// from `by` (`url`, `client` or `origin`), with headers built here.
     Stranger { peer: String, by: &'static str },
@@ -46,7 +51,8 @@ impl Phase {
     /// Short name for the access log.
     pub fn as_str(&self) -> &'static str {
         match self {
-            Phase::Hit => "hit",
+            Phase::Hit | Phase::PartialHit => "hit",
+            Phase::PartialFill => "miss",
             Phase::Collapsed => "collapsed",
             Phase::StaleWhileRevalidate => "stale-swr",
             Phase::StaleOnError(_) => "stale-error",
@@ -68,7 +74,10 @@ impl Phase {
     pub fn relays_upstream(&self) -> bool {
         matches!(
             self,
-            Phase::Miss { .. } | Phase::StaleReplaced { .. } | Phase::Bypass(_)
+            Phase::Miss { .. }
+                | Phase::StaleReplaced { .. }
+                | Phase::Bypass(_)
+                | Phase::PartialFill
         )
     }
 
@@ -102,6 +111,8 @@ impl Phase {
         match self {
             Phase::Hit => s.push_str("; hit"),
             Phase::Collapsed => s.push_str("; hit; detail=collapsed"),
+            Phase::PartialHit => s.push_str("; hit; detail=partial"),
+            Phase::PartialFill => s.push_str("; fwd=partial; stored"),
             Phase::StaleWhileRevalidate => {
                 s.push_str("; hit; fwd=stale; detail=stale-while-revalidate")
             }
@@ -176,7 +187,10 @@ impl Phase {
             s.push_str(&format!("; detail=rule-{n}"));
         }
         if let Some(code) = fwd_status {
-            if !matches!(self, Phase::Hit | Phase::Collapsed | Phase::Local(_)) {
+            if !matches!(
+                self,
+                Phase::Hit | Phase::Collapsed | Phase::PartialHit | Phase::Local(_)
+            ) {
                 s.push_str(&format!("; fwd-status={code}"));
             }
         }

@@ -26,6 +26,8 @@ pub enum Source {
     Stream(BoxStream<'static, Result<Bytes, BoxError>>),
     /// Ranges of a peer's body, fetched for this request (only those may be read).
     Peer(Arc<mesh::PartialBody>),
+    /// A partial object (only ranges it holds are read: `respond` is given it only then).
+    Partial(Arc<cache::Partial>),
 }
 
 impl Source {
@@ -34,6 +36,7 @@ impl Source {
             Source::Entry(cache, e) => cache.body(&e, r).map_err(BoxError::from).boxed(),
             Source::Fill(f) => f.read(r).map_err(BoxError::from).boxed(),
             Source::Stream(s) => skip_take(s, r).boxed(),
+            Source::Partial(p) => p.read(r).map_err(BoxError::from).boxed(),
             Source::Peer(p) => {
                 // The stream keeps the partial body (and its hold in the store) alive.
                 let keep = p.clone();
@@ -53,6 +56,7 @@ impl Source {
             Source::Fill(f) => Some(Source::Fill(f.clone())),
             Source::Stream(_) => None,
             Source::Peer(p) => Some(Source::Peer(p.clone())),
+            Source::Partial(p) => Some(Source::Partial(p.clone())),
         }
     }
 }

@@ -94,6 +94,11 @@ impl Reply {
             delay: None,
         }
     }
+    /// The same reply with another status code.
+    pub fn with_status(mut self, code: u16) -> Self {
+        self.status = code;
+        self
+    }
     pub fn header(mut self, k: &str, v: impl ToString) -> Self {
         self.headers.push((k.to_string(), v.to_string()));
         self
