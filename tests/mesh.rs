@@ -427,6 +427,74 @@ async fn a_seek_far_into_a_peers_video_moves_only_those_bytes() {
     b.stop();
 }
 
+/// A seek a peer answers is kept as a partial object (the next seek inside it is a hit),
+/// and a hole next to it is filled from the same peer: the origin is asked once in all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seek_from_a_peer_is_kept_and_its_hole_filled_from_the_peer() {
+    const LEN: u64 = 24 << 20;
+    let origin = Origin::builder()
+        .route("/clip.mp4", |_| {
+            Reply::generated(LEN)
+                .header("cache-control", "max-age=600")
+                .header("etag", "\"clip-1\"")
+        })
+        .run()
+        .await;
+    let url = origin.url("/clip.mp4");
+    let (dirs, _) = grouped(2);
+    let a = Device::start(dirs[0].path(), &[]);
+    let b = Device::start(dirs[1].path(), &[&a.ticket]);
+    a.wait_peers(1).await;
+    b.wait_peers(1).await;
+    let (_, body) = open(a.addr(), &url).await;
+    assert_eq!(check_pattern(body, 0).await.unwrap(), LEN);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !get(a.addr(), &url, &[("cache-control", "only-if-cached")])
+        .await
+        .status
+        .is_success()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "A never stored the clip"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let expected = |r: std::ops::Range<u64>| r.map(pattern).collect::<Vec<u8>>();
+
+    // B seeks to 20 MB (beyond range_offset_limit): A sends the bytes, B keeps them.
+    let r = get(b.addr(), &url, &[("range", "bytes=20000000-20999999")]).await;
+    assert_eq!(r.status, 206, "{}", r.cache_status());
+    assert_eq!(r.body, expected(20_000_000..21_000_000));
+    assert!(
+        r.cache_status()
+            .contains("fwd=partial; stored; detail=peer-range")
+            && r.cache_status().contains(&a.id),
+        "{}",
+        r.cache_status()
+    );
+    // Seek again inside it: B's own copy.
+    let r = get(b.addr(), &url, &[("range", "bytes=20500000-20500999")]).await;
+    assert_eq!(r.cache_status(), "meshcache; hit; detail=partial");
+    assert_eq!(r.body, expected(20_500_000..20_501_000));
+    // Back a little: the hole before what B holds comes from A, the rest from B's copy.
+    let r = get(b.addr(), &url, &[("range", "bytes=19500000-20099999")]).await;
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body, expected(19_500_000..20_100_000));
+    assert!(
+        r.cache_status().contains("peer-range"),
+        "{}",
+        r.cache_status()
+    );
+    assert_eq!(
+        origin.hits("/clip.mp4"),
+        1,
+        "the origin was asked once in all"
+    );
+    a.stop();
+    b.stop();
+}
+
 /// Regression (issue 9): `max-age=18446744073709551615` in an attested entry overflowed the
 /// time arithmetic when a peer's copy was judged, and the request through the mesh failed.
 /// Now the lifetime is clamped (a century) and the body comes from the peer.

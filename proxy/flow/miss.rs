@@ -14,7 +14,7 @@ use cache::Join;
 
 use super::lead::lead;
 use super::partial;
-use super::peer::{from_peer, from_peer_ranges, mesh_eligible};
+use super::peer::{from_peer, mesh_eligible};
 use super::stranger;
 use super::{cached, forward_uncached, serve_entry, uncached_miss, Outcome, Phase, Stale};
 use crate::http::range;
@@ -89,7 +89,7 @@ pub(super) async fn miss(
                     _ => Vec::new(),
                 };
                 if let Some(p) = m.find_ranges(&key, &parts, want).await {
-                    return from_peer_ranges(state, &parts, p);
+                    return partial::keep_peer_ranges(state, &parts, &key, p);
                 }
             }
             return partial::forward_and_keep(state, &parts, &key, vary_miss).await;

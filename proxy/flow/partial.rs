@@ -24,6 +24,7 @@ use cache::partial::{content_range, validator_of, Meta, Writer};
 use cache::policy::{self, Storability, Verdict};
 use cache::{Entry, Partial};
 
+use super::peer::mesh_eligible;
 use super::{origin_error, rule_url, Outcome, Phase};
 use crate::http::headers::{strip_hop_by_hop, CLIENT_CONDITIONALS};
 use crate::http::range::{self, Ranges};
@@ -133,8 +134,9 @@ fn as_entry(meta: &Meta) -> Entry {
     }
 }
 
-/// Asks the origin for `span` (the holes of `want`) and answers `want` with held bytes
-/// before it, the origin's bytes (kept as they pass), and held bytes after it.
+/// Fills `span` (the holes of `want`) from a peer holding the same representation, else
+/// from the origin, and answers `want` with held bytes before it, the new bytes (kept as
+/// they pass), and held bytes after it.
 #[allow(clippy::too_many_arguments)]
 async fn fill_holes(
     state: &Arc<State>,
@@ -147,6 +149,12 @@ async fn fill_holes(
     span: Range<u64>,
     vary_miss: bool,
 ) -> Outcome {
+    if let Some((body, peer)) = peer_span(state, parts, meta, span.clone()).await {
+        let phase = Phase::PartialPeer { peer };
+        return serve_filled(
+            state, parts, p, writer, meta.total, headers, want, span, body, phase, None,
+        );
+    }
     let cache = &state.cache;
     let mut oreq = parts.clone();
     for h in CLIENT_CONDITIONALS {
@@ -210,30 +218,96 @@ async fn fill_holes(
             new_head.append(name.clone(), value.clone());
         }
     }
-    let teed = tee(
+    serve_filled(
         state,
-        p.clone(),
+        parts,
+        p,
         writer,
-        span.clone(),
+        meta.total,
+        new_head,
+        want,
+        span,
         body,
-        new_head.clone(),
-    );
+        Phase::PartialFill,
+        fwd,
+    )
+}
+
+/// Bytes `span` from a peer whose copy is this very representation (same strong
+/// validator, same length): verified against the peer's attested hash as they arrive.
+async fn peer_span(
+    state: &Arc<State>,
+    parts: &request::Parts,
+    meta: &Meta,
+    span: Range<u64>,
+) -> Option<(BoxStream<'static, Result<Bytes, BoxError>>, String)> {
+    let mesh = state.mesh.as_ref().filter(|_| mesh_eligible(parts))?;
+    let ours = meta.validator()?;
+    let total = meta.total;
+    let s = span.clone();
+    let want = move |len| {
+        if len == total {
+            vec![s.clone()]
+        } else {
+            Vec::new()
+        }
+    };
+    let found = mesh.find_ranges(&meta.key, parts, want).await?;
+    if validator_of(&found.entry.header_map()).as_deref() != Some(ours.as_str()) {
+        tracing::debug!(key = %meta.key, "a peer holds another representation; not combined");
+        return None;
+    }
+    state.counters.peer_hits.fetch_add(1, Ordering::Relaxed);
+    Some(peer_stream(found, span))
+}
+
+/// Bytes `r` of what a peer sent, keeping its body held while they are read.
+fn peer_stream(
+    found: mesh::PartialBody,
+    r: Range<u64>,
+) -> (BoxStream<'static, Result<Bytes, BoxError>>, String) {
+    let peer = found.peer.clone();
+    let found = Arc::new(found);
+    let keep = found.clone();
+    let body = found
+        .read(r)
+        .map(move |item| {
+            let _ = &keep;
+            item.map_err(BoxError::from)
+        })
+        .boxed();
+    (body, peer)
+}
+
+/// The response for `want`: held bytes before `span`, `body` (bytes `span`, written to
+/// the partial object as they pass), held bytes after it; 200 when the client asked for
+/// no range, else 206.
+#[allow(clippy::too_many_arguments)]
+fn serve_filled(
+    state: &Arc<State>,
+    parts: &request::Parts,
+    p: Arc<Partial>,
+    writer: Writer,
+    total: u64,
+    head: HeaderMap,
+    want: Range<u64>,
+    span: Range<u64>,
+    body: BoxStream<'static, Result<Bytes, BoxError>>,
+    phase: Phase,
+    fwd: Option<u16>,
+) -> Outcome {
+    let teed = tee(state, p.clone(), writer, span.clone(), body, head.clone());
     let before = p.read(want.start..span.start);
     let after = p.read(span.end..want.end);
     let client = before
         .map_err(BoxError::from)
         .chain(teed)
         .chain(after.map_err(BoxError::from));
-    let mut out_head = new_head;
-    let status = if parts.headers.contains_key(header::RANGE) && want != (0..meta.total) {
+    let mut out_head = head;
+    let status = if parts.headers.contains_key(header::RANGE) && want != (0..total) {
         out_head.insert(
             header::CONTENT_RANGE,
-            hv(format!(
-                "bytes {}-{}/{}",
-                want.start,
-                want.end - 1,
-                meta.total
-            )),
+            hv(format!("bytes {}-{}/{total}", want.start, want.end - 1)),
         );
         StatusCode::PARTIAL_CONTENT
     } else {
@@ -245,7 +319,70 @@ async fn fill_holes(
     );
     out_head.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     let res = respond::build(status, out_head, stream_body(client.boxed()));
-    Outcome::new(res, Phase::PartialFill, fwd)
+    Outcome::new(res, phase, fwd)
+}
+
+/// A seek a peer answered (it holds the whole object): its bytes are kept as a partial
+/// object of this representation, so the next seek inside them is a hit here. Several
+/// ranges, or a key that has a partial object already, are served as before, not kept.
+pub(super) fn keep_peer_ranges(
+    state: &Arc<State>,
+    parts: &request::Parts,
+    key: &str,
+    found: mesh::PartialBody,
+) -> Outcome {
+    let cache = &state.cache;
+    let e = &found.entry;
+    let single = match range::parse(&parts.headers, e.len) {
+        Ranges::Partial(list) if list.len() == 1 => Some(list[0].clone()),
+        _ => None,
+    };
+    let (Some(want), None, 200) = (single, cache.partial(key), e.status) else {
+        return super::peer::from_peer_ranges(state, parts, found);
+    };
+    let head = e.header_map();
+    let now_ms = cache::clock::unix_ms(cache.now());
+    let meta = Meta {
+        key: key.to_string(),
+        variant: e.variant.clone(),
+        vary: e.vary.clone(),
+        policy: e.policy.clone(),
+        headers: e.headers.clone(),
+        total: e.len,
+        held: Vec::new(),
+        fresh_until_ms: e.fresh_until_ms,
+        fetched_at_ms: e.stored_at_ms,
+        last_used_ms: now_ms,
+        // Bytes from a peer are verified against its attestation, which this device does
+        // not sign again: the completed entry is not offered to others.
+        shareable: false,
+    };
+    if validator_of(&head).is_none() || variant_key(&e.vary, &parts.headers) != e.variant {
+        return super::peer::from_peer_ranges(state, parts, found);
+    }
+    let Some(p) = cache.begin_partial(meta) else {
+        return super::peer::from_peer_ranges(state, parts, found);
+    };
+    let Some(writer) = p.try_writer() else {
+        return super::peer::from_peer_ranges(state, parts, found);
+    };
+    state.counters.peer_hits.fetch_add(1, Ordering::Relaxed);
+    let total = e.len;
+    let (body, peer) = peer_stream(found, want.clone());
+    let phase = Phase::PartialPeer { peer };
+    serve_filled(
+        state,
+        parts,
+        p,
+        writer,
+        total,
+        head,
+        want.clone(),
+        want,
+        body,
+        phase,
+        None,
+    )
 }
 
 /// May bytes of a response with these headers join what the partial object holds? Same

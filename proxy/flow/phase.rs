@@ -38,6 +38,9 @@ pub enum Phase {
     /// A partial object's holes asked of the origin; the client got held bytes and new
     /// ones, which were stored (RFC 9211 `fwd=partial`).
     PartialFill,
+    /// A partial object's holes (or a seek) filled from a peer holding the same
+    /// representation; the bytes were stored.
+    PartialPeer { peer: String },
     /// Fetched from a stranger (the open mesh), verified against a digest this device got
     /// from `by` (`url`, `client` or `origin`), with headers built here.
     Stranger { peer: String, by: &'static str },
@@ -59,7 +62,7 @@ impl Phase {
             Phase::Revalidated => "revalidated",
             Phase::Miss { .. } => "miss",
             Phase::StaleReplaced { .. } => "stale-miss",
-            Phase::Peer { .. } | Phase::PeerRange { .. } => "peer",
+            Phase::Peer { .. } | Phase::PeerRange { .. } | Phase::PartialPeer { .. } => "peer",
             Phase::Stranger { .. } => "stranger",
             Phase::Bypass(_) => "bypass",
             Phase::Local(_) => "local",
@@ -113,6 +116,11 @@ impl Phase {
             Phase::Collapsed => s.push_str("; hit; detail=collapsed"),
             Phase::PartialHit => s.push_str("; hit; detail=partial"),
             Phase::PartialFill => s.push_str("; fwd=partial; stored"),
+            Phase::PartialPeer { peer } => {
+                s.push_str("; fwd=partial; stored; detail=peer-range; peer=\"");
+                s.push_str(peer);
+                s.push('"');
+            }
             Phase::StaleWhileRevalidate => {
                 s.push_str("; hit; fwd=stale; detail=stale-while-revalidate")
             }
