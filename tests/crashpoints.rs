@@ -392,3 +392,83 @@ async fn crash_in_the_middle_of_committing_a_peers_body() {
         "only a fetched from the origin; b from a"
     );
 }
+
+/// A partial object (a seek far into a video) killed at `point` while its bytes arrive:
+/// after the restart the directory is consistent, the seek again gets every byte right,
+/// and it is a hit exactly when the bytes were durable before the crash.
+async fn crash_partial(point: &'static str, durable: bool) {
+    if skip_in_release() {
+        return;
+    }
+    const LEN: u64 = 4 << 20;
+    let origin = Origin::builder()
+        .route("/seek.mp4", |seen| {
+            crate::partial::ranged(seen, LEN, "\"s1\"", "max-age=600")
+        })
+        .run()
+        .await;
+    let url = origin.url("/seek.mp4");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("crash.toml");
+    std::fs::write(&config, "[cache]\nrange_offset_limit = \"64KiB\"\n").unwrap();
+    let conf = ["--config", config.to_str().unwrap()];
+    let seek = |proxy: SocketAddr| {
+        let url = url.clone();
+        async move {
+            let stream = tokio::net::TcpStream::connect(proxy).await.unwrap();
+            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            let uri: http::Uri = url.parse().unwrap();
+            let req = http::Request::get(&uri)
+                .header("host", uri.authority().unwrap().as_str())
+                .header("range", "bytes=3000000-")
+                .body(Empty::<Bytes>::new())
+                .unwrap();
+            let res = send.send_request(req).await.map_err(|e| e.to_string())?;
+            let status = res
+                .headers()
+                .get("cache-status")
+                .map(|v| v.to_str().unwrap().to_string())
+                .unwrap_or_default();
+            check_pattern(res.into_body(), 3_000_000)
+                .await
+                .map(|n| (status, n))
+        }
+    };
+
+    let armed = Running::start_with_env(&data, &conf, &[("MESHCACHE_FAILPOINT", Path::new(point))]);
+    if let Ok((_, n)) = seek(armed.addr).await {
+        assert_eq!(n, LEN - 3_000_000, "a body that ends cleanly is complete");
+    }
+    died_at(armed, point).await;
+    assert_eq!(
+        check(&data, &config).await,
+        0,
+        "a partial object is not an entry"
+    );
+
+    let again = Running::start(&data, &conf);
+    let (status, n) = seek(again.addr).await.expect("the seek after the crash");
+    assert_eq!(n, LEN - 3_000_000);
+    assert_eq!(
+        status.contains("hit"),
+        durable,
+        "after a crash at {point}: {status}"
+    );
+    assert_eq!(origin.hits("/seek.mp4"), if durable { 1 } else { 2 });
+    again.stop();
+    check(&data, &config).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_after_a_partial_objects_bytes_are_written_but_not_durable() {
+    crash_partial("partial-marked", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_after_a_partial_objects_bytes_are_durable() {
+    crash_partial("partial-persisted", true).await;
+}

@@ -19,7 +19,7 @@ fn expected(r: std::ops::Range<u64>) -> Vec<u8> {
 
 /// What an origin that supports ranges answers: a 206 of the range asked for, or the whole
 /// representation (no Range, or an `If-Range` that does not match the current `etag`).
-fn ranged(seen: &Seen, len: u64, etag: &str, cache_control: &str) -> Reply {
+pub(crate) fn ranged(seen: &Seen, len: u64, etag: &str, cache_control: &str) -> Reply {
     let if_range_ok = seen
         .headers
         .get("if-range")
@@ -121,6 +121,26 @@ async fn a_seek_far_is_kept_and_a_seek_again_inside_it_is_a_hit() {
     // Nothing complete is stored yet: a partial object is not an entry.
     assert_eq!(p.cache().stats().await.unwrap().variants, 0);
     assert_eq!(p.cache().partial_stats(), (1, LEN - 3_000_000));
+    // Operators see them: /metrics and /status.json, and the seek again counted as a hit.
+    let m = get(p.addr(), "http://meshcache.local/metrics", &[])
+        .await
+        .text();
+    assert!(m.contains("meshcache_partial_objects 1\n"), "{m}");
+    assert!(
+        m.contains(&format!("meshcache_partial_bytes {}\n", LEN - 3_000_000)),
+        "{m}"
+    );
+    let s: serde_json::Value = serde_json::from_slice(
+        &get(p.addr(), "http://meshcache.local/status.json", &[])
+            .await
+            .body,
+    )
+    .unwrap();
+    assert_eq!(s["partial_objects"], 1);
+    assert_eq!(
+        (s["hits"].as_u64(), s["misses"].as_u64()),
+        (Some(2), Some(1))
+    );
 }
 
 #[tokio::test]

@@ -29,6 +29,11 @@ pub const POINTS: &[&str] = &[
     "eviction-midway",
     // A 304 is being recorded: the index transaction is open, not committed.
     "refresh-midway",
+    // A range's bytes are written to a partial object and readable, its meta file not
+    // yet replaced (they are not durable).
+    "partial-marked",
+    // A partial object's meta file lists the new bytes (they are durable).
+    "partial-persisted",
 ];
 
 /// Kills the process here if `name` is the armed crash point (debug builds only).

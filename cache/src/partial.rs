@@ -383,6 +383,11 @@ impl Partials {
         })
     }
 
+    /// The keys of every partial object.
+    pub fn keys(&self) -> Vec<String> {
+        lock(&self.map).keys().cloned().collect()
+    }
+
     pub fn get(&self, key: &str) -> Option<Arc<Partial>> {
         lock(&self.map).get(key).cloned()
     }

@@ -110,6 +110,9 @@ pub struct Stats {
     pub fills_in_progress: usize,
     pub evictions: u64,
     pub pass_through: bool,
+    /// Partial objects (byte ranges held without the whole) and the bytes they hold.
+    pub partial_objects: u64,
+    pub partial_bytes: u64,
 }
 
 /// What a fill will store once its body is complete.
@@ -239,6 +242,13 @@ impl Cache {
             }),
         };
         cache.reconcile().await?;
+        // A partial object completed just before a crash may still be there beside its
+        // entry: the entry wins.
+        for key in cache.inner.partials.keys() {
+            if cache.lookup_any(&key) {
+                cache.inner.partials.remove(&key);
+            }
+        }
         // Adopted spool files the store let go of (adopt.rs): at start, and after each
         // collection interval. The task ends when the cache is gone.
         if let Err(e) = cache.inner.bodies.sweep_adopted().await {
@@ -1050,6 +1060,8 @@ impl Cache {
             fills_in_progress: self.inner.fills.in_progress(),
             evictions: self.inner.evictions.load(Ordering::Relaxed),
             pass_through: self.pass_through(),
+            partial_objects: self.inner.partials.stats().0,
+            partial_bytes: self.inner.partials.stats().1,
         })
     }
 

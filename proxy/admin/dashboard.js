@@ -68,6 +68,7 @@
     set("f-variants", `${s.stored_urls} / ${s.stored_variants}`);
     set("f-stored", `${size(s.stored_bytes)} / ${size(s.max_bytes)}`);
     set("f-fills", s.fills_in_progress);
+    set("f-partial", `${s.partial_objects} / ${size(s.partial_bytes)}`);
     set("f-evictions", s.evictions);
     set("f-uptime", duration(s.uptime_secs));
     const full = $("pass-through");

@@ -175,6 +175,18 @@ async fn store(state: &State, r: &mut Registry) {
         s.variants,
     );
     gauge(r, "store_urls", "URLs stored", s.urls);
+    gauge(
+        r,
+        "partial_objects",
+        "Partial objects: byte ranges of a URL held without the whole (seeks into media)",
+        s.partial_objects,
+    );
+    gauge(
+        r,
+        "partial_bytes",
+        "Bytes held by partial objects",
+        s.partial_bytes,
+    );
     counter(
         r,
         "evictions",

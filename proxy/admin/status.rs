@@ -36,6 +36,8 @@ struct Summary {
     fills_in_progress: usize,
     evictions: u64,
     pass_through: bool,
+    partial_objects: u64,
+    partial_bytes: u64,
     bytes_from_cache: u64,
     bytes_from_peers: u64,
     bytes_from_origin: u64,
@@ -242,6 +244,8 @@ async fn summary(state: &State) -> Summary {
         fills_in_progress: stats.fills_in_progress,
         evictions: stats.evictions,
         pass_through: stats.pass_through,
+        partial_objects: stats.partial_objects,
+        partial_bytes: stats.partial_bytes,
         bytes_from_cache: from_cache,
         bytes_from_peers: from_peers,
         bytes_from_origin: n(&c.bytes_from_origin),
@@ -512,7 +516,7 @@ fn nearby_note(f: &Summary) -> String {
 
 /// Every figure of the summary, in a table.
 fn figures_html(f: &Summary, s: &mut String) {
-    let rows: [(&str, &str, String); 12] = [
+    let rows: [(&str, &str, String); 13] = [
         (
             "requests, this page's included",
             "f-requests",
@@ -549,6 +553,11 @@ fn figures_html(f: &Summary, s: &mut String) {
             "fills in progress",
             "f-fills",
             f.fills_in_progress.to_string(),
+        ),
+        (
+            "partial objects (seeks kept)",
+            "f-partial",
+            format!("{} / {}", f.partial_objects, size(f.partial_bytes)),
         ),
         ("evictions", "f-evictions", f.evictions.to_string()),
         ("uptime", "f-uptime", duration(f.uptime_secs)),

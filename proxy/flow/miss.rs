@@ -32,6 +32,21 @@ pub(super) async fn miss(
     vary_miss: bool,
 ) -> Outcome {
     let cache = &state.cache;
+    // Bytes of this URL held without the whole: they answer (a hit, not a miss), or the
+    // origin or a peer fills the holes.
+    if stale.is_none()
+        && parts.method == Method::GET
+        && !policy::request_no_store(&parts.headers)
+    {
+        if let Some(p) = cache.partial(&key) {
+            if let Some(out) = partial::from_partial(state, &parts, p, vary_miss).await {
+                if !matches!(out.phase, Phase::PartialHit) {
+                    state.counters.misses.fetch_add(1, Ordering::Relaxed);
+                }
+                return out;
+            }
+        }
+    }
     // The sync engine's own requests are not clients' misses (its figures are its own).
     if parts
         .extensions
@@ -59,14 +74,6 @@ pub(super) async fn miss(
     }
     if policy::request_no_store(&parts.headers) {
         return uncached_miss(state, &parts, vary_miss, "no-store").await;
-    }
-    // Bytes of this URL held without the whole: they answer, or the origin fills the holes.
-    if stale.is_none() {
-        if let Some(p) = cache.partial(&key) {
-            if let Some(out) = partial::from_partial(state, &parts, p, vary_miss).await {
-                return out;
-            }
-        }
     }
     // A Range miss fills the whole object only when its first byte is near the start (or
     // near where an ongoing fill has got to); a seek far ahead is forwarded as a range.

@@ -619,11 +619,13 @@ fn tee(
             written = pos;
         }
         drop(writer);
+        cache::failpoint::point("partial-marked");
         let whole = failure.is_none() && !store_failed && written == span.end;
         if let Err(e) = p.persist(whole.then_some(head)).await {
             tracing::warn!("partial object: {e}");
             return;
         }
+        cache::failpoint::point("partial-persisted");
         if p.meta().complete() {
             match cache.complete_partial(&p).await {
                 Ok(_) => tracing::debug!(key = %p.key(), "partial object completed"),
