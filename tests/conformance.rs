@@ -64,3 +64,47 @@ async fn a_304_does_not_replace_the_stored_bodys_digests() {
     assert_eq!(r.header("content-digest"), Some(digest.as_str()));
     assert_eq!(r.text(), body);
 }
+
+/// RFC 9111 3: a response with any final status may be stored when it states its
+/// freshness (RFC 7234's "status understood by the cache" is gone); heuristic freshness
+/// stays for the heuristically cacheable statuses (and `public`), so an error that states
+/// nothing is still not reused.
+#[tokio::test]
+async fn a_response_with_any_final_status_and_explicit_freshness_is_reused() {
+    let mut builder = Origin::builder();
+    for status in [299u16, 400, 500, 503, 599] {
+        builder = builder
+            .route(&format!("/fresh/{status}"), move |_| {
+                let mut r = Reply::ok("error").header("cache-control", "max-age=60");
+                r.status = status;
+                r
+            })
+            .route(&format!("/bare/{status}"), move |_| {
+                Reply::status(status).header("last-modified", "Tue, 01 Jan 2019 00:00:00 GMT")
+            });
+    }
+    let origin = builder.run().await;
+    let p = TestProxy::start_with(|s| s.cache.shared = true).await;
+    for status in [299u16, 400, 500, 503, 599] {
+        let fresh = origin.url(&format!("/fresh/{status}"));
+        let r = get(p.addr(), &fresh, &[]).await;
+        assert_eq!(r.status.as_u16(), status);
+        settle(&p).await;
+        let r = get(p.addr(), &fresh, &[]).await;
+        assert_eq!(
+            (r.status.as_u16(), r.cache_status(), r.text().as_str()),
+            (status, "meshcache; hit", "error"),
+            "{status}"
+        );
+        let bare = origin.url(&format!("/bare/{status}"));
+        get(p.addr(), &bare, &[]).await;
+        settle(&p).await;
+        let r = get(p.addr(), &bare, &[]).await;
+        assert!(
+            r.cache_status().contains("fwd=miss"),
+            "{status}: {}",
+            r.cache_status()
+        );
+        assert_eq!(origin.hits(&format!("/bare/{status}")), 2, "{status}");
+    }
+}

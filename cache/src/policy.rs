@@ -215,6 +215,31 @@ fn normalized_res(res: &response::Parts) -> response::Parts {
     r
 }
 
+/// The statuses the policy library stores at all (its `UNDERSTOOD_STATUSES`, RFC 7234's
+/// "understood by the cache"), and among them those it gives heuristic freshness.
+const LIBRARY_STATUSES: &[u16] = &[
+    200, 203, 204, 300, 301, 302, 303, 307, 308, 404, 405, 410, 414, 501,
+];
+
+/// The status the policy library should judge a response with `status` as, when that is
+/// not `status` itself. RFC 9111 3 lets a cache store a response with any final status
+/// (RFC 7234's "understood by the cache" is gone; only `must-understand`, 206 and 304 ask
+/// for it), but the library refuses every status outside its own list. A final status it
+/// does not list (299, 400, 500, 503, 599, …) is judged as 302: a status it stores, with
+/// explicit freshness or `public` only, and that is not heuristically cacheable (RFC 9110
+/// 15.1) — exactly what RFC 9111 3 and 4.2.2 allow for the others. Not with
+/// `must-understand` (5.2.2.3: a status this cache does not know, not stored), nor for 206
+/// (partial content has its own storage) or 304.
+fn library_status(status: http::StatusCode, headers: &HeaderMap) -> Option<http::StatusCode> {
+    let code = status.as_u16();
+    let stand_in = code >= 200
+        && code != 206
+        && code != 304
+        && !LIBRARY_STATUSES.contains(&code)
+        && !has_directive(headers, "cache-control", "must-understand");
+    stand_in.then_some(http::StatusCode::FOUND)
+}
+
 /// `now` as the policy library may see it. On every fresh answer it writes `now` as an
 /// RFC 2822 `Date` and unwraps that, which fails before 1900 and after 9999 (a panic on
 /// each hit for a device whose clock is that far off): such a clock is clamped to them.
@@ -349,7 +374,11 @@ pub fn storability_ruled(
     if req.method != Method::GET {
         return (Storability::No(NoStoreReason::Method), None);
     }
-    let (req, res) = (&normalized_req(req), &normalized_res(res));
+    let (req, mut res) = (&normalized_req(req), normalized_res(res));
+    if let Some(status) = library_status(res.status, &res.headers) {
+        res.status = status;
+    }
+    let res = &res;
     let (real_now, now) = (now, library_time(now));
     if crate::key::vary_names(&res.headers).is_none() {
         return (Storability::No(NoStoreReason::VaryStar), None);
@@ -1042,6 +1071,56 @@ mod tests {
             now
         )
         .is_none());
+    }
+
+    #[test]
+    fn responses_with_any_final_status_and_explicit_freshness_are_stored() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let with = |status: u16, headers: &[(&str, &str)]| {
+            let mut r = res(headers);
+            r.status = http::StatusCode::from_u16(status).unwrap();
+            storability(SHARED, &req(&[]), &r, now)
+        };
+        for status in [299, 400, 499, 500, 502, 503, 504, 599] {
+            let Storability::Store {
+                policy,
+                fresh_until,
+                ..
+            } = with(status, &[("cache-control", "max-age=60")])
+            else {
+                panic!("{status} with max-age is stored");
+            };
+            assert_eq!(fresh_until, now + Duration::from_secs(60), "{status}");
+            assert!(fresh_for(&policy, &req(&[]), now), "{status}");
+            // No heuristic freshness for them: Last-Modified alone stores nothing...
+            let lm = httpdate::fmt_http_date(now - Duration::from_secs(86_400));
+            let date = httpdate::fmt_http_date(now);
+            let heuristic = [("last-modified", lm.as_str()), ("date", date.as_str())];
+            assert!(
+                matches!(with(status, &heuristic), Storability::No(_)),
+                "{status} is not heuristically cacheable"
+            );
+            // ...unless it is marked public (RFC 9111 4.2.2).
+            let mut public = heuristic.to_vec();
+            public.push(("cache-control", "public"));
+            assert!(
+                matches!(with(status, &public), Storability::Store { .. }),
+                "{status} marked public"
+            );
+            // A status this cache does not know, with must-understand: never stored.
+            assert!(
+                matches!(
+                    with(status, &[("cache-control", "max-age=60, must-understand")]),
+                    Storability::No(_)
+                ),
+                "{status} with must-understand"
+            );
+        }
+        // Partial content is not this path's to store.
+        assert!(matches!(
+            with(206, &[("cache-control", "max-age=60")]),
+            Storability::No(_)
+        ));
     }
 
     #[test]
