@@ -453,9 +453,9 @@ impl Partials {
         (map.len() as u64, bytes)
     }
 
-    /// Keeps the bytes of all partial objects within the budget (the space the sparse
-    /// files take is what they hold plus the object just begun, whose `total` is reserved),
-    /// dropping the least recently used first; `keep` is spared.
+    /// Keeps the bytes all partial objects hold within the budget, dropping the least
+    /// recently used first; `keep` (the object just begun) is spared. Run when an object
+    /// begins: one that grows past the budget alone goes at the next.
     fn trim(&self, keep: &str) {
         let mut victims = Vec::new();
         {
@@ -464,8 +464,7 @@ impl Partials {
                 .iter()
                 .map(|(k, p)| {
                     let m = lock(&p.meta);
-                    let size = if k == keep { m.total } else { m.held_bytes() };
-                    (m.last_used_ms, size, k.clone())
+                    (m.last_used_ms, m.held_bytes(), k.clone())
                 })
                 .collect();
             let mut total: u64 = all.iter().map(|a| a.1).sum();
@@ -627,8 +626,20 @@ mod tests {
         let mut b = meta(100, &[]);
         b.key = "b".into();
         b.last_used_ms = 2;
-        parts.begin(b).unwrap();
-        assert!(parts.get("a").is_none(), "a was dropped for b");
-        assert!(parts.get("b").is_some());
+        let pb = parts.begin(b).unwrap();
+        lock(&pb.meta).held = vec![(0, 100)];
+        assert!(
+            parts.get("a").is_some(),
+            "200 bytes held, but b has just begun"
+        );
+        let mut c = meta(100, &[]);
+        c.key = "c".into();
+        c.last_used_ms = 3;
+        parts.begin(c).unwrap();
+        assert!(
+            parts.get("a").is_none(),
+            "a, the least recently used, was dropped"
+        );
+        assert!(parts.get("b").is_some() && parts.get("c").is_some());
     }
 }
