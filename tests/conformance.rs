@@ -108,3 +108,61 @@ async fn a_response_with_any_final_status_and_explicit_freshness_is_reused() {
         assert_eq!(origin.hits(&format!("/bare/{status}")), 2, "{status}");
     }
 }
+
+/// RFC 9111 4.1: the headers a response varies on match when they differ only in
+/// whitespace, in how they are split into field lines, or in the case of values defined
+/// as case-insensitive (language tags); a different order is still another variant.
+#[tokio::test]
+async fn vary_matches_values_that_differ_only_in_whitespace_field_lines_or_tag_case() {
+    let origin = Origin::builder()
+        .route("/v", |s| {
+            let lang = s
+                .headers
+                .get("accept-language")
+                .map(|v| v.to_str().unwrap().to_string())
+                .unwrap_or_default();
+            Reply::ok(format!("for {lang}"))
+                .header("cache-control", "max-age=600")
+                .header("vary", "Accept-Language, Foo")
+        })
+        .run()
+        .await;
+    let p = TestProxy::start_with(|s| s.cache.shared = true).await;
+    let url = origin.url("/v");
+    get(
+        p.addr(),
+        &url,
+        &[("accept-language", "en, de"), ("foo", "1, 2")],
+    )
+    .await;
+    settle(&p).await;
+    for same in [
+        [("accept-language", " en ,   de"), ("foo", "1,2")],
+        [("accept-language", "eN, De"), ("foo", " 1 , 2 ")],
+    ] {
+        let r = get(p.addr(), &url, &same).await;
+        assert_eq!(
+            (r.cache_status(), r.text().as_str()),
+            ("meshcache; hit", "for en, de"),
+            "{same:?}"
+        );
+    }
+    // Two field lines are one list (RFC 9110 5.3).
+    let r = crate::support::request(
+        p.addr(),
+        http::Method::GET,
+        &url,
+        &[("accept-language", "en, de"), ("foo", "1"), ("foo", "2")],
+        None,
+    )
+    .await;
+    assert_eq!(r.cache_status(), "meshcache; hit");
+    let r = get(
+        p.addr(),
+        &url,
+        &[("accept-language", "de, en"), ("foo", "1, 2")],
+    )
+    .await;
+    assert!(r.cache_status().contains("miss"), "{}", r.cache_status());
+    assert_eq!(origin.hits("/v"), 2);
+}

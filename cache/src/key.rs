@@ -70,45 +70,60 @@ pub fn vary_names(response_headers: &HeaderMap) -> Option<Vec<String>> {
 }
 
 /// A string that is equal for two requests exactly when they select the same variant of
-/// a response that varies on `names`: each named header's values, normalized by joining
-/// repeated fields with `, ` and trimming optional whitespace around commas. A header that is
-/// absent differs from one that is present but empty (RFC 9111 4.1: an absent field only
-/// matches an absent one; `Accept-Encoding:` asks for no coding, no header for any).
+/// a response that varies on `names`: each named header's value as [`vary_value`] reads it.
+/// A header that is absent differs from one that is present but empty (RFC 9111 4.1: an
+/// absent field only matches an absent one; `Accept-Encoding:` asks for no coding, no
+/// header for any).
 pub fn variant_key(names: &[String], request_headers: &HeaderMap) -> String {
     let mut out = String::new();
     for name in names {
         out.push_str(name);
-        let mut values = request_headers.get_all(name.as_str()).iter().peekable();
-        if values.peek().is_none() {
-            out.push('\n');
-            continue;
-        }
-        out.push('=');
-        let mut first = true;
-        for v in values {
-            for part in v.as_bytes().split(|&b| b == b',') {
-                if !first {
-                    out.push(',');
-                }
-                first = false;
-                // Only optional whitespace (SP, HTAB) is trimmed, not a no-break space;
-                // bytes that are not UTF-8 are written as hex after a byte no header value
-                // holds (0x01), so two different values never read the same.
-                let part = part.trim_ascii();
-                match std::str::from_utf8(part) {
-                    Ok(text) => out.push_str(text),
-                    Err(_) => {
-                        out.push('\u{1}');
-                        for b in part {
-                            out.push_str(&format!("{b:02x}"));
-                        }
-                    }
-                }
-            }
+        if let Some(value) = vary_value(name, request_headers) {
+            out.push('=');
+            out.push_str(&value);
         }
         out.push('\n');
     }
     out
+}
+
+/// Request headers whose values RFC 9111 4.1 lets a cache case-normalize when matching
+/// `Vary`: their members are case-insensitive tokens (language ranges, RFC 4647 2;
+/// content-codings, RFC 9110 8.4.1). Their order is kept: it may carry a preference.
+const CASE_INSENSITIVE_VALUES: &[&str] = &["accept-language", "accept-encoding"];
+
+/// The value of request header `name` (lower-case) as `Vary` matching compares it (RFC
+/// 9111 4.1), `None` when it is absent: repeated field lines joined as one list, optional
+/// whitespace around its members removed, and for headers whose values are defined to be
+/// case-insensitive, lower-cased. Only optional whitespace (SP, HTAB) is trimmed, not a
+/// no-break space; bytes that are not UTF-8 are written as hex after a byte no header value
+/// holds (0x01), so two different values never read the same.
+pub fn vary_value(name: &str, request_headers: &HeaderMap) -> Option<String> {
+    let mut values = request_headers.get_all(name).iter().peekable();
+    values.peek()?;
+    let lower = CASE_INSENSITIVE_VALUES.contains(&name);
+    let mut out = String::new();
+    let mut first = true;
+    for v in values {
+        for part in v.as_bytes().split(|&b| b == b',') {
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            let part = part.trim_ascii();
+            match std::str::from_utf8(part) {
+                Ok(text) if lower => out.push_str(&text.to_ascii_lowercase()),
+                Ok(text) => out.push_str(text),
+                Err(_) => {
+                    out.push('\u{1}');
+                    for b in part {
+                        out.push_str(&format!("{b:02x}"));
+                    }
+                }
+            }
+        }
+    }
+    Some(out)
 }
 
 #[cfg(test)]
@@ -228,6 +243,33 @@ mod tests {
         assert_ne!(with(b"x\xff"), with("x\u{fffd}".as_bytes()));
         assert_eq!(with(b"gzip ,\tbr"), with(b"gzip,br"));
         assert_eq!(with("caf\u{e9}".as_bytes()), "accept-encoding=caf\u{e9}\n");
+    }
+
+    #[test]
+    fn vary_values_combine_lines_drop_whitespace_and_lower_language_tags_only() {
+        let names = vec!["accept-language".to_string(), "foo".to_string()];
+        let headers = |pairs: &[(&str, &str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                let name = http::HeaderName::from_bytes(k.as_bytes()).unwrap();
+                h.append(name, v.parse().unwrap());
+            }
+            h
+        };
+        let a = headers(&[("accept-language", "en, de"), ("foo", "1, 2")]);
+        let b = headers(&[
+            ("accept-language", " eN ,   De"),
+            ("foo", "1"),
+            ("foo", " 2 "),
+        ]);
+        assert_eq!(variant_key(&names, &a), variant_key(&names, &b));
+        assert_eq!(vary_value("accept-language", &b).unwrap(), "en,de");
+        // Order may carry a preference; other headers' case may be significant.
+        let order = headers(&[("accept-language", "de, en"), ("foo", "1, 2")]);
+        assert_ne!(variant_key(&names, &a), variant_key(&names, &order));
+        let case = headers(&[("accept-language", "en, de"), ("foo", "A")]);
+        let lower = headers(&[("accept-language", "en, de"), ("foo", "a")]);
+        assert_ne!(variant_key(&names, &case), variant_key(&names, &lower));
     }
 
     #[test]

@@ -203,6 +203,29 @@ pub fn normalized(headers: &HeaderMap) -> HeaderMap {
     h
 }
 
+/// Request headers as the policy library should see them when it matches a stored
+/// response's `Vary` (`vary`: the names, lower-case): [`normalized`], with each named header
+/// as one field line in the form [`crate::key::vary_value`] gives it. The library compares
+/// the raw values, while this cache selected the variant by the normalized ones (RFC 9111
+/// 4.1 lets a cache remove whitespace, combine field lines and case-normalize
+/// case-insensitive values): the stored policy keeps the normalized form too
+/// ([`storability_ruled`]), so both sides agree.
+pub fn request_view(headers: &HeaderMap, vary: &[String]) -> HeaderMap {
+    let mut h = normalized(headers);
+    for name in vary {
+        let Ok(header) = http::HeaderName::from_bytes(name.as_bytes()) else {
+            continue;
+        };
+        let Some(value) = crate::key::vary_value(name, headers)
+            .and_then(|v| http::HeaderValue::from_str(&v).ok())
+        else {
+            continue;
+        };
+        h.insert(header, value);
+    }
+    h
+}
+
 fn normalized_req(req: &request::Parts) -> request::Parts {
     let mut r = req.clone();
     r.headers = normalized(&req.headers);
@@ -255,8 +278,17 @@ pub fn library_time(now: SystemTime) -> SystemTime {
 /// True when `req` would accept a response stored under `policy` as fresh right now
 /// (used before joining a fill still under way).
 pub fn fresh_for(policy: &CachePolicy, req: &request::Parts, now: SystemTime) -> bool {
-    let mut as_get = normalized_req(req);
+    let mut as_get = req.clone();
     as_get.method = Method::GET;
+    // The stored response's Vary is not known here: every header in the form Vary matching
+    // compares (only the verdict is used, not the library's revalidation request).
+    let names: Vec<String> = req
+        .headers
+        .keys()
+        .filter(|n| *n != http::header::CACHE_CONTROL && *n != http::header::PRAGMA)
+        .map(|n| n.as_str().to_string())
+        .collect();
+    as_get.headers = request_view(&req.headers, &names);
     matches!(
         policy.before_request(&as_get, library_time(now)),
         BeforeRequest::Fresh(_)
@@ -455,6 +487,16 @@ pub fn storability_ruled(
             }
         }
     }
+    // The Vary-named fields in the form later requests are matched in (`request_view`).
+    let view = request_view(&kept.headers, &names);
+    for name in &names {
+        if let Ok(n) = http::HeaderName::from_bytes(name.as_bytes()) {
+            kept.headers.remove(&n);
+            for v in view.get_all(&n) {
+                kept.headers.append(n.clone(), v.clone());
+            }
+        }
+    }
     let policy = CachePolicy::new_options(
         &kept,
         res,
@@ -592,7 +634,7 @@ pub fn evaluate(entry: &Entry, req: &request::Parts, now: SystemTime, shared: bo
         .body(())
         .map(|r| r.into_parts().0)
         .unwrap_or_else(|_| req.clone());
-    as_get.headers = normalized(&req.headers);
+    as_get.headers = request_view(&req.headers, &entry.vary);
     match entry.policy.before_request(&as_get, library_time(now)) {
         BeforeRequest::Fresh(_) => Verdict::Fresh,
         BeforeRequest::Stale { request, .. } => {

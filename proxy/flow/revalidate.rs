@@ -59,7 +59,7 @@ pub(super) async fn revalidated(
     }
     let rparts = &rparts;
     let (mut req_view, mut res_view) = (as_get.clone(), rparts.clone());
-    req_view.headers = policy::normalized(&as_get.headers);
+    req_view.headers = policy::request_view(&as_get.headers, &stale.entry.vary);
     res_view.headers = policy::normalized(&rparts.headers);
     match stale.entry.policy.after_response(
         &req_view,
