@@ -335,3 +335,40 @@ async fn a_stale_partial_object_is_dropped_not_combined() {
     assert!(!r.cache_status().contains("hit"), "{}", r.cache_status());
     assert_eq!(origin.hits("/v.mp4"), 2);
 }
+
+/// Regression: an origin that answered a hole's range with another range had that 206
+/// relayed to a client that asked for no range at all. Now the client's own request is
+/// sent as it made it, and the partial object (no longer trusted) is dropped.
+#[tokio::test]
+async fn an_origin_answering_a_hole_with_another_range_is_not_relayed() {
+    let asked = Arc::new(AtomicU32::new(0));
+    let n = asked.clone();
+    let origin = Origin::builder()
+        .route("/odd.mp4", move |seen| {
+            let first = n.fetch_add(1, Ordering::SeqCst) == 0;
+            if !first && seen.headers.contains_key("range") {
+                return Reply::ok(Bytes::from(expected(0..100)))
+                    .with_status(206)
+                    .header("content-range", format!("bytes 0-99/{LEN}"))
+                    .header("etag", "\"o\"")
+                    .header("cache-control", "max-age=600");
+            }
+            ranged(seen, LEN, "\"o\"", "max-age=600")
+        })
+        .run()
+        .await;
+    let p = proxy().await;
+    let url = origin.url("/odd.mp4");
+    get(p.addr(), &url, &[("range", "bytes=3000000-")]).await;
+    let r = get(p.addr(), &url, &[]).await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.as_ref() == expected(0..LEN).as_slice());
+    assert!(
+        r.cache_status().contains("partial-mismatch"),
+        "{}",
+        r.cache_status()
+    );
+    assert_eq!(asked.load(Ordering::SeqCst), 3);
+    assert!(!origin.seen("/odd.mp4")[2].headers.contains_key("range"));
+    assert_eq!(p.cache().partial_stats(), (0, 0));
+}

@@ -189,6 +189,17 @@ async fn fill_holes(
     let fits = rparts.status == StatusCode::PARTIAL_CONTENT
         && content_range(&rparts.headers) == Some((span.clone(), meta.total))
         && combinable(meta, &rparts.headers);
+    if !fits && matches!(rparts.status.as_u16(), 206 | 416) {
+        // An answer to our range that is not the one asked for (another range, another
+        // length or validator): it is no answer to the client's request, which is sent
+        // as the client made it, and what is held is no longer trusted.
+        tracing::warn!(key = %meta.key, status = %rparts.status, range = ?rparts.headers.get(header::CONTENT_RANGE),
+            "the origin answered a hole's range with another; partial object dropped");
+        cache.drop_partial(&p);
+        drop(writer);
+        drop(body);
+        return super::uncached_miss(state, parts, vary_miss, "partial-mismatch").await;
+    }
     if !fits {
         if rparts.status == StatusCode::OK {
             // The representation changed (If-Range did not match): what is held is old.
