@@ -75,6 +75,10 @@ async fn a_by_hash_url_is_served_by_a_stranger_and_an_ordinary_one_is_not() {
         Some("application/octet-stream"),
         "headers are built here"
     );
+    // Regression: a stranger's bytes were counted in no source, so "bytes saved" (what did
+    // not cross the internet) missed them. They count as from peers.
+    b.wait_figure("bytes_from_peers", LEN).await;
+    assert_eq!(figure(&b.status().await, "bytes_from_origin"), 0);
     // Stored on B: a hit now.
     let again = get(b.addr(), &origin.url(&by_hash), &[]).await;
     assert!(

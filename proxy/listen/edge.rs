@@ -181,7 +181,8 @@ impl Drop for AccessLog {
             "hit" | "collapsed" | "stale-swr" | "stale-error" | "revalidated" => {
                 Some(&c.bytes_from_cache)
             }
-            "peer" => Some(&c.bytes_from_peers),
+            // Strangers are peers too: their bytes did not cross the internet.
+            "peer" | "stranger" => Some(&c.bytes_from_peers),
             "miss" | "stale-miss" | "bypass" => Some(&c.bytes_from_origin),
             _ => None,
         };
