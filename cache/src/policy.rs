@@ -183,8 +183,9 @@ pub fn normalized(headers: &HeaderMap) -> HeaderMap {
         let parsed = v
             .to_str()
             .ok()
-            .filter(|t| !t.contains("  "))
-            .and_then(|t| httpdate::parse_http_date(t.trim()).ok());
+            .map(str::trim)
+            .filter(|t| spaced_as_http_date(t))
+            .and_then(|t| httpdate::parse_http_date(t).ok());
         match parsed {
             Some(t) => {
                 if let Ok(v) = http::HeaderValue::from_str(&httpdate::fmt_http_date(t)) {
@@ -224,6 +225,20 @@ pub fn request_view(headers: &HeaderMap, vary: &[String]) -> HeaderMap {
         h.insert(header, value);
     }
     h
+}
+
+/// True unless `date` has a run of spaces that no HTTP-date form allows (`httpdate` reads
+/// `Thu, 18  Aug  2050 …` leniently). The one place two spaces are valid: asctime's day
+/// of the month below 10, `Thu Aug  8 02:01:18 2050` (RFC 9110 5.6.7, `date3`).
+fn spaced_as_http_date(date: &str) -> bool {
+    match date.find("  ") {
+        None => true,
+        Some(7) => {
+            let rest = &date[9..];
+            rest.as_bytes().first().is_some_and(u8::is_ascii_digit) && !rest.contains("  ")
+        }
+        Some(_) => false,
+    }
 }
 
 fn normalized_req(req: &request::Parts) -> request::Parts {
@@ -876,6 +891,33 @@ mod tests {
         }
         assert_eq!(n["expires"], "0");
         assert_eq!(n["last-modified"], "Sun, 06 Nov 1994 08:49:37 GMT");
+    }
+
+    /// RFC 9110 5.6.7: recipients MUST accept the obsolete RFC 850 and asctime forms; an
+    /// asctime date before the 10th writes its day with a leading space.
+    #[test]
+    fn an_asctime_expires_with_a_one_digit_day_is_a_valid_date() {
+        for (text, read) in [
+            ("Mon Aug  8 02:01:18 2050", "Mon, 08 Aug 2050 02:01:18 GMT"),
+            ("Thu Aug 18 02:01:18 2050", "Thu, 18 Aug 2050 02:01:18 GMT"),
+            (
+                "Thursday, 18-Aug-50 02:01:18 GMT",
+                "Thu, 18 Aug 2050 02:01:18 GMT",
+            ),
+            (
+                "Thu, 18 Aug 2050 02:01:18 GMT",
+                "Thu, 18 Aug 2050 02:01:18 GMT",
+            ),
+            // Runs of spaces anywhere else: not an HTTP-date, so already expired.
+            ("Thu, 18  Aug  2050 02:01:18 GMT", "0"),
+            ("Thu Aug  8  02:01:18 2050", "0"),
+            ("Thu  Aug 8 02:01:18 2050", "0"),
+            ("Thu Aug   8 02:01:18 2050", "0"),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert("expires", text.parse().unwrap());
+            assert_eq!(normalized(&h)["expires"], read, "{text}");
+        }
     }
 
     fn rules(list: &[(&str, u64)]) -> Rules {
