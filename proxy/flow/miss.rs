@@ -34,10 +34,7 @@ pub(super) async fn miss(
     let cache = &state.cache;
     // Bytes of this URL held without the whole: they answer (a hit, not a miss), or the
     // origin or a peer fills the holes.
-    if stale.is_none()
-        && parts.method == Method::GET
-        && !policy::request_no_store(&parts.headers)
-    {
+    if stale.is_none() && parts.method == Method::GET && !policy::request_no_store(&parts.headers) {
         if let Some(p) = cache.partial(&key) {
             if let Some(out) = partial::from_partial(state, &parts, p, vary_miss).await {
                 if !matches!(out.phase, Phase::PartialHit) {
