@@ -372,3 +372,65 @@ async fn an_origin_answering_a_hole_with_another_range_is_not_relayed() {
     assert!(!origin.seen("/odd.mp4")[2].headers.contains_key("range"));
     assert_eq!(p.cache().partial_stats(), (0, 0));
 }
+
+#[tokio::test]
+async fn only_the_holes_are_asked_of_the_origin_one_range_each() {
+    let origin = Origin::builder()
+        .route("/v.mp4", video_origin(Arc::new(AtomicU32::new(1))))
+        .run()
+        .await;
+    let p = proxy().await;
+    let url = origin.url("/v.mp4");
+    get(p.addr(), &url, &[("range", "bytes=1000000-1999999")]).await;
+    get(p.addr(), &url, &[("range", "bytes=3000000-3999999")]).await;
+    let r = get(p.addr(), &url, &[]).await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.as_ref() == expected(0..LEN).as_slice());
+    let ranges: Vec<String> = origin.seen("/v.mp4")[2..]
+        .iter()
+        .map(|s| s.headers["range"].to_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        ranges,
+        ["bytes=0-999999", "bytes=2000000-2999999", "bytes=4000000-"],
+        "no held byte asked again"
+    );
+    wait_complete(&p, &url).await;
+    assert_eq!(p.cache().stats().await.unwrap().bytes, LEN);
+}
+
+#[tokio::test]
+async fn a_representation_that_changes_between_two_holes_ends_the_body_with_an_error() {
+    let version = Arc::new(AtomicU32::new(1));
+    let v = version.clone();
+    let origin = Origin::builder()
+        .route("/v.mp4", move |seen| {
+            let tag = format!("\"v{}\"", v.load(Ordering::SeqCst));
+            let reply = ranged(seen, LEN, &tag, "max-age=600");
+            // The object is replaced just after its first hole was sent.
+            if seen
+                .headers
+                .get("range")
+                .is_some_and(|r| r == "bytes=0-999999")
+            {
+                v.store(2, Ordering::SeqCst);
+            }
+            reply
+        })
+        .run()
+        .await;
+    let p = proxy().await;
+    let url = origin.url("/v.mp4");
+    get(p.addr(), &url, &[("range", "bytes=1000000-1999999")]).await;
+    let (head, body) = open_with(p.addr(), &url, &[]).await;
+    assert_eq!(head.status, 200);
+    let got = check_pattern(body, 0).await;
+    assert!(
+        got.is_err(),
+        "bytes of two representations must not end cleanly: {got:?}"
+    );
+    assert_eq!(version.load(Ordering::SeqCst), 2);
+    // The old bytes are dropped, not completed into an entry.
+    assert_eq!(p.cache().partial_stats(), (0, 0));
+    assert_eq!(p.cache().stats().await.unwrap().variants, 0);
+}

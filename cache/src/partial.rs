@@ -276,28 +276,33 @@ fn read_file(
     r: Range<u64>,
 ) -> BoxStream<'static, Result<Bytes, StoreError>> {
     const CHUNK: u64 = 256 * 1024;
-    futures_util::stream::unfold(r.start, move |pos| {
-        let (path, file) = (path.clone(), file.clone());
-        let end = r.end;
-        async move {
-            if pos >= end {
-                return None;
-            }
-            let n = CHUNK.min(end - pos);
-            let read = tokio::task::spawn_blocking(move || {
-                let f = &*file;
+    // One chunk is read ahead while the one before it is sent (the reads are blocking
+    // calls off the async workers); an error ends the stream.
+    let starts = (r.start..r.end).step_by(CHUNK as usize);
+    futures_util::stream::iter(starts)
+        .map(move |pos| {
+            let (path, file) = (path.clone(), file.clone());
+            let n = CHUNK.min(r.end - pos);
+            tokio::task::spawn_blocking(move || {
                 let mut buf = vec![0u8; n as usize];
-                f.read_exact_at(&mut buf, pos)
+                file.read_exact_at(&mut buf, pos)
                     .map_err(|e| StoreError::Io(path.clone(), e))?;
                 Ok(Bytes::from(buf))
             })
-            .await
-            .unwrap_or_else(|e| Err(StoreError::Body(format!("partial reader: {e}"))));
-            let next = if read.is_ok() { pos + n } else { end };
-            Some((read, next))
-        }
-    })
-    .boxed()
+        })
+        .buffered(2)
+        .map(|joined| {
+            joined.unwrap_or_else(|e| Err(StoreError::Body(format!("partial reader: {e}"))))
+        })
+        .scan(false, |failed, item| {
+            let out = (!*failed).then_some(item);
+            if let Some(Err(_)) = &out {
+                *failed = true;
+            }
+            futures_util::future::ready(out.map(Some))
+        })
+        .filter_map(futures_util::future::ready)
+        .boxed()
 }
 
 fn write_meta(path: &Path, meta: &Meta) -> Result<(), StoreError> {
