@@ -218,6 +218,27 @@ impl State {
             (other, _) => other,
         }
     }
+
+    /// Sends an idempotent request (RFC 9110 9.2.2: PUT, DELETE, OPTIONS, TRACE) whose body
+    /// is in memory: like [`State::send`], once more on a fresh connection if a pooled one
+    /// turns out to have been closed by the origin (repeating it is what idempotent allows).
+    pub async fn send_idempotent(
+        &self,
+        parts: request::Parts,
+        body: bytes::Bytes,
+    ) -> Result<Response<Incoming>, OriginError> {
+        let again = parts.clone();
+        match self.send(parts, crate::http::full(body.clone())).await {
+            Err(OriginError::Protocol {
+                detail,
+                dead_connection: true,
+            }) => {
+                tracing::debug!("origin connection was closed under us ({detail}); retrying once");
+                self.send(again, crate::http::full(body)).await
+            }
+            other => other,
+        }
+    }
 }
 
 /// Feed sync's figures: written by the engine (`sync/engine.rs`), read by the status page.

@@ -32,7 +32,17 @@ pub(super) async fn unsafe_or_other(
             BoxError::from(ClientBodyError(e))
         }));
     let uri = parts.uri.clone();
-    let res = match state.send(parts, body).await {
+    let sent = match replayable(&parts) {
+        // Small bodies of idempotent methods are read first, so the request can be sent
+        // again if the pooled connection it went on was closed under it (servers close idle
+        // keep-alive connections sooner than we let go of them: node's 5 s).
+        Some(limit) => match read_small(body, limit).await {
+            Ok(bytes) => state.send_idempotent(parts, bytes).await,
+            Err(e) => Err(e),
+        },
+        None => state.send(parts, body).await,
+    };
+    let res = match sent {
         Ok(r) => r,
         Err(e) => return origin_error(&e, &uri),
     };
@@ -66,6 +76,45 @@ pub(super) async fn unsafe_or_other(
         Phase::Bypass("method"),
         fwd,
     )
+}
+
+/// Largest body read into memory to make an idempotent request repeatable.
+const REPLAYABLE_MAX: u64 = 64 << 10;
+
+/// For an idempotent method (RFC 9110 9.2.2) with a body of known, small length: that
+/// length. Others stream their body and are sent once.
+fn replayable(parts: &request::Parts) -> Option<u64> {
+    let idempotent = matches!(
+        parts.method,
+        Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
+    );
+    if !idempotent || parts.headers.contains_key(header::TRANSFER_ENCODING) {
+        return None;
+    }
+    let len = super::content_length(&parts.headers).unwrap_or(0);
+    (len <= REPLAYABLE_MAX).then_some(len)
+}
+
+/// Reads a body of at most `limit` bytes; a failure is the client's (a 400, as when the
+/// body is streamed).
+async fn read_small(
+    mut body: Body,
+    limit: u64,
+) -> Result<bytes::Bytes, crate::origin::OriginError> {
+    use http_body_util::BodyExt;
+    let mut out = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| crate::origin::OriginError::ClientBody(e.to_string()))?;
+        if let Ok(data) = frame.into_data() {
+            if (out.len() + data.len()) as u64 > limit {
+                return Err(crate::origin::OriginError::ClientBody(
+                    "the body is longer than its Content-Length".into(),
+                ));
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    Ok(out.freeze())
 }
 
 /// Resolves a `Location`-style reference against the request URI (RFC 3986, with the
