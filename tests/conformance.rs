@@ -166,3 +166,75 @@ async fn vary_matches_values_that_differ_only_in_whitespace_field_lines_or_tag_c
     assert!(r.cache_status().contains("miss"), "{}", r.cache_status());
     assert_eq!(origin.hits("/v"), 2);
 }
+
+/// RFC 9110 9.3.3: a POST's response that names the URL as its `Content-Location` and
+/// states its freshness is the URL's response for a later GET; without either, it is not.
+#[tokio::test]
+async fn a_post_response_naming_its_own_url_with_explicit_freshness_answers_a_later_get() {
+    let origin = Origin::builder()
+        .route("/form", |s| {
+            let reply = Reply::ok(format!("{} {}", s.method, String::from_utf8_lossy(&s.body)));
+            if s.method == http::Method::POST {
+                reply
+                    .header("cache-control", "max-age=600")
+                    .header("content-location", "/form")
+            } else {
+                reply
+            }
+        })
+        .route("/elsewhere", |s| {
+            Reply::ok(format!("{}", s.method))
+                .header("cache-control", "max-age=600")
+                .header("content-location", "/form")
+        })
+        .route("/no-freshness", |s| {
+            Reply::ok(format!("{}", s.method)).header("content-location", "/no-freshness")
+        })
+        .run()
+        .await;
+    let p = TestProxy::start_with(|s| s.cache.shared = true).await;
+    let addr = p.addr();
+    let post = |url: String| async move {
+        crate::support::request(
+            addr,
+            http::Method::POST,
+            &url,
+            &[("content-type", "text/plain")],
+            Some(bytes::Bytes::from_static(b"12345")),
+        )
+        .await
+    };
+    let r = post(origin.url("/form")).await;
+    assert_eq!(r.text(), "POST 12345");
+    assert!(
+        r.cache_status().contains("stored; detail=post"),
+        "{}",
+        r.cache_status()
+    );
+    let url = origin.url("/form");
+    settle(&p).await;
+    let r = get(p.addr(), &url, &[]).await;
+    assert_eq!(
+        r.text(),
+        "POST 12345",
+        "the POST's response answers the GET"
+    );
+    assert_eq!(r.cache_status(), "meshcache; hit");
+    assert_eq!(origin.hits("/form"), 1);
+    // The stored entry is this device's only: never offered to peers.
+    let key = cache::key::primary_key(&url.parse().unwrap()).unwrap();
+    let e = p
+        .cache()
+        .lookup(&key, &http::HeaderMap::new())
+        .unwrap()
+        .unwrap();
+    assert!(!e.shareable);
+
+    // Content-Location names another URL, or the freshness is not explicit: not stored
+    // (and /elsewhere's successful POST invalidates /form, which it names: RFC 9111 4.4).
+    for path in ["/elsewhere", "/no-freshness"] {
+        post(origin.url(path)).await;
+        let r = get(p.addr(), &origin.url(path), &[]).await;
+        assert_eq!(r.text(), "GET", "{path}");
+    }
+}

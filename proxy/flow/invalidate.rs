@@ -1,10 +1,13 @@
 //! Methods other than GET and HEAD: forwarded with their body streamed; a successful unsafe
 //! method invalidates the URL and its same-origin `Location` / `Content-Location`
-//! (RFC 9111 4.4).
+//! (RFC 9111 4.4). A POST's response that names the URL as its `Content-Location` with
+//! explicit freshness is stored as the URL's response for later GETs ([`post`]).
+
+mod post;
 
 use std::sync::Arc;
 
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use http::{header, request, Method, Response, Uri};
 use hyper::body::Incoming;
 
@@ -32,6 +35,8 @@ pub(super) async fn unsafe_or_other(
             BoxError::from(ClientBodyError(e))
         }));
     let uri = parts.uri.clone();
+    // A POST's response may become the URL's GET response (see `post_answers_gets`).
+    let post = (parts.method == Method::POST).then(|| parts.clone());
     let sent = match replayable(&parts) {
         // Small bodies of idempotent methods are read first, so the request can be sent
         // again if the pooled connection it went on was closed under it (servers close idle
@@ -71,11 +76,29 @@ pub(super) async fn unsafe_or_other(
     }
     let fwd = Some(rparts.status.as_u16());
     let body = state.origin.body_stream(rbody).map_err(BoxError::from);
+    if let Some(post) = post.filter(|_| post_answers_gets(&uri, &rparts.headers)) {
+        return post::store(state, post, rparts, body.boxed());
+    }
     Outcome::new(
         Response::from_parts(rparts, stream_body(body)),
         Phase::Bypass("method"),
         fwd,
     )
+}
+
+/// RFC 9110 9.3.3: a response to a POST is the URL's representation for later GETs only
+/// when it says so — a `Content-Location` that is the request's own URL — and states its
+/// freshness explicitly (`max-age`, `s-maxage` or `Expires`).
+fn post_answers_gets(uri: &Uri, h: &http::HeaderMap) -> bool {
+    let same = h
+        .get(header::CONTENT_LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| resolve(uri, v))
+        .is_some_and(|k| primary_key(uri).is_some_and(|own| own == k));
+    let cc = cache::policy::directives(h, "cache-control");
+    let explicit = h.contains_key(header::EXPIRES)
+        || cc.iter().any(|(k, _)| k == "max-age" || k == "s-maxage");
+    same && explicit
 }
 
 /// Largest body read into memory to make an idempotent request repeatable.
