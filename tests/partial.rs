@@ -71,6 +71,16 @@ async fn proxy() -> TestProxy {
     TestProxy::start_with(|s| s.cache.range_offset_limit = 64 << 10).await
 }
 
+/// A video origin (one representation, `"v1"`), a proxy, and the video's URL.
+async fn video() -> (Origin, TestProxy, String) {
+    let origin = Origin::builder()
+        .route("/v.mp4", video_origin(Arc::new(AtomicU32::new(1))))
+        .run()
+        .await;
+    let url = origin.url("/v.mp4");
+    (origin, proxy().await, url)
+}
+
 /// Waits until the URL is stored as a complete entry (the partial object is completed
 /// after the response that filled its last hole ended).
 async fn wait_complete(p: &TestProxy, url: &str) {
@@ -86,12 +96,7 @@ async fn wait_complete(p: &TestProxy, url: &str) {
 
 #[tokio::test]
 async fn a_seek_far_is_kept_and_a_seek_again_inside_it_is_a_hit() {
-    let origin = Origin::builder()
-        .route("/v.mp4", video_origin(Arc::new(AtomicU32::new(1))))
-        .run()
-        .await;
-    let p = proxy().await;
-    let url = origin.url("/v.mp4");
+    let (origin, p, url) = video().await;
     let r = get(p.addr(), &url, &[("range", "bytes=3000000-")]).await;
     assert_eq!(r.status, 206);
     assert_eq!(
@@ -145,12 +150,7 @@ async fn a_seek_far_is_kept_and_a_seek_again_inside_it_is_a_hit() {
 
 #[tokio::test]
 async fn filling_the_hole_makes_one_complete_entry() {
-    let origin = Origin::builder()
-        .route("/v.mp4", video_origin(Arc::new(AtomicU32::new(1))))
-        .run()
-        .await;
-    let p = proxy().await;
-    let url = origin.url("/v.mp4");
+    let (origin, p, url) = video().await;
     get(p.addr(), &url, &[("range", "bytes=3000000-")]).await;
 
     // The whole object: only the hole is asked of the origin, for this representation.
@@ -185,12 +185,7 @@ async fn filling_the_hole_makes_one_complete_entry() {
 
 #[tokio::test]
 async fn a_range_that_straddles_a_hole_gets_held_and_new_bytes_in_one_body() {
-    let origin = Origin::builder()
-        .route("/v.mp4", video_origin(Arc::new(AtomicU32::new(1))))
-        .run()
-        .await;
-    let p = proxy().await;
-    let url = origin.url("/v.mp4");
+    let (origin, p, url) = video().await;
     get(p.addr(), &url, &[("range", "bytes=1000000-1999999")]).await;
     get(p.addr(), &url, &[("range", "bytes=3000000-3999999")]).await;
     // Held, hole, held: the origin is asked for the hole only.
@@ -306,12 +301,7 @@ async fn a_range_the_cache_may_not_store_is_not_kept() {
 
 #[tokio::test]
 async fn a_partial_object_survives_a_restart() {
-    let origin = Origin::builder()
-        .route("/v.mp4", video_origin(Arc::new(AtomicU32::new(1))))
-        .run()
-        .await;
-    let mut p = proxy().await;
-    let url = origin.url("/v.mp4");
+    let (origin, mut p, url) = video().await;
     get(p.addr(), &url, &[("range", "bytes=3000000-")]).await;
     p.restart().await;
     let r = get(p.addr(), &url, &[("range", "bytes=4000000-4000099")]).await;
@@ -322,12 +312,7 @@ async fn a_partial_object_survives_a_restart() {
 
 #[tokio::test]
 async fn a_stale_partial_object_is_dropped_not_combined() {
-    let origin = Origin::builder()
-        .route("/v.mp4", video_origin(Arc::new(AtomicU32::new(1))))
-        .run()
-        .await;
-    let p = proxy().await;
-    let url = origin.url("/v.mp4");
+    let (origin, p, url) = video().await;
     get(p.addr(), &url, &[("range", "bytes=3000000-")]).await;
     p.clock.advance(Duration::from_secs(601));
     let r = get(p.addr(), &url, &[("range", "bytes=3500000-3500099")]).await;
@@ -375,12 +360,7 @@ async fn an_origin_answering_a_hole_with_another_range_is_not_relayed() {
 
 #[tokio::test]
 async fn only_the_holes_are_asked_of_the_origin_one_range_each() {
-    let origin = Origin::builder()
-        .route("/v.mp4", video_origin(Arc::new(AtomicU32::new(1))))
-        .run()
-        .await;
-    let p = proxy().await;
-    let url = origin.url("/v.mp4");
+    let (origin, p, url) = video().await;
     get(p.addr(), &url, &[("range", "bytes=1000000-1999999")]).await;
     get(p.addr(), &url, &[("range", "bytes=3000000-3999999")]).await;
     let r = get(p.addr(), &url, &[]).await;

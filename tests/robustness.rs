@@ -80,24 +80,7 @@ async fn a_slow_request_head_is_cut_off_but_idle_keep_alive_is_not() {
 
 /// Reads one response with a Content-Length body from a keep-alive connection.
 async fn read_response(s: &mut TcpStream) -> String {
-    let mut buf = Vec::new();
-    let mut byte = [0u8; 1];
-    while !buf.ends_with(b"\r\n\r\n") {
-        s.read_exact(&mut byte).await.unwrap();
-        buf.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&buf).into_owned();
-    let len: usize = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-length:")
-                .map(|v| v.trim().parse().unwrap())
-        })
-        .unwrap_or(0);
-    let mut body = vec![0u8; len];
-    s.read_exact(&mut body).await.unwrap();
-    head
+    read_message(s).await.0
 }
 
 #[tokio::test]
@@ -500,8 +483,9 @@ async fn the_access_log_names_who_is_at_fault() {
     p.stop();
 }
 
-/// Reads one request (head, and a body of its Content-Length) from a raw connection.
-async fn read_one_request(s: &mut TcpStream) -> String {
+/// Reads one HTTP message (its head, and a body of its Content-Length) from a raw
+/// connection; at the end of the stream, what there was.
+async fn read_message(s: &mut TcpStream) -> (String, Vec<u8>) {
     let mut buf = Vec::new();
     let mut byte = [0u8; 1];
     while !buf.ends_with(b"\r\n\r\n") {
@@ -521,6 +505,12 @@ async fn read_one_request(s: &mut TcpStream) -> String {
         .unwrap_or(0);
     let mut body = vec![0u8; len];
     s.read_exact(&mut body).await.unwrap();
+    (head, body)
+}
+
+/// Reads one request as text (head and body).
+async fn read_one_request(s: &mut TcpStream) -> String {
+    let (head, body) = read_message(s).await;
     head + &String::from_utf8_lossy(&body)
 }
 

@@ -317,6 +317,24 @@ fn write_meta(path: &Path, meta: &Meta) -> Result<(), StoreError> {
     std::fs::rename(&tmp, path).map_err(|e| StoreError::Io(path.to_owned(), e))
 }
 
+/// Tasks writing into partial objects, so shutdown can wait for them.
+#[derive(Default)]
+struct Busy {
+    n: std::sync::atomic::AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+/// One task writing into a partial object; dropped when it is done.
+pub struct BusyGuard(Arc<Busy>);
+
+impl Drop for BusyGuard {
+    fn drop(&mut self) {
+        if self.0.n.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
 /// Every partial object of the cache, by URL key (one per URL: a new one replaces an
 /// older one that cannot be combined with it).
 pub struct Partials {
@@ -325,6 +343,7 @@ pub struct Partials {
     budget: u64,
     map: Mutex<HashMap<String, Arc<Partial>>>,
     next: AtomicU64,
+    busy: Arc<Busy>,
 }
 
 impl Partials {
@@ -385,12 +404,32 @@ impl Partials {
             budget,
             map: Mutex::new(map),
             next: AtomicU64::new(next),
+            busy: Arc::default(),
         })
     }
 
     /// The keys of every partial object.
     pub fn keys(&self) -> Vec<String> {
         lock(&self.map).keys().cloned().collect()
+    }
+
+    /// Marks a task writing into a partial object until the guard is dropped.
+    pub fn task(&self) -> BusyGuard {
+        self.busy.n.fetch_add(1, Ordering::AcqRel);
+        BusyGuard(self.busy.clone())
+    }
+
+    /// Waits until no task writes into a partial object.
+    pub async fn idle(&self) {
+        loop {
+            let notified = self.busy.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.busy.n.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
     }
 
     pub fn get(&self, key: &str) -> Option<Arc<Partial>> {

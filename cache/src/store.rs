@@ -950,6 +950,11 @@ impl Cache {
         }
     }
 
+    /// Marks a task writing into a partial object: [`Cache::shutdown`] waits for it.
+    pub fn partial_task(&self) -> crate::partial::BusyGuard {
+        self.inner.partials.task()
+    }
+
     /// Drops `p` if it is still its key's partial object.
     pub fn drop_partial(&self, p: &Arc<crate::partial::Partial>) {
         self.inner.partials.remove_this(p);
@@ -1121,6 +1126,14 @@ impl Cache {
             .is_err()
         {
             tracing::warn!("shutdown: fills still under way after 30 s are abandoned");
+        }
+        if tokio::time::timeout(Duration::from_secs(30), self.inner.partials.idle())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "shutdown: partial objects still being written after 30 s are abandoned"
+            );
         }
         if let Err(e) = self.flush_touched().await {
             tracing::warn!("flush last-use times: {e}");

@@ -25,9 +25,9 @@ use super::tee::tee;
 use super::{combinable, hv, if_range, representation_headers};
 use crate::flow::peer::mesh_eligible;
 use crate::flow::{origin_error, Outcome, Phase};
-use crate::http::headers::{strip_hop_by_hop, CLIENT_CONDITIONALS};
+use crate::http::headers::CLIENT_CONDITIONALS;
 use crate::http::respond::{self, Source};
-use crate::http::{empty, stream_body, BoxError};
+use crate::http::{stream_body, BoxError};
 use crate::origin::OriginError;
 use crate::state::State;
 
@@ -145,18 +145,8 @@ async fn ask_origin(
     if let Some(v) = if_range(head) {
         oreq.headers.insert(header::IF_RANGE, v);
     }
-    let asked = std::time::Instant::now();
-    let res = state.send(oreq, empty()).await?;
-    state.latency.origin.observe(asked.elapsed().as_secs_f64());
-    let (mut rparts, rbody) = res.into_parts();
-    strip_hop_by_hop(&mut rparts.headers);
-    rparts.version = http::Version::HTTP_11;
+    let (rparts, body) = super::send(state, oreq).await?;
     let fwd = Some(rparts.status.as_u16());
-    let body = state
-        .origin
-        .body_stream(rbody)
-        .map_err(BoxError::from)
-        .boxed();
     let fits = rparts.status == StatusCode::PARTIAL_CONTENT
         && content_range(&rparts.headers) == Some((hole, meta.total))
         && combinable(meta, &rparts.headers);

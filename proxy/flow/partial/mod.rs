@@ -20,6 +20,8 @@ use std::ops::Range;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
 use http::header::{self, HeaderValue};
 use http::{request, HeaderMap, StatusCode};
@@ -230,23 +232,11 @@ pub(super) async fn forward_and_keep(
         return super::uncached_miss(state, parts, vary_miss, "range-forwarded").await;
     }
     let now = cache.now();
-    let asked = std::time::Instant::now();
-    let res = match state.send(parts.clone(), empty()).await {
-        Ok(r) => {
-            state.latency.origin.observe(asked.elapsed().as_secs_f64());
-            r
-        }
+    let (rparts, body) = match send(state, parts.clone()).await {
+        Ok(r) => r,
         Err(e) => return origin_error(&e, &parts.uri),
     };
-    let (mut rparts, rbody) = res.into_parts();
-    strip_hop_by_hop(&mut rparts.headers);
-    rparts.version = http::Version::HTTP_11;
     let fwd = Some(rparts.status.as_u16());
-    let body = state
-        .origin
-        .body_stream(rbody)
-        .map_err(BoxError::from)
-        .boxed();
     let started = start(state, parts, key, &rparts, now);
     let (body, stored) = match started {
         Some((p, writer, span, head)) => {
@@ -317,6 +307,31 @@ fn start(
     let p = cache.begin_partial(meta)?;
     let writer = p.try_writer()?;
     Some((p, writer, span, head))
+}
+
+/// Sends a request to the origin: its response head (hop-by-hop fields removed) and body.
+async fn send(
+    state: &Arc<State>,
+    req: request::Parts,
+) -> Result<
+    (
+        http::response::Parts,
+        BoxStream<'static, Result<Bytes, BoxError>>,
+    ),
+    crate::origin::OriginError,
+> {
+    let asked = std::time::Instant::now();
+    let res = state.send(req, empty()).await?;
+    state.latency.origin.observe(asked.elapsed().as_secs_f64());
+    let (mut rparts, rbody) = res.into_parts();
+    strip_hop_by_hop(&mut rparts.headers);
+    rparts.version = http::Version::HTTP_11;
+    let body = state
+        .origin
+        .body_stream(rbody)
+        .map_err(BoxError::from)
+        .boxed();
+    Ok((rparts, body))
 }
 
 fn hv(s: String) -> HeaderValue {

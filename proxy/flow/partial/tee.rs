@@ -37,7 +37,9 @@ pub(super) fn tee(
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, BoxError>>(16);
     let cache = state.cache.clone();
     let background_max = cache.options().background_fill_max;
-    tokio::spawn(async move {
+    // Shutdown waits for this task (its bytes are made durable, the object completed).
+    let busy = cache.partial_task();
+    let work = async move {
         let mut writer = Some(writer);
         let mut body = body;
         let mut client = Some(tx);
@@ -134,6 +136,11 @@ pub(super) fn tee(
                 Err(e) => tracing::warn!(key = %p.key(), "partial object not completed: {e}"),
             }
         }
+    };
+    tokio::spawn(async move {
+        // `work` owns its handle on the cache: gone before `busy` says the task is done.
+        work.await;
+        drop(busy);
     });
     tokio_stream_of(rx)
 }
