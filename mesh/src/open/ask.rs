@@ -92,7 +92,11 @@ impl Mesh {
         // and one seeking it too with a smaller id will download it. A stranger's word is
         // worth a bounded wait only, once: if it had nothing to show for it, its
         // "fetching" is not believed for a while.
-        if let Some(d) = open.deferred_to(&tag).filter(|d| open.may_wait_for(d)) {
+        let alone = fetching.is_none();
+        let deferred = open
+            .elections()
+            .conclude(tag, alone, |d| open.may_wait_for(d));
+        if let Some(d) = deferred {
             if fetching.is_none() {
                 fetching = open.connected(inner).into_iter().find(|(id, _)| *id == d);
             }

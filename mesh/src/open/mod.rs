@@ -92,9 +92,70 @@ pub(crate) struct Open {
     stop: tokio::sync::watch::Sender<bool>,
     /// Where the next lookup starts among strangers equally useful so far.
     turn: std::sync::atomic::AtomicUsize,
-    /// Content tags this device is seeking that a stranger with a smaller open-mesh id is
-    /// seeking too: if nobody has it, this device waits for that one.
-    deferred: Mutex<LruCache<[u8; 32], EndpointId>>,
+    /// Who fetches what among strangers seeking the same content (see [`Elections`]).
+    elections: Mutex<Elections>,
+}
+
+/// The election among strangers seeking the same content at once (`serve.rs::fetching`,
+/// `ask.rs::find_by_digest`): the tags this device defers to a stranger with a smaller
+/// open-mesh id for, and the tags it has decided to fetch from the origin itself. One lock
+/// for both orders a stranger's ask against this device's decision: either the ask comes
+/// first (this device defers and waits for the asker) or the decision does (the asker
+/// hears "fetching" and waits for this device) — never both going to the origin because
+/// the ask fell between this device's last look at its deferrals and its download.
+pub(crate) struct Elections {
+    deferred: LruCache<[u8; 32], EndpointId>,
+    decided: LruCache<[u8; 32], Instant>,
+}
+
+/// A decision to fetch is believed this long (the download it announces is under way).
+const DECIDED_FOR: Duration = Duration::from_secs(60);
+
+impl Elections {
+    fn new() -> Self {
+        let n = NonZeroUsize::new(256).expect("non-zero");
+        Self {
+            deferred: LruCache::new(n),
+            decided: LruCache::new(n),
+        }
+    }
+
+    /// A stranger `id` (with a smaller open-mesh id) seeks `tag`, which this device seeks
+    /// too: `true` when this device has already decided to fetch it (the stranger is told
+    /// so), else this device will wait for the stranger.
+    pub(crate) fn defer_unless_decided(&mut self, tag: [u8; 32], id: EndpointId) -> bool {
+        if self
+            .decided
+            .peek(&tag)
+            .is_some_and(|t| t.elapsed() < DECIDED_FOR)
+        {
+            return true;
+        }
+        if self
+            .deferred
+            .peek(&tag)
+            .is_none_or(|cur| id.as_bytes() < cur.as_bytes())
+        {
+            self.deferred.put(tag, id);
+        }
+        false
+    }
+
+    /// This device has asked every stranger about `tag`: whom it defers to (taken), if
+    /// anyone it `may_wait_for`; with nobody, and `alone` (no stranger said it is fetching
+    /// it), this device decides to fetch it itself.
+    pub(crate) fn conclude(
+        &mut self,
+        tag: [u8; 32],
+        alone: bool,
+        may_wait_for: impl Fn(&EndpointId) -> bool,
+    ) -> Option<EndpointId> {
+        let d = self.deferred.pop(&tag).filter(|d| may_wait_for(d));
+        if d.is_none() && alone {
+            self.decided.put(tag, Instant::now());
+        }
+        d
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -161,7 +222,7 @@ async fn bind(
         tags: Mutex::new(tags::Tags::default()),
         stop: tokio::sync::watch::channel(false).0,
         turn: std::sync::atomic::AtomicUsize::new(0),
-        deferred: Mutex::new(LruCache::new(NonZeroUsize::new(256).unwrap())),
+        elections: Mutex::new(Elections::new()),
     }))
 }
 
@@ -324,19 +385,9 @@ impl Open {
         list.into_iter().map(|(id, c, _)| (id, c)).collect()
     }
 
-    /// `id` (a smaller open-mesh id) is seeking `tag` too: this device will wait for it.
-    pub fn defer_to(&self, tag: [u8; 32], id: EndpointId) {
-        let mut d = lock(&self.deferred);
-        if d.peek(&tag)
-            .is_none_or(|cur| id.as_bytes() < cur.as_bytes())
-        {
-            d.put(tag, id);
-        }
-    }
-
-    /// Who this device defers to for `tag`, if anyone (taken: asked once).
-    pub fn deferred_to(&self, tag: &[u8; 32]) -> Option<EndpointId> {
-        lock(&self.deferred).pop(tag)
+    /// The election among strangers for the same content (one lock: see [`Elections`]).
+    pub(crate) fn elections(&self) -> std::sync::MutexGuard<'_, Elections> {
+        lock(&self.elections)
     }
 
     /// May this device wait for `id`, which says it is fetching what was asked?
@@ -596,4 +647,35 @@ pub(crate) fn status(inner: &Inner) -> Option<OpenStatus> {
         addr_bans,
         tags,
     })
+}
+
+#[cfg(test)]
+mod election_tests {
+    use super::*;
+
+    fn id(n: u8) -> EndpointId {
+        SecretKey::from_bytes(&[n; 32]).public()
+    }
+
+    #[test]
+    fn an_ask_after_the_decision_hears_fetching_and_one_before_it_is_waited_for() {
+        let tag = [7u8; 32];
+        // The stranger asks first: this device defers, and concludes to wait for it.
+        let mut e = Elections::new();
+        assert!(!e.defer_unless_decided(tag, id(1)));
+        assert_eq!(e.conclude(tag, true, |_| true), Some(id(1)));
+        // This device concludes first: a stranger asking after it hears "fetching".
+        let mut e = Elections::new();
+        assert_eq!(e.conclude(tag, true, |_| true), None);
+        assert!(e.defer_unless_decided(tag, id(1)));
+        // One that may not be waited for is not: this device fetches, and says so.
+        let mut e = Elections::new();
+        e.defer_unless_decided(tag, id(1));
+        assert_eq!(e.conclude(tag, true, |_| false), None);
+        assert!(e.defer_unless_decided(tag, id(2)));
+        // Waiting for another stranger that said it is fetching: nothing decided here.
+        let mut e = Elections::new();
+        assert_eq!(e.conclude(tag, false, |_| true), None);
+        assert!(!e.defer_unless_decided(tag, id(1)));
+    }
 }

@@ -149,10 +149,15 @@ fn fetching(inner: &Inner, open: &Open, remote: EndpointId, tag: &[u8; 32]) -> O
     if let Some(k) = inner.fetching_keys(me_first).into_iter().find(matches) {
         return Some(k);
     }
-    if !me_first && inner.fetching_keys(true).iter().any(matches) {
-        // Both seeking, and the asker goes first: if nobody has it, wait for the asker
-        // rather than download it too (`Mesh::find_by_digest`).
-        open.defer_to(*tag, remote);
+    if !me_first {
+        if let Some(k) = inner.fetching_keys(true).into_iter().find(matches) {
+            // Both seeking, and the asker goes first: if nobody has it, wait for the asker
+            // rather than download it too (`Mesh::find_by_digest`) — unless this device
+            // has decided to download it already, which the asker then hears.
+            if open.elections().defer_unless_decided(*tag, remote) {
+                return Some(k);
+            }
+        }
     }
     None
 }
