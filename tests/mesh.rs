@@ -367,6 +367,27 @@ async fn a_shared_file_reaches_a_friend_by_ticket_and_through_a_proxy() {
     friend.stop();
 }
 
+/// `d` fetches `url` (`len` bytes of the pattern, checked) and has stored it: the body
+/// reaches the client as the store commits, so this waits (bounded) until `d` answers it
+/// `only-if-cached`.
+async fn fetched_and_stored(d: &Device, url: &str, len: u64) {
+    let (parts, body) = open(d.addr(), url).await;
+    assert_eq!(parts.status, 200);
+    assert_eq!(check_pattern(body, 0).await.unwrap(), len);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !get(d.addr(), url, &[("cache-control", "only-if-cached")])
+        .await
+        .status
+        .is_success()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{url} was never stored"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_seek_far_into_a_peers_video_moves_only_those_bytes() {
     const LEN: u64 = 40 << 20;
@@ -382,22 +403,7 @@ async fn a_seek_far_into_a_peers_video_moves_only_those_bytes() {
     let b = Device::start(dirs[1].path(), &[&a.ticket]);
     a.wait_peers(1).await;
     b.wait_peers(1).await;
-    let (parts, body) = open(a.addr(), &url).await;
-    assert_eq!(parts.status, 200);
-    assert_eq!(check_pattern(body, 0).await.unwrap(), LEN);
-    // Wait until A has stored it (the body reaches the client as the store commits).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !get(a.addr(), &url, &[("cache-control", "only-if-cached")])
-        .await
-        .status
-        .is_success()
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "A never stored the film"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    fetched_and_stored(&a, &url, LEN).await;
 
     // B's player seeks to 30 MB: beyond range_offset_limit, so only the range is wanted.
     let r = get(b.addr(), &url, &[("range", "bytes=30000000-30000999")]).await;
@@ -446,20 +452,7 @@ async fn a_seek_from_a_peer_is_kept_and_its_hole_filled_from_the_peer() {
     let b = Device::start(dirs[1].path(), &[&a.ticket]);
     a.wait_peers(1).await;
     b.wait_peers(1).await;
-    let (_, body) = open(a.addr(), &url).await;
-    assert_eq!(check_pattern(body, 0).await.unwrap(), LEN);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !get(a.addr(), &url, &[("cache-control", "only-if-cached")])
-        .await
-        .status
-        .is_success()
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "A never stored the clip"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    fetched_and_stored(&a, &url, LEN).await;
     let expected = |r: std::ops::Range<u64>| r.map(pattern).collect::<Vec<u8>>();
 
     // B seeks to 20 MB (beyond range_offset_limit): A sends the bytes, B keeps them.
