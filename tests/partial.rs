@@ -120,7 +120,13 @@ async fn a_seek_far_is_kept_and_a_seek_again_inside_it_is_a_hit() {
     );
     assert_eq!(r.body.as_ref(), expected(3_500_000..3_501_000).as_slice());
     assert_eq!(r.cache_status(), "meshcache; hit; detail=partial");
+    p.clock.advance(Duration::from_secs(7));
     let r = get(p.addr(), &url, &[("range", "bytes=-100")]).await;
+    assert_eq!(
+        r.header("age"),
+        Some("7"),
+        "a response from the cache says its age"
+    );
     assert_eq!(r.body.as_ref(), expected(LEN - 100..LEN).as_slice());
     assert_eq!(origin.hits("/v.mp4"), 1);
     // Nothing complete is stored yet: a partial object is not an entry.

@@ -80,10 +80,11 @@ pub(super) async fn from_partial(
     if missing.is_empty() {
         p.touch(cache::clock::unix_ms(now));
         state.counters.hits.fetch_add(1, Ordering::Relaxed);
+        // Served from the cache: with `Age` (RFC 9111 4), as a stored entry is.
         let res = respond::respond(
             parts,
             StatusCode::OK,
-            headers,
+            respond::entry_headers(&entry, now),
             Some(total),
             Source::Partial(p),
         );
