@@ -81,6 +81,23 @@ async fn video() -> (Origin, TestProxy, String) {
     (origin, proxy().await, url)
 }
 
+/// `/status.json` once `ready` says its figures are in (a response's bytes are counted
+/// when its body is done, just after the client has it); panics after 30 s.
+async fn status_when(
+    p: &TestProxy,
+    ready: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    for _ in 0..3000 {
+        let r = get(p.addr(), "http://meshcache.local/status.json", &[]).await;
+        let s: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        if ready(&s) {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the status never showed the figures waited for");
+}
+
 /// Waits until the URL is stored as a complete entry (the partial object is completed
 /// after the response that filled its last hole ended).
 async fn wait_complete(p: &TestProxy, url: &str) {
@@ -180,6 +197,11 @@ async fn filling_the_hole_makes_one_complete_entry() {
     wait_complete(&p, &url).await;
     let stats = p.cache().stats().await.unwrap();
     assert_eq!((stats.urls, stats.variants, stats.bytes), (1, 1, LEN));
+    // Where the bytes came from: of the whole GET, the held ones were the cache's.
+    let held = LEN - 3_000_000;
+    let s = status_when(&p, |s| s["bytes_to_clients"] == held + LEN).await;
+    assert_eq!(s["bytes_from_cache"], held, "{s}");
+    assert_eq!(s["bytes_from_origin"], held + 3_000_000, "{s}");
     assert_eq!(p.cache().partial_stats(), (0, 0));
     let r = get(p.addr(), &url, &[]).await;
     assert_eq!(r.cache_status(), "meshcache; hit");

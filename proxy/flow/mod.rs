@@ -33,7 +33,7 @@ use cache::key::primary_key;
 use cache::policy::{self, Verdict};
 use cache::Entry;
 
-pub use phase::{Phase, RuleApplied};
+pub use phase::{HeldBytes, Phase, RuleApplied};
 
 use crate::http::headers::strip_hop_by_hop;
 use crate::http::respond::{self, entry_headers, Source};

@@ -7,6 +7,12 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RuleApplied(pub usize);
 
+/// Bytes of a response that came from this device's cache although its phase names
+/// another source: the held runs of a partial object around the holes a peer or the
+/// origin filled. The edge counts them as from the cache (the dashboard's bytes saved).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeldBytes(pub u64);
+
 /// How a response was produced, for `Cache-Status`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Phase {

@@ -133,6 +133,10 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
         bytes: 0,
         expected,
         ended: false,
+        held: response
+            .extensions()
+            .get::<flow::HeldBytes>()
+            .map_or(0, |h| h.0),
     };
     response.map(|b| http_body_util::BodyExt::boxed_unsync(Logged { inner: b, log }))
 }
@@ -171,6 +175,8 @@ struct AccessLog {
     expected: Option<u64>,
     /// The body reached its end (a body dropped before it was aborted by the client).
     ended: bool,
+    /// Bytes of it that came from the cache although the phase names another source.
+    held: u64,
 }
 
 impl Drop for AccessLog {
@@ -186,8 +192,12 @@ impl Drop for AccessLog {
             "miss" | "stale-miss" | "bypass" => Some(&c.bytes_from_origin),
             _ => None,
         };
+        // Held runs of a partial object around filled holes were the cache's (the first
+        // bytes sent are counted as those, an approximation for a body cut short).
+        let held = self.held.min(self.bytes);
+        c.bytes_from_cache.fetch_add(held, Ordering::Relaxed);
         if let Some(counter) = by_source {
-            counter.fetch_add(self.bytes, Ordering::Relaxed);
+            counter.fetch_add(self.bytes - held, Ordering::Relaxed);
         }
         // A body dropped before its end, without an error of its own: the client left.
         let fault = match (self.fault, self.ended) {

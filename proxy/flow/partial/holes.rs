@@ -333,7 +333,10 @@ fn serve(
         HeaderValue::from(want.end - want.start),
     );
     out_head.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    let res = respond::build(status, out_head, stream_body(client.boxed()));
+    let mut res = respond::build(status, out_head, stream_body(client.boxed()));
+    let fetched: u64 = holes.iter().map(|h| h.end - h.start).sum();
+    let held = (want.end - want.start).saturating_sub(fetched);
+    res.extensions_mut().insert(crate::flow::HeldBytes(held));
     Outcome::new(res, phase, fwd)
 }
 
