@@ -483,31 +483,8 @@ fn seek_offsets(size: u64) -> Vec<Range<u64>> {
 
 /// The proxy's `/status.json` (an admin client's), asked through the proxy.
 async fn status_json(proxy: SocketAddr) -> Result<serde_json::Value, String> {
-    let stream = TcpStream::connect(proxy)
-        .await
-        .map_err(|e| format!("connect {proxy}: {e}"))?;
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| format!("handshake: {e}"))?;
-    tokio::spawn(conn);
-    let req = Request::builder()
-        .uri("http://meshcache.local/status.json")
-        .header("host", "meshcache.local")
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    let res = send
-        .send_request(req)
-        .await
-        .map_err(|e| format!("status.json: {e}"))?;
-    if res.status() != StatusCode::OK {
-        return Err(format!("status.json: {}", res.status()));
-    }
-    let body = res
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| format!("status.json body: {e}"))?
-        .to_bytes();
+    let mut conn = common::devices::Conn::open(proxy).await?;
+    let body = conn.get_body("http://meshcache.local/status.json").await?;
     serde_json::from_slice(&body).map_err(|e| format!("status.json: {e}"))
 }
 
