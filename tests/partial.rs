@@ -442,3 +442,74 @@ async fn a_representation_that_changes_between_two_holes_ends_the_body_with_an_e
     assert_eq!(p.cache().partial_stats(), (0, 0));
     assert_eq!(p.cache().stats().await.unwrap().variants, 0);
 }
+
+/// Regression: once a write into a partial object failed (a full disk, a file gone), the
+/// rest of the range was still gathered in memory for a write that would never come. Now
+/// nothing more is kept after a failed write — and the client still gets every byte.
+#[tokio::test]
+async fn a_range_whose_partial_object_cannot_be_written_still_reaches_the_client_whole() {
+    const RANGE: u64 = 3 << 20;
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let g = gate.clone();
+    let origin = Origin::builder()
+        .route("/g.mp4", move |_| {
+            Reply::status(206)
+                .header(
+                    "content-range",
+                    format!("bytes 4000000-{}/{}", 4_000_000 + RANGE - 1, 8 << 20),
+                )
+                .header("cache-control", "max-age=600")
+                .header("etag", "\"g\"")
+                .body(ReplyBody::Gated {
+                    len: RANGE,
+                    chunk: 64 << 10,
+                    gate: g.clone(),
+                })
+        })
+        .run()
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = TestProxy::start_in(dir.path().to_path_buf(), |s| {
+        s.cache.range_offset_limit = 64 << 10
+    })
+    .await;
+    let url = origin.url("/g.mp4");
+    let range = format!("bytes=4000000-{}", 4_000_000 + RANGE - 1);
+    let (head, body) = open_with(p.addr(), &url, &[("range", &range)]).await;
+    assert_eq!(head.status, 206);
+    assert!(
+        p.cache().partial_stats().0 == 1,
+        "a partial object was begun"
+    );
+    // Its files vanish before the first write (1 MiB in): every write fails from then on.
+    let mut removed = 0;
+    for entry in walk(dir.path()) {
+        if entry.parent().is_some_and(|d| d.ends_with("partial")) {
+            std::fs::remove_file(&entry).unwrap();
+            removed += 1;
+        }
+    }
+    assert_eq!(removed, 2, "the body and meta files");
+    gate.add_permits(1000);
+    assert_eq!(check_pattern(body, 0).await, Ok(RANGE), "every byte, right");
+    let key = cache::key::primary_key(&url.parse().unwrap()).unwrap();
+    let partial = p.cache().partial(&key).expect("still listed");
+    assert!(
+        partial.meta().held.is_empty(),
+        "nothing is held that was not written"
+    );
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = e.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}

@@ -39,5 +39,5 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use entry::Entry;
 pub use error::StoreError;
 pub use fill::{Fill, Head, Join, Leader};
-pub use partial::{Meta as PartialMeta, Partial};
+pub use partial::Partial;
 pub use store::{Attester, Cache, Options, Pending, Stats};

@@ -74,8 +74,11 @@ pub(super) fn tee(
                 break;
             }
             pos += n;
-            batch_len += n;
-            batch.push(chunk.clone());
+            // After a failed write nothing more is kept (nor held in memory for later).
+            if !store_failed {
+                batch_len += n;
+                batch.push(chunk.clone());
+            }
             let last = pos == span.end;
             // The last chunk goes to the client only once every byte is written and held:
             // a client that asks again as soon as its body ends finds them.
