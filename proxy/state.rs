@@ -183,8 +183,49 @@ impl State {
 
     /// Sends a request (already stripped of hop-by-hop fields) to its origin, adding `Via`.
     /// The destination policy is the one of the request's [`Client`] (in its extensions;
-    /// without one, the stricter one).
+    /// without one, the stricter one). GET and HEAD go out without a body (`body` is not
+    /// sent) and are repeatable: see [`State::send_idempotent`].
     pub async fn send(
+        &self,
+        parts: request::Parts,
+        body: Body,
+    ) -> Result<Response<Incoming>, OriginError> {
+        if parts.method == Method::GET || parts.method == Method::HEAD {
+            return self.send_idempotent(parts, bytes::Bytes::new()).await;
+        }
+        self.send_once(parts, body).await
+    }
+
+    /// Sends an idempotent request (RFC 9110 9.2.2: GET, HEAD, PUT, DELETE, OPTIONS, TRACE)
+    /// whose body is in memory, once more on a fresh connection if a pooled one turns out
+    /// to have been closed by the origin meanwhile (servers time idle connections out
+    /// sooner than we do; repeating the request is what idempotent allows).
+    pub async fn send_idempotent(
+        &self,
+        parts: request::Parts,
+        body: bytes::Bytes,
+    ) -> Result<Response<Incoming>, OriginError> {
+        let body_of = |b: &bytes::Bytes| {
+            if b.is_empty() {
+                crate::http::empty()
+            } else {
+                crate::http::full(b.clone())
+            }
+        };
+        let again = parts.clone();
+        match self.send_once(parts, body_of(&body)).await {
+            Err(OriginError::Protocol {
+                detail,
+                dead_connection: true,
+            }) => {
+                tracing::debug!("origin connection was closed under us ({detail}); retrying once");
+                self.send_once(again, body_of(&body)).await
+            }
+            other => other,
+        }
+    }
+
+    async fn send_once(
         &self,
         mut parts: request::Parts,
         body: Body,
@@ -192,52 +233,9 @@ impl State {
         let admin = parts.extensions.get::<Client>().is_some_and(|c| c.admin);
         self.via.append(&mut parts.headers);
         parts.version = Version::HTTP_11;
-        // GET and HEAD go out without a body: if a pooled connection turns out to have
-        // been closed by the origin meanwhile (servers time idle connections out sooner
-        // than we do), send them once more on a fresh connection.
-        let retry =
-            (parts.method == Method::GET || parts.method == Method::HEAD).then(|| parts.clone());
-        match (
-            self.origin
-                .send(Request::from_parts(parts, body), admin)
-                .await,
-            retry,
-        ) {
-            (
-                Err(OriginError::Protocol {
-                    detail,
-                    dead_connection: true,
-                }),
-                Some(parts),
-            ) => {
-                tracing::debug!("origin connection was closed under us ({detail}); retrying once");
-                self.origin
-                    .send(Request::from_parts(parts, crate::http::empty()), admin)
-                    .await
-            }
-            (other, _) => other,
-        }
-    }
-
-    /// Sends an idempotent request (RFC 9110 9.2.2: PUT, DELETE, OPTIONS, TRACE) whose body
-    /// is in memory: like [`State::send`], once more on a fresh connection if a pooled one
-    /// turns out to have been closed by the origin (repeating it is what idempotent allows).
-    pub async fn send_idempotent(
-        &self,
-        parts: request::Parts,
-        body: bytes::Bytes,
-    ) -> Result<Response<Incoming>, OriginError> {
-        let again = parts.clone();
-        match self.send(parts, crate::http::full(body.clone())).await {
-            Err(OriginError::Protocol {
-                detail,
-                dead_connection: true,
-            }) => {
-                tracing::debug!("origin connection was closed under us ({detail}); retrying once");
-                self.send(again, crate::http::full(body)).await
-            }
-            other => other,
-        }
+        self.origin
+            .send(Request::from_parts(parts, body), admin)
+            .await
     }
 }
 

@@ -1057,6 +1057,7 @@ impl Cache {
         let index = self.inner.index.clone();
         let ((urls, variants), bytes) =
             blocking(move || Ok((index.counts()?, index.total_bytes()?))).await?;
+        let (partial_objects, partial_bytes) = self.inner.partials.stats();
         Ok(Stats {
             urls,
             variants,
@@ -1065,8 +1066,8 @@ impl Cache {
             fills_in_progress: self.inner.fills.in_progress(),
             evictions: self.inner.evictions.load(Ordering::Relaxed),
             pass_through: self.pass_through(),
-            partial_objects: self.inner.partials.stats().0,
-            partial_bytes: self.inner.partials.stats().1,
+            partial_objects,
+            partial_bytes,
         })
     }
 
